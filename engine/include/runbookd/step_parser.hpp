@@ -1,0 +1,81 @@
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include <runbookd/runbook.hpp>
+#include <runbookd/template.hpp>
+
+namespace runbookd {
+
+// Collects the diagnostics of one runbook file and offers typed readers for YAML nodes. Each
+// reader records a file:line:column error and returns nullopt when the node has the wrong
+// type, so parsing can go on and report every problem in one pass.
+class ParseContext {
+  public:
+    explicit ParseContext(std::string file) : file_(std::move(file)) {}
+
+    SourceLocation location(const YAML::Node& node) const;
+    SourceLocation location(const YAML::Mark& mark) const;
+    void error(const YAML::Node& at, std::string message);
+    void error(SourceLocation at, std::string message);
+
+    std::optional<std::string> string(const YAML::Node& node, std::string_view what);
+    std::optional<Duration> duration(const YAML::Node& node, std::string_view what);
+    std::optional<Template> template_string(const YAML::Node& node, std::string_view what);
+
+    // Checks that `node` is a mapping whose keys are strings, unique, and among `allowed`.
+    bool check_mapping(const YAML::Node& node, std::string_view what,
+                       const std::vector<std::string_view>& allowed);
+
+    const std::string& file() const { return file_; }
+    std::vector<Diagnostic>& diagnostics() { return diagnostics_; }
+    bool failed() const { return !diagnostics_.empty(); }
+
+  private:
+    std::string file_;
+    std::vector<Diagnostic> diagnostics_;
+};
+
+// Parses the keys of one step kind. A step has exactly one key naming its kind (`argv:`);
+// later kinds (`shell:`, `python:`, `uses:`) register their own parser, and the loader stays
+// unchanged. Implementations are stateless and shared between threads.
+class StepParser {
+  public:
+    virtual ~StepParser() = default;
+
+    // The key that selects this kind.
+    virtual std::string_view kind() const = 0;
+    // Further step keys this kind reads (e.g. "env", "cwd"), besides the common ones.
+    virtual std::vector<std::string_view> keys() const = 0;
+    // Parses `step` (the whole step mapping). Returns null after recording errors in `ctx`.
+    virtual std::shared_ptr<const StepConfig> parse(const YAML::Node& step,
+                                                    ParseContext& ctx) const = 0;
+};
+
+using StepParsers = std::vector<std::shared_ptr<const StepParser>>;
+
+// The step kinds built into runbookd.
+StepParsers builtin_step_parsers();
+
+// The outcome of loading a runbooks directory: the runbooks, and every problem found.
+struct LoadResult {
+    std::vector<std::shared_ptr<const Runbook>> runbooks;
+    std::vector<Diagnostic> errors;
+};
+
+// Loads every `*.yaml` and `*.yml` file directly in `dir` (hidden files skipped), one runbook
+// per file. Runbook names must be unique across the directory.
+LoadResult load_runbook_dir(const std::filesystem::path& dir, const StepParsers& parsers);
+
+// Loads one runbook from text; `file` names it in diagnostics.
+LoadResult load_runbook_text(std::string_view text, const std::string& file,
+                             const StepParsers& parsers);
+
+}  // namespace runbookd

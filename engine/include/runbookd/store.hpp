@@ -1,0 +1,188 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <runbookd/alert.hpp>
+#include <runbookd/result.hpp>
+#include <runbookd/runbook.hpp>
+#include <runbookd/timestamp.hpp>
+
+namespace runbookd {
+
+using RunId = std::int64_t;
+using AttemptId = std::int64_t;
+
+enum class RunState { Queued, Running, Succeeded, Failed, Cancelled };
+const char* run_state_name(RunState state);
+std::optional<RunState> parse_run_state(std::string_view name);
+inline bool is_terminal(RunState s) {
+    return s != RunState::Queued && s != RunState::Running;
+}
+
+// Why an alert of a delivery started no run (or that it did).
+enum class AlertOutcome { RunStarted, NoMatchingRunbook, StatusIgnored };
+const char* alert_outcome_name(AlertOutcome outcome);
+
+// Everything one webhook delivery creates. The store commits all of it in one transaction:
+// the delivery, each alert with its outcome, and a queued run for each (alert, runbook) pair.
+struct DeliveryRecord {
+    struct AlertEntry {
+        Alert alert;
+        AlertOutcome outcome = AlertOutcome::NoMatchingRunbook;
+        std::string outcome_detail;
+    };
+    struct RunRequest {
+        std::size_t alert_index = 0;  // into `alerts`
+        std::string runbook;
+        std::string runbook_hash;
+    };
+
+    Timestamp received_at;
+    std::string source;  // "alertmanager"
+    std::string remote_addr;
+    std::string user_agent;
+    std::size_t body_bytes = 0;
+    std::string body_sha256;
+    std::string receiver;
+    std::string group_key;
+    std::string status;
+    std::string external_url;
+    std::int64_t truncated_alerts = 0;
+    std::vector<std::string> warnings;
+    std::vector<AlertEntry> alerts;
+    std::vector<RunRequest> runs;
+};
+
+struct DeliveryReceipt {
+    std::int64_t delivery_id = 0;
+    std::vector<std::int64_t> alert_ids;  // parallel to DeliveryRecord::alerts
+    std::vector<RunId> run_ids;           // parallel to DeliveryRecord::runs
+};
+
+// What the run engine needs to execute a queued run.
+struct RunContext {
+    RunId id = 0;
+    std::string runbook;
+    std::string runbook_hash;
+    RunState state = RunState::Queued;
+    std::string trigger;
+    std::optional<Alert> alert;
+};
+
+// One step attempt as it starts: what will run.
+struct AttemptStart {
+    RunId run_id = 0;
+    std::string step;
+    int step_index = 0;
+    int attempt = 1;
+    std::string kind;
+    std::vector<std::string> argv;  // as executed; empty when the kind runs no program
+    std::string cwd;
+    Timestamp started_at;
+};
+
+// How an attempt ended.
+struct AttemptEnd {
+    bool succeeded = false;
+    std::optional<int> exit_code;  // set when the program exited
+    std::optional<int> signal;     // set when it was killed by a signal
+    std::string error;             // why it failed, in words; empty on success
+    Timestamp finished_at;
+    std::int64_t duration_ms = 0;
+    std::string stdout_excerpt;
+    std::string stderr_excerpt;
+    std::int64_t stdout_bytes = 0;
+    std::int64_t stderr_bytes = 0;
+};
+
+struct AttemptRecord {
+    AttemptId id = 0;
+    AttemptStart start;
+    std::string state;  // running, succeeded, failed
+    std::optional<AttemptEnd> end;
+};
+
+struct RunSummary {
+    RunId id = 0;
+    std::string runbook;
+    std::string runbook_hash;
+    std::string trigger;
+    std::string actor;
+    RunState state = RunState::Queued;
+    std::string reason;
+    std::optional<std::int64_t> alert_id;
+    std::string fingerprint;
+    std::string alertname;
+    Timestamp created_at;
+    std::optional<Timestamp> started_at;
+    std::optional<Timestamp> finished_at;
+};
+
+struct RunDetail {
+    RunSummary run;
+    std::optional<Alert> alert;
+    std::vector<AttemptRecord> attempts;
+};
+
+struct RunFilter {
+    std::optional<RunState> state;
+    std::string runbook;
+    std::optional<RunId> before_id;  // for paging: runs with a smaller id
+    int limit = 50;
+};
+
+template <typename T>
+using Completion = std::function<void(Result<T>)>;
+using StatusCompletion = std::function<void(Status)>;
+
+// The durable record of deliveries, alerts, runs and attempts (the audit trail).
+//
+// Writes are asynchronous and durable when their completion runs: an implementation may
+// commit many concurrent writes together (group commit). Completions run on the store's own
+// thread; they must not block, and should post further work to the caller's executor.
+// Reads are synchronous and may be called from any thread.
+class Store {
+  public:
+    virtual ~Store() = default;
+
+    // Records the runbook versions that runs may refer to (idempotent, synchronous).
+    virtual Status record_runbooks(const std::vector<std::shared_ptr<const Runbook>>& runbooks) = 0;
+    // The source text of a recorded runbook version.
+    virtual Result<std::string> runbook_source(const std::string& content_hash) = 0;
+
+    virtual void record_delivery(std::shared_ptr<const DeliveryRecord> record,
+                                 Completion<DeliveryReceipt> done) = 0;
+    virtual void mark_run_started(RunId run, Timestamp at, StatusCompletion done) = 0;
+    virtual void record_attempt_start(AttemptStart start, Completion<AttemptId> done) = 0;
+    virtual void record_attempt_end(RunId run, AttemptId attempt, AttemptEnd end,
+                                    StatusCompletion done) = 0;
+    virtual void finish_run(RunId run, RunState state, std::string reason, Timestamp at,
+                            StatusCompletion done) = 0;
+
+    virtual Result<RunContext> load_run(RunId run) = 0;
+    virtual Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) = 0;
+    virtual Result<RunDetail> get_run(RunId run) = 0;
+    // Runs in the given state, oldest first (start-up recovery).
+    virtual Result<std::vector<RunId>> runs_in_state(RunState state) = 0;
+
+    // Waits until every write submitted so far is committed or failed, then stops the writer.
+    virtual void close() = 0;
+};
+
+struct SqliteOptions {
+    std::string path;
+    bool synchronous_full = true;  // FULL survives power loss; NORMAL only process crashes
+    int busy_timeout_ms = 5000;
+    std::size_t max_batch = 256;  // writes committed together at most
+};
+
+// Opens (creating if needed) and migrates the SQLite database. Fails when the file cannot be
+// opened or its schema is newer than this build knows.
+Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options);
+
+}  // namespace runbookd

@@ -1,0 +1,249 @@
+#include "api/routes.hpp"
+
+#include <charconv>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace runbookd::api {
+namespace {
+
+using Json = nlohmann::json;
+
+Json optional_time(const std::optional<Timestamp>& t) {
+    return t ? Json(t->to_rfc3339_millis()) : Json(nullptr);
+}
+
+Json labels_json(const LabelSet& labels) {
+    Json out = Json::object();
+    for (const auto& [k, v] : labels) {
+        out[k] = v;
+    }
+    return out;
+}
+
+Json run_json(const RunSummary& r) {
+    Json out = {{"id", r.id},
+                {"runbook", r.runbook},
+                {"runbook_hash", r.runbook_hash},
+                {"trigger", r.trigger},
+                {"actor", r.actor},
+                {"state", run_state_name(r.state)},
+                {"reason", r.reason},
+                {"alert_id", r.alert_id ? Json(*r.alert_id) : Json(nullptr)},
+                {"fingerprint", r.fingerprint},
+                {"alertname", r.alertname},
+                {"created_at", r.created_at.to_rfc3339_millis()},
+                {"started_at", optional_time(r.started_at)},
+                {"finished_at", optional_time(r.finished_at)}};
+    if (r.started_at && r.finished_at) {
+        out["duration_ms"] = r.finished_at->millis_since(*r.started_at);
+    }
+    return out;
+}
+
+Json alert_json(const Alert& a) {
+    return {{"fingerprint", a.fingerprint},
+            {"status", alert_status_name(a.status)},
+            {"labels", labels_json(a.labels)},
+            {"annotations", labels_json(a.annotations)},
+            {"starts_at", a.starts_at.to_rfc3339()},
+            {"ends_at", a.ends_at ? Json(a.ends_at->to_rfc3339()) : Json(nullptr)},
+            {"generator_url", a.generator_url}};
+}
+
+Json attempt_json(const AttemptRecord& a) {
+    Json out = {{"id", a.id},
+                {"step", a.start.step},
+                {"step_index", a.start.step_index},
+                {"attempt", a.start.attempt},
+                {"kind", a.start.kind},
+                {"argv", a.start.argv},
+                {"cwd", a.start.cwd},
+                {"state", a.state},
+                {"started_at", a.start.started_at.to_rfc3339_millis()}};
+    if (a.end) {
+        const AttemptEnd& e = *a.end;
+        out["exit_code"] = e.exit_code ? Json(*e.exit_code) : Json(nullptr);
+        out["signal"] = e.signal ? Json(*e.signal) : Json(nullptr);
+        out["error"] = e.error;
+        out["finished_at"] = e.finished_at.to_rfc3339_millis();
+        out["duration_ms"] = e.duration_ms;
+        out["stdout_bytes"] = e.stdout_bytes;
+        out["stderr_bytes"] = e.stderr_bytes;
+        // Raw bytes may not be UTF-8; the JSON view replaces invalid sequences with U+FFFD
+        // while the store keeps them as written.
+        out["stdout"] = e.stdout_excerpt;
+        out["stderr"] = e.stderr_excerpt;
+    }
+    return out;
+}
+
+Json runbook_json(const Runbook& r) {
+    Json matchers = Json::array();
+    for (const auto& m : r.matchers) {
+        matchers.push_back(m.to_string());
+    }
+    Json on = Json::array();
+    if (r.on_firing) {
+        on.push_back("firing");
+    }
+    if (r.on_resolved) {
+        on.push_back("resolved");
+    }
+    Json steps = Json::array();
+    for (const auto& s : r.steps) {
+        steps.push_back({{"name", s.name}, {"kind", s.kind}, {"description", s.description}});
+    }
+    return {{"name", r.name},
+            {"description", r.description},
+            {"source_file", r.source_file},
+            {"content_hash", r.content_hash},
+            {"matchers", matchers},
+            {"on", on},
+            {"timeout", r.timeout ? Json(format_duration(*r.timeout)) : Json(nullptr)},
+            {"steps", steps}};
+}
+
+std::optional<std::int64_t> parse_id(std::string_view text) {
+    std::int64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value <= 0) {
+        return std::nullopt;
+    }
+    return value;
+}
+
+void list_runs(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
+    RunFilter filter;
+    if (const auto state = req.query_param("state"); !state.empty()) {
+        filter.state = parse_run_state(state);
+        if (!filter.state) {
+            respond(http::json_error(400, "invalid_argument",
+                                     fmt::format("unknown run state \"{}\" (expected queued, "
+                                                 "running, succeeded, failed or cancelled)",
+                                                 state),
+                                     "state"));
+            return;
+        }
+    }
+    filter.runbook = req.query_param("runbook");
+    if (const auto limit = req.query_param("limit"); !limit.empty()) {
+        const auto n = parse_id(limit);
+        if (!n || *n > 1000) {
+            respond(http::json_error(400, "invalid_argument",
+                                     "limit must be a whole number from 1 to 1000", "limit"));
+            return;
+        }
+        filter.limit = static_cast<int>(*n);
+    }
+    if (const auto before = req.query_param("before"); !before.empty()) {
+        filter.before_id = parse_id(before);
+        if (!filter.before_id) {
+            respond(http::json_error(400, "invalid_argument", "before must be a run id", "before"));
+            return;
+        }
+    }
+    auto runs = ctx.store->list_runs(filter);
+    if (!runs) {
+        respond(http::error_response(runs.error()));
+        return;
+    }
+    Json items = Json::array();
+    for (const auto& r : *runs) {
+        items.push_back(run_json(r));
+    }
+    respond(http::json_response(200, {{"runs", items}}));
+}
+
+void show_run(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
+    const auto id = parse_id(req.params.at("id"));
+    if (!id) {
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+        return;
+    }
+    auto detail = ctx.store->get_run(*id);
+    if (!detail) {
+        respond(http::error_response(detail.error()));
+        return;
+    }
+    Json out = run_json(detail->run);
+    out["alert"] = detail->alert ? alert_json(*detail->alert) : Json(nullptr);
+    Json attempts = Json::array();
+    for (const auto& a : detail->attempts) {
+        attempts.push_back(attempt_json(a));
+    }
+    out["attempts"] = attempts;
+    respond(http::json_response(200, out));
+}
+
+void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Responder respond) {
+    const auto content_type = req.header("content-type");
+    if (!is_json_media_type(content_type)) {
+        respond(http::json_error(
+            415, "unsupported_media_type",
+            content_type.empty()
+                ? std::string("Content-Type is missing; send application/json")
+                : fmt::format("Content-Type \"{}\" is not supported; send application/json",
+                              content_type)));
+        return;
+    }
+    intake::Delivery delivery{std::move(req.body), std::move(req.remote_addr),
+                              std::string(req.header("user-agent"))};
+    ctx.intake->handle(std::move(delivery), [respond = std::move(respond)](intake::IntakeReply r) {
+        http::Response response;
+        response.status = r.status;
+        response.body = std::move(r.body);
+        respond(std::move(response));
+    });
+}
+
+}  // namespace
+
+bool is_json_media_type(std::string_view content_type) {
+    const auto semicolon = content_type.find(';');
+    std::string_view type = content_type.substr(0, semicolon);
+    while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) {
+        type.remove_suffix(1);
+    }
+    while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) {
+        type.remove_prefix(1);
+    }
+    constexpr std::string_view kJson = "application/json";
+    if (type.size() != kJson.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < type.size(); ++i) {
+        if (std::tolower(static_cast<unsigned char>(type[i])) != kJson[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void add_routes(http::Router& router, const ApiContext& context) {
+    const ApiContext* ctx = &context;
+    router.add("GET", "/", [](http::Request&&, http::Responder respond) {
+        respond(http::json_response(200, {{"name", "runbookd"}, {"version", RUNBOOKD_VERSION}}));
+    });
+    router.add("POST", "/api/v1/webhooks/alertmanager",
+               [ctx](http::Request&& req, http::Responder respond) {
+                   receive_alertmanager(*ctx, std::move(req), std::move(respond));
+               });
+    router.add("GET", "/api/v1/runs", [ctx](http::Request&& req, http::Responder respond) {
+        list_runs(*ctx, req, respond);
+    });
+    router.add("GET", "/api/v1/runs/{id}", [ctx](http::Request&& req, http::Responder respond) {
+        show_run(*ctx, req, respond);
+    });
+    router.add("GET", "/api/v1/runbooks", [ctx](http::Request&&, http::Responder respond) {
+        Json items = Json::array();
+        for (const auto& r : ctx->catalog->all()) {
+            items.push_back(runbook_json(*r));
+        }
+        respond(http::json_response(200, {{"runbooks", items}}));
+    });
+}
+
+}  // namespace runbookd::api

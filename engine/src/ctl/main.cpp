@@ -1,0 +1,277 @@
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <runbookd/step_parser.hpp>
+
+#include "http/client.hpp"
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUnreachable = 3;
+
+struct Options {
+    std::string url;
+    std::string output = "table";
+};
+
+std::string text_of(const Json& v) {
+    if (v.is_null()) {
+        return "-";
+    }
+    if (v.is_string()) {
+        return v.get<std::string>();
+    }
+    return v.dump();
+}
+
+// Prints rows as left-aligned columns, each as wide as its widest cell.
+void print_table(const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows) {
+    std::vector<std::size_t> width(header.size());
+    for (std::size_t i = 0; i < header.size(); ++i) {
+        width[i] = header[i].size();
+        for (const auto& row : rows) {
+            width[i] = std::max(width[i], row[i].size());
+        }
+    }
+    const auto print_row = [&](const std::vector<std::string>& row) {
+        std::string line;
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            line += i + 1 == row.size() ? row[i] : fmt::format("{:<{}}  ", row[i], width[i]);
+        }
+        std::cout << line << "\n";
+    };
+    print_row(header);
+    for (const auto& row : rows) {
+        print_row(row);
+    }
+}
+
+// GETs a path of the API; prints the error and returns nullopt on failure.
+std::optional<Json> get_json(const Options& o, const std::string& path, int& exit_code) {
+    auto response = runbookd::http::send_request("GET", o.url + path);
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        exit_code = kExitUnreachable;
+        return std::nullopt;
+    }
+    Json body = Json::parse(response->body, nullptr, false);
+    if (response->status != 200) {
+        std::string message = body.is_object() && body.contains("error")
+                                  ? text_of(body["error"].value("message", Json()))
+                                  : response->body;
+        std::cerr << "runbookctl: runbookd answered " << response->status << ": " << message
+                  << "\n";
+        exit_code = kExitFailure;
+        return std::nullopt;
+    }
+    if (body.is_discarded()) {
+        std::cerr << "runbookctl: runbookd answered with invalid JSON\n";
+        exit_code = kExitFailure;
+        return std::nullopt;
+    }
+    return body;
+}
+
+int lint(const std::string& dir) {
+    auto result = runbookd::load_runbook_dir(dir, runbookd::builtin_step_parsers());
+    for (const auto& e : result.errors) {
+        std::cout << e.to_string() << "\n";
+    }
+    if (!result.errors.empty()) {
+        std::cerr << fmt::format("runbookctl: {} error{} in {}\n", result.errors.size(),
+                                 result.errors.size() == 1 ? "" : "s", dir);
+        return kExitFailure;
+    }
+    std::cerr << fmt::format("runbookctl: {} runbook{} OK in {}\n", result.runbooks.size(),
+                             result.runbooks.size() == 1 ? "" : "s", dir);
+    return 0;
+}
+
+int runs_list(const Options& o, const std::string& state, const std::string& runbook, int limit) {
+    std::string query = fmt::format("?limit={}", limit);
+    if (!state.empty()) {
+        query += "&state=" + state;
+    }
+    if (!runbook.empty()) {
+        query += "&runbook=" + runbook;
+    }
+    int code = 0;
+    auto body = get_json(o, "/api/v1/runs" + query, code);
+    if (!body) {
+        return code;
+    }
+    if (o.output == "json") {
+        std::cout << body->dump(2) << "\n";
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& r : (*body)["runs"]) {
+        const std::string duration = r.contains("duration_ms")
+                                         ? fmt::format("{}ms", r["duration_ms"].get<std::int64_t>())
+                                         : "-";
+        rows.push_back({text_of(r["id"]), text_of(r["state"]), text_of(r["runbook"]),
+                        text_of(r["alertname"]), text_of(r["fingerprint"]),
+                        text_of(r["created_at"]), duration, text_of(r["reason"])});
+    }
+    print_table({"ID", "STATE", "RUNBOOK", "ALERT", "FINGERPRINT", "CREATED", "DURATION", "REASON"},
+                rows);
+    return 0;
+}
+
+void print_output(const char* name, const Json& a) {
+    const std::string text = a.value(name, std::string());
+    const auto bytes = a.value(std::string(name) + "_bytes", std::int64_t{0});
+    if (text.empty()) {
+        return;
+    }
+    std::cout << fmt::format("    {} ({} bytes):\n", name, bytes);
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        const auto end = std::min(text.find('\n', pos), text.size());
+        std::cout << "      | " << text.substr(pos, end - pos) << "\n";
+        pos = end + 1;
+    }
+}
+
+int runs_show(const Options& o, const std::string& id) {
+    int code = 0;
+    auto body = get_json(o, "/api/v1/runs/" + id, code);
+    if (!body) {
+        return code;
+    }
+    if (o.output == "json") {
+        std::cout << body->dump(2) << "\n";
+        return 0;
+    }
+    const Json& r = *body;
+    std::cout << fmt::format("run {}  {}  runbook {}\n", text_of(r["id"]), text_of(r["state"]),
+                             text_of(r["runbook"]));
+    if (!text_of(r["reason"]).empty()) {
+        std::cout << "  reason:   " << text_of(r["reason"]) << "\n";
+    }
+    std::cout << "  trigger:  " << text_of(r["trigger"]) << " by " << text_of(r["actor"]) << "\n";
+    std::cout << "  created:  " << text_of(r["created_at"]) << "\n";
+    std::cout << "  started:  " << text_of(r["started_at"]) << "\n";
+    std::cout << "  finished: " << text_of(r["finished_at"]) << "\n";
+    if (r["alert"].is_object()) {
+        const Json& a = r["alert"];
+        std::cout << "  alert:    " << text_of(a["fingerprint"]) << " " << text_of(a["status"])
+                  << " since " << text_of(a["starts_at"]) << "\n";
+        for (const auto& [k, v] : a["labels"].items()) {
+            std::cout << "            " << k << "=" << text_of(v) << "\n";
+        }
+    }
+    std::cout << "  steps:\n";
+    for (const auto& a : r["attempts"]) {
+        std::string how = text_of(a["state"]);
+        if (!a.value("exit_code", Json()).is_null()) {
+            how += fmt::format(", exit code {}", text_of(a["exit_code"]));
+        }
+        if (!a.value("signal", Json()).is_null()) {
+            how += fmt::format(", signal {}", text_of(a["signal"]));
+        }
+        if (a.contains("duration_ms")) {
+            how += fmt::format(", {}ms", text_of(a["duration_ms"]));
+        }
+        std::cout << fmt::format("  - {} (attempt {}): {}\n", text_of(a["step"]),
+                                 text_of(a["attempt"]), how);
+        std::string argv;
+        for (const auto& arg : a["argv"]) {
+            argv += (argv.empty() ? "" : " ") + Json(arg).dump();
+        }
+        std::cout << "    argv: " << argv << "\n";
+        if (!a.value("error", std::string()).empty()) {
+            std::cout << "    error: " << text_of(a["error"]) << "\n";
+        }
+        print_output("stdout", a);
+        print_output("stderr", a);
+    }
+    return 0;
+}
+
+int runbooks_list(const Options& o) {
+    int code = 0;
+    auto body = get_json(o, "/api/v1/runbooks", code);
+    if (!body) {
+        return code;
+    }
+    if (o.output == "json") {
+        std::cout << body->dump(2) << "\n";
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& r : (*body)["runbooks"]) {
+        std::string matchers;
+        for (const auto& m : r["matchers"]) {
+            matchers += (matchers.empty() ? "" : ", ") + m.get<std::string>();
+        }
+        rows.push_back({text_of(r["name"]), std::to_string(r["steps"].size()),
+                        matchers.empty() ? "(manual only)" : matchers, text_of(r["source_file"])});
+    }
+    print_table({"NAME", "STEPS", "MATCHERS", "FILE"}, rows);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    const char* env_url = std::getenv("RUNBOOKD_URL");
+    o.url = env_url != nullptr ? env_url : "http://127.0.0.1:9095";
+
+    CLI::App app{"runbookctl: inspect and lint runbookd"};
+    app.set_version_flag("--version", std::string("runbookctl ") + RUNBOOKD_VERSION);
+    app.add_option("--url", o.url, "runbookd base URL (env RUNBOOKD_URL)")->capture_default_str();
+    app.add_option("-o,--output", o.output, "table or json")
+        ->check(CLI::IsMember({"table", "json"}))
+        ->capture_default_str();
+    app.require_subcommand(1);
+
+    std::string lint_dir;
+    auto* lint_cmd = app.add_subcommand("lint", "check a runbooks directory without a server");
+    lint_cmd->add_option("dir", lint_dir, "directory of runbook files")->required();
+
+    auto* runs_cmd = app.add_subcommand("runs", "runs: list, show");
+    runs_cmd->require_subcommand(1);
+    std::string state, runbook, run_id;
+    int limit = 50;
+    auto* list_cmd = runs_cmd->add_subcommand("list", "list recent runs, newest first");
+    list_cmd->add_option("--state", state, "queued, running, succeeded, failed or cancelled");
+    list_cmd->add_option("--runbook", runbook, "only runs of this runbook");
+    list_cmd->add_option("--limit", limit, "at most this many runs")->capture_default_str();
+    auto* show_cmd = runs_cmd->add_subcommand("show", "show a run with its steps and output");
+    show_cmd->add_option("id", run_id, "run id")->required();
+
+    auto* runbooks_cmd = app.add_subcommand("runbooks", "runbooks: list");
+    runbooks_cmd->require_subcommand(1);
+    auto* runbooks_list_cmd = runbooks_cmd->add_subcommand("list", "list loaded runbooks");
+
+    CLI11_PARSE(app, argc, argv);
+    while (!o.url.empty() && o.url.back() == '/') {
+        o.url.pop_back();
+    }
+
+    if (lint_cmd->parsed()) {
+        return lint(lint_dir);
+    }
+    if (list_cmd->parsed()) {
+        return runs_list(o, state, runbook, limit);
+    }
+    if (show_cmd->parsed()) {
+        return runs_show(o, run_id);
+    }
+    if (runbooks_list_cmd->parsed()) {
+        return runbooks_list(o);
+    }
+    return kExitFailure;
+}

@@ -1,0 +1,240 @@
+#include "daemon/config.hpp"
+
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include <runbookd/step_parser.hpp>
+
+namespace runbookd::daemon {
+namespace {
+
+YAML::Node member(const YAML::Node& map, std::string_view key) {
+    for (auto it = map.begin(); it != map.end(); ++it) {
+        if (it->first.IsScalar() && it->first.Scalar() == key) {
+            return it->second;
+        }
+    }
+    return YAML::Node(YAML::NodeType::Undefined);
+}
+
+// Typed readers over one config section; each records a located error on bad input.
+class Section {
+  public:
+    Section(ParseContext& ctx, YAML::Node node, std::string name, std::filesystem::path base)
+        : ctx_(ctx), node_(std::move(node)), name_(std::move(name)), base_(std::move(base)) {}
+
+    bool check(const std::vector<std::string_view>& keys) {
+        return ctx_.check_mapping(node_, name_, keys);
+    }
+    YAML::Node child(std::string_view key) const { return member(node_, key); }
+
+    void string(std::string_view key, std::string& out) {
+        if (auto n = child(key); n.IsDefined()) {
+            if (auto v = ctx_.string(n, qualified(key))) {
+                out = *v;
+            }
+        }
+    }
+    void path(std::string_view key, std::string& out) {
+        std::string value;
+        string(key, value);
+        if (!value.empty()) {
+            const std::filesystem::path p(value);
+            out = p.is_absolute() ? p.string() : (base_ / p).lexically_normal().string();
+        }
+    }
+    template <typename D>
+    void duration(std::string_view key, D& out) {
+        if (auto n = child(key); n.IsDefined()) {
+            if (auto d = ctx_.duration(n, qualified(key))) {
+                out = std::chrono::duration_cast<D>(*d);
+            }
+        }
+    }
+    void count(std::string_view key, std::size_t& out, std::size_t min, std::size_t max) {
+        auto n = child(key);
+        if (!n.IsDefined()) {
+            return;
+        }
+        auto text = ctx_.string(n, qualified(key));
+        if (!text) {
+            return;
+        }
+        std::size_t value = 0;
+        const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+        if (ec != std::errc() || end != text->data() + text->size() || value < min || value > max) {
+            ctx_.error(n, fmt::format("{}: expected a whole number from {} to {}, got \"{}\"",
+                                      qualified(key), min, max, *text));
+            return;
+        }
+        out = value;
+    }
+    void bytes(std::string_view key, std::size_t& out) {
+        auto n = child(key);
+        if (!n.IsDefined()) {
+            return;
+        }
+        auto text = ctx_.string(n, qualified(key));
+        if (!text) {
+            return;
+        }
+        auto value = parse_byte_size(*text);
+        if (!value || *value == 0) {
+            ctx_.error(n, fmt::format("{}: \"{}\" is not a size (write e.g. 8MiB, 512KiB or a "
+                                      "number of bytes)",
+                                      qualified(key), *text));
+            return;
+        }
+        out = *value;
+    }
+    Section sub(std::string_view key) const {
+        return Section(ctx_, child(key), qualified(key), base_);
+    }
+    bool present() const { return node_.IsDefined() && !node_.IsNull(); }
+    ParseContext& ctx() { return ctx_; }
+
+  private:
+    std::string qualified(std::string_view key) const {
+        return name_.empty() ? std::string(key) : name_ + "." + std::string(key);
+    }
+
+    ParseContext& ctx_;
+    YAML::Node node_;
+    std::string name_;
+    std::filesystem::path base_;
+};
+
+void read_sections(Section& root, Config& c) {
+    root.check({"listen", "runbooks", "db", "log", "http", "runs", "exec", "store"});
+    root.string("listen", c.listen);
+    root.path("runbooks", c.runbooks_dir);
+    root.path("db", c.db_path);
+
+    if (auto log = root.sub("log"); log.present() && log.check({"level", "format"})) {
+        log.string("level", c.log_level);
+        log.string("format", c.log_format);
+    }
+    if (auto h = root.sub("http");
+        h.present() &&
+        h.check({"body_limit", "threads", "max_connections", "idle_timeout", "request_timeout"})) {
+        h.bytes("body_limit", c.http.body_limit);
+        h.count("threads", c.http.threads, 1, 64);
+        h.count("max_connections", c.http.max_connections, 1, 100'000);
+        h.duration("idle_timeout", c.http.idle_timeout);
+        h.duration("request_timeout", c.http.request_timeout);
+    }
+    if (auto r = root.sub("runs");
+        r.present() && r.check({"max_concurrent", "default_step_timeout", "default_run_timeout",
+                                "shutdown_grace"})) {
+        r.count("max_concurrent", c.runs.max_concurrent_runs, 1, 10'000);
+        r.duration("default_step_timeout", c.runs.default_step_timeout);
+        r.duration("default_run_timeout", c.runs.default_run_timeout);
+        r.duration("shutdown_grace", c.shutdown_grace);
+    }
+    if (auto e = root.sub("exec");
+        e.present() && e.check({"kill_grace", "output_drain", "output_excerpt", "cwd"})) {
+        e.duration("kill_grace", c.process.grace);
+        e.duration("output_drain", c.process.drain);
+        e.bytes("output_excerpt", c.process.excerpt_bytes);
+        e.string("cwd", c.process.cwd);
+    }
+    if (auto s = root.sub("store"); s.present() && s.check({"synchronous", "busy_timeout"})) {
+        std::string sync = c.synchronous_full ? "full" : "normal";
+        s.string("synchronous", sync);
+        if (sync != "full" && sync != "normal") {
+            s.ctx().error(s.child("synchronous"),
+                          "store.synchronous: expected full or normal, got \"" + sync + "\"");
+        }
+        c.synchronous_full = sync == "full";
+        std::chrono::milliseconds busy{c.busy_timeout_ms};
+        s.duration("busy_timeout", busy);
+        c.busy_timeout_ms = static_cast<int>(busy.count());
+    }
+}
+
+}  // namespace
+
+Status load_config_file(const std::string& path, Config& config) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        return make_error(ErrorCode::InvalidArgument, fmt::format("cannot read config file {}: {}",
+                                                                  path, std::strerror(errno)));
+    }
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+
+    ParseContext ctx(path);
+    YAML::Node root;
+    try {
+        root = YAML::Load(buffer.str());
+    } catch (const YAML::ParserException& e) {
+        return make_error(ErrorCode::InvalidArgument, fmt::format("YAML syntax error: {}", e.msg),
+                          ctx.location(e.mark).to_string());
+    }
+    if (!root.IsNull()) {
+        const auto base = std::filesystem::path(path).parent_path();
+        Section section(ctx, root, "", base);
+        read_sections(section, config);
+    }
+    if (ctx.failed()) {
+        std::string message;
+        for (const auto& d : ctx.diagnostics()) {
+            message += (message.empty() ? "" : "\n") + d.to_string();
+        }
+        return make_error(ErrorCode::InvalidArgument, message);
+    }
+    return {};
+}
+
+Status parse_listen(std::string_view listen, std::string& host, std::uint16_t& port) {
+    const auto colon = listen.rfind(':');
+    if (colon == std::string_view::npos) {
+        return make_error(ErrorCode::InvalidArgument,
+                          fmt::format("listen address \"{}\" needs HOST:PORT", listen));
+    }
+    std::string_view h = listen.substr(0, colon);
+    const std::string_view p = listen.substr(colon + 1);
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') {
+        h = h.substr(1, h.size() - 2);
+    }
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), value);
+    if (ec != std::errc() || end != p.data() + p.size() || value > 65535) {
+        return make_error(ErrorCode::InvalidArgument,
+                          fmt::format("listen address \"{}\": bad port \"{}\"", listen, p));
+    }
+    host = h.empty() ? "0.0.0.0" : std::string(h);
+    port = static_cast<std::uint16_t>(value);
+    return {};
+}
+
+std::optional<std::size_t> parse_byte_size(std::string_view text) {
+    std::size_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc()) {
+        return std::nullopt;
+    }
+    const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
+    std::size_t multiplier = 0;
+    if (unit.empty() || unit == "B") {
+        multiplier = 1;
+    } else if (unit == "KiB") {
+        multiplier = 1024;
+    } else if (unit == "MiB") {
+        multiplier = 1024 * 1024;
+    } else if (unit == "GiB") {
+        multiplier = 1024ULL * 1024 * 1024;
+    } else {
+        return std::nullopt;
+    }
+    if (value > SIZE_MAX / multiplier) {
+        return std::nullopt;
+    }
+    return value * multiplier;
+}
+
+}  // namespace runbookd::daemon

@@ -1,0 +1,43 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <runbookd/result.hpp>
+#include <runbookd/runbook.hpp>
+
+#include "http/message.hpp"
+#include "run/argv_executor.hpp"
+#include "run/scheduler.hpp"
+
+namespace runbookd::daemon {
+
+// Everything runbookd can be told, from the YAML file given with --config and from flags
+// (flags win). Defaults are documented in docs/configuration.md.
+struct Config {
+    std::string listen = "127.0.0.1:9095";
+    std::string runbooks_dir = "runbooks";
+    std::string db_path = "runbookd.db";
+    std::string log_level = "info";
+    std::string log_format = "text";
+
+    http::ServerOptions http;  // host and port come from `listen`
+    run::SchedulerOptions runs;
+    run::ProcessDefaults process;
+    Duration shutdown_grace{20'000};
+    bool synchronous_full = true;
+    int busy_timeout_ms = 5000;
+};
+
+// Reads a config file over `config`. Every problem is reported as "file:line:column: message".
+Status load_config_file(const std::string& path, Config& config);
+
+// Splits "HOST:PORT" ("127.0.0.1:9095", "[::1]:9095", ":9095" for all addresses).
+Status parse_listen(std::string_view listen, std::string& host, std::uint16_t& port);
+
+// Parses "8MiB", "512KiB", "1GiB" or a plain number of bytes.
+std::optional<std::size_t> parse_byte_size(std::string_view text);
+
+}  // namespace runbookd::daemon

@@ -1,0 +1,162 @@
+#include "daemon/daemon.hpp"
+
+#include <future>
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <fmt/format.h>
+
+#include <runbookd/step_parser.hpp>
+#include <runbookd/store.hpp>
+
+#include "api/routes.hpp"
+#include "common/log.hpp"
+#include "exec/process.hpp"
+#include "http/message.hpp"
+#include "intake/alertmanager_intake.hpp"
+#include "run/argv_executor.hpp"
+#include "run/scheduler.hpp"
+
+namespace runbookd::daemon {
+
+namespace asio = boost::asio;
+
+struct Daemon::Parts {
+    std::shared_ptr<const RunbookCatalog> catalog;
+    std::unique_ptr<Store> store;
+
+    // The run engine's thread: the scheduler, every run and every child process live here.
+    asio::io_context exec_io;
+    std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> exec_work;
+    std::thread exec_thread;
+    std::unique_ptr<exec::ProcessRunner> runner;
+    std::unique_ptr<run::Scheduler> scheduler;
+
+    std::unique_ptr<intake::AlertmanagerIntake> intake;
+    api::ApiContext api;
+    http::Router router;
+    std::unique_ptr<http::Server> server;
+    bool stopped = false;
+};
+
+Result<std::shared_ptr<const RunbookCatalog>> load_catalog(const std::string& dir) {
+    auto loaded = load_runbook_dir(dir, builtin_step_parsers());
+    if (!loaded.errors.empty()) {
+        std::string message;
+        for (const auto& d : loaded.errors) {
+            message += (message.empty() ? "" : "\n") + d.to_string();
+        }
+        return make_error(ErrorCode::InvalidArgument, message);
+    }
+    return std::make_shared<const RunbookCatalog>(std::move(loaded.runbooks));
+}
+
+Daemon::Daemon(Config config) : config_(std::move(config)), parts_(std::make_unique<Parts>()) {}
+
+Daemon::~Daemon() {
+    shutdown();
+}
+
+std::uint16_t Daemon::port() const {
+    return parts_->server ? parts_->server->port() : 0;
+}
+
+Status Daemon::start() {
+    // 1. Runbooks: refuse to start on any error, so that a typo never silently disables one.
+    // 2. Store: open, migrate, record the runbook versions runs will refer to.
+    // 3. Run engine thread, then recovery of what a previous process left unfinished.
+    // 4. HTTP last: nothing is accepted before everything behind it works.
+    auto log = log::get("main");
+    auto& p = *parts_;
+    auto catalog = load_catalog(config_.runbooks_dir);
+    if (!catalog) {
+        return make_error(ErrorCode::InvalidArgument,
+                          fmt::format("invalid runbooks in {}:\n{}", config_.runbooks_dir,
+                                      catalog.error().message));
+    }
+    p.catalog = std::move(*catalog);
+    log->info("runbooks loaded dir={} count={}", log::quote(config_.runbooks_dir),
+              p.catalog->all().size());
+
+    SqliteOptions store_options;
+    store_options.path = config_.db_path;
+    store_options.synchronous_full = config_.synchronous_full;
+    store_options.busy_timeout_ms = config_.busy_timeout_ms;
+    auto store = open_sqlite_store(store_options);
+    if (!store) {
+        return store.error();
+    }
+    p.store = std::move(*store);
+    if (auto s = p.store->record_runbooks(p.catalog->all()); !s) {
+        return s;
+    }
+    log->info("database open path={} synchronous={}", log::quote(config_.db_path),
+              config_.synchronous_full ? "full" : "normal");
+
+    p.exec_work = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
+        p.exec_io.get_executor());
+    p.runner = std::make_unique<exec::ProcessRunner>(p.exec_io);
+    std::vector<std::shared_ptr<run::StepExecutor>> executors = {
+        run::make_argv_executor(*p.runner, config_.process)};
+    p.scheduler = std::make_unique<run::Scheduler>(
+        p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), config_.runs);
+    p.exec_thread = std::thread([&p] { p.exec_io.run(); });
+    if (auto s = p.scheduler->recover(); !s) {
+        return s;
+    }
+
+    p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler);
+    p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get()};
+    api::add_routes(p.router, p.api);
+    http::ServerOptions http_options = config_.http;
+    if (auto s = parse_listen(config_.listen, http_options.host, http_options.port); !s) {
+        return s;
+    }
+    p.server = std::make_unique<http::Server>(http_options, p.router);
+    if (auto s = p.server->start(); !s) {
+        return s;
+    }
+    log->info("listening address={}:{} version={}", http_options.host, p.server->port(),
+              RUNBOOKD_VERSION);
+    return {};
+}
+
+void Daemon::shutdown() {
+    auto& p = *parts_;
+    if (p.stopped) {
+        return;
+    }
+    p.stopped = true;
+    auto log = log::get("main");
+    // Answer what is in flight, but take no new deliveries.
+    if (p.server) {
+        p.server->stop(std::chrono::milliseconds(5000));
+    }
+    // Let active runs finish within the grace period; queued runs stay queued for next start.
+    if (p.scheduler && p.exec_thread.joinable()) {
+        auto drained = std::make_shared<std::promise<void>>();
+        p.scheduler->drain(config_.shutdown_grace, [drained] { drained->set_value(); });
+        // Cancelled steps get their kill grace; a store that cannot record the outcome must
+        // not hold the shutdown forever.
+        const auto bound = config_.shutdown_grace + config_.process.grace + config_.process.drain +
+                           std::chrono::seconds(10);
+        if (drained->get_future().wait_for(bound) != std::future_status::ready) {
+            log->error("runs did not finish in time; stopping anyway active={}",
+                       p.scheduler->active_runs());
+        }
+    }
+    if (p.exec_work) {
+        p.exec_work.reset();
+    }
+    if (p.exec_thread.joinable()) {
+        p.exec_io.stop();
+        p.exec_thread.join();
+    }
+    if (p.store) {
+        p.store->close();
+    }
+    log->info("stopped");
+}
+
+}  // namespace runbookd::daemon

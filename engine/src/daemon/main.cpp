@@ -1,0 +1,87 @@
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "common/log.hpp"
+#include "daemon/config.hpp"
+#include "daemon/daemon.hpp"
+
+namespace {
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitConfig = 2;
+
+// Blocks the shutdown signals in this thread before any other starts, so that every thread
+// inherits the mask and only sigwait() below receives them.
+sigset_t block_shutdown_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    // Writes to closed sockets must return EPIPE, not kill the daemon.
+    std::signal(SIGPIPE, SIG_IGN);
+    return set;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using runbookd::daemon::Config;
+    Config config;
+    std::string config_file;
+    std::string listen, runbooks, db, log_level, log_format;
+
+    CLI::App app{"runbookd: runs incident runbooks when Alertmanager fires"};
+    app.set_version_flag("--version", std::string("runbookd ") + RUNBOOKD_VERSION);
+    app.add_option("--config", config_file, "YAML configuration file")->check(CLI::ExistingFile);
+    app.add_option("--listen", listen, "HTTP listen address HOST:PORT (default 127.0.0.1:9095)");
+    app.add_option("--runbooks", runbooks, "directory of runbook YAML files (default runbooks)");
+    app.add_option("--db", db, "SQLite database file (default runbookd.db)");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)");
+    app.add_option("--log-format", log_format, "text or json (default text)");
+    CLI11_PARSE(app, argc, argv);
+
+    if (!config_file.empty()) {
+        if (auto s = runbookd::daemon::load_config_file(config_file, config); !s) {
+            std::fprintf(stderr, "runbookd: invalid configuration:\n%s\n",
+                         s.error().describe().c_str());
+            return kExitConfig;
+        }
+    }
+    for (auto [flag, target] :
+         {std::pair{&listen, &config.listen}, std::pair{&runbooks, &config.runbooks_dir},
+          std::pair{&db, &config.db_path}, std::pair{&log_level, &config.log_level},
+          std::pair{&log_format, &config.log_format}}) {
+        if (!flag->empty()) {
+            *target = *flag;
+        }
+    }
+
+    auto format = runbookd::log::parse_format(config.log_format);
+    if (!format) {
+        std::fprintf(stderr, "runbookd: %s\n", format.error().message.c_str());
+        return kExitConfig;
+    }
+    if (auto s = runbookd::log::setup(config.log_level, *format); !s) {
+        std::fprintf(stderr, "runbookd: %s\n", s.error().message.c_str());
+        return kExitConfig;
+    }
+    auto log = runbookd::log::get("main");
+
+    const sigset_t signals = block_shutdown_signals();
+    runbookd::daemon::Daemon daemon(config);
+    if (auto s = daemon.start(); !s) {
+        log->critical("start failed: {}", s.error().describe());
+        daemon.shutdown();
+        return s.error().code == runbookd::ErrorCode::InvalidArgument ? kExitConfig : kExitRuntime;
+    }
+
+    int sig = 0;
+    sigwait(&signals, &sig);
+    log->info("shutting down signal={}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    daemon.shutdown();
+    return 0;
+}

@@ -1,0 +1,25 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <runbookd/result.hpp>
+
+namespace runbookd::http {
+
+struct ClientResponse {
+    unsigned status = 0;
+    std::string content_type;
+    std::string body;
+};
+
+// One HTTP/1.1 request to an http:// URL, on a new connection, with a deadline for the whole
+// exchange. Used by runbookctl and the tests; Beast stays inside client.cpp.
+Result<ClientResponse> send_request(
+    const std::string& method, const std::string& url, const std::string& body = {},
+    const std::vector<std::pair<std::string, std::string>>& headers = {},
+    std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+}  // namespace runbookd::http

@@ -1,0 +1,105 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <runbookd/result.hpp>
+
+// HTTP requests and responses as plain values, so that handlers never see Boost.Beast types.
+namespace runbookd::http {
+
+struct Request {
+    std::string method;                                        // "GET", "POST", ...
+    std::string target;                                        // as received: path and query
+    std::string path;                                          // target without the query
+    std::string query;                                         // after '?', undecoded
+    std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
+    std::string body;
+    std::string remote_addr;                                 // "127.0.0.1:53412"
+    std::map<std::string, std::string, std::less<>> params;  // from the route pattern
+
+    // The first value of a header (name in lower case), or empty.
+    std::string_view header(std::string_view name) const;
+    // A query parameter, percent-decoded, or empty.
+    std::string query_param(std::string_view name) const;
+};
+
+struct Response {
+    unsigned status = 200;
+    std::string content_type = "application/json";
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;
+    bool close = false;  // close the connection after this response
+};
+
+// Sends the response. Call exactly once, from any thread.
+using Responder = std::function<void(Response)>;
+using Handler = std::function<void(Request&&, Responder)>;
+
+Response json_response(unsigned status, const nlohmann::json& body);
+// {"error": {"code": ..., "message": ..., "field": ...}}; `field` is left out when empty.
+Response json_error(unsigned status, std::string_view code, std::string_view message,
+                    std::string_view field = {});
+// Maps an Error to a status (InvalidArgument 400, NotFound 404, Unavailable 503, ...).
+Response error_response(const Error& error);
+
+// Routes requests by method and path. Patterns are exact paths whose segments may be `{name}`
+// placeholders, e.g. "/api/v1/runs/{id}". An unknown path answers 404; a known path with
+// another method answers 405 with an Allow header.
+class Router {
+  public:
+    void add(std::string method, std::string pattern, Handler handler);
+    void dispatch(Request&& request, Responder respond) const;
+
+  private:
+    struct Route {
+        std::string method;
+        std::vector<std::string> segments;
+        Handler handler;
+    };
+    std::vector<Route> routes_;
+};
+
+struct ServerOptions {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 9095;
+    std::size_t body_limit = 8 * 1024 * 1024;
+    std::size_t threads = 2;
+    std::size_t max_connections = 1024;
+    std::chrono::milliseconds idle_timeout{120'000};    // keep-alive, between requests
+    std::chrono::milliseconds request_timeout{30'000};  // to receive one whole request
+};
+
+// The HTTP/1.1 listener: keep-alive, `Expect: 100-continue`, a body limit answered with 413,
+// and a bounded number of connections and threads. Implemented on Boost.Beast in server.cpp.
+class Server {
+  public:
+    Server(ServerOptions options, const Router& router);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    // Binds and starts the worker threads. Fails when the address cannot be bound.
+    Status start();
+    std::uint16_t port() const;
+
+    // Stops accepting, waits up to `drain` for requests in progress to be answered, then
+    // closes every connection and joins the threads.
+    void stop(std::chrono::milliseconds drain);
+
+    struct Impl;  // defined in server.cpp, where the connection code needs it
+
+  private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace runbookd::http

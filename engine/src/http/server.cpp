@@ -1,0 +1,332 @@
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+#include "http/message.hpp"
+
+namespace runbookd::http {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr std::uint32_t kHeaderLimit = 16 * 1024;
+
+}  // namespace
+
+struct Server::Impl {
+    Impl(ServerOptions o, const Router& r) : options(std::move(o)), router(r), acceptor(io) {}
+
+    void accept();
+    void request_started() { ++in_flight; }
+    void request_finished() {
+        if (--in_flight == 0) {
+            std::lock_guard lock(mutex);
+            drained.notify_all();
+        }
+    }
+
+    ServerOptions options;
+    const Router& router;
+    std::shared_ptr<spdlog::logger> log = log::get("http");
+    std::atomic<std::size_t> connections{0};
+    std::atomic<std::size_t> in_flight{0};
+    std::atomic<bool> stopping{false};
+    std::mutex mutex;
+    std::condition_variable drained;
+    std::uint16_t bound_port = 0;
+    std::vector<std::thread> threads;
+    // Declared last so that they are destroyed first: sessions still queued in the io_context
+    // use the members above when they go.
+    asio::io_context io;
+    tcp::acceptor acceptor;
+};
+
+namespace {
+
+// One connection: reads requests one after another, hands each to the router, and writes
+// the answer. All of its handlers run on its strand.
+class Session : public std::enable_shared_from_this<Session> {
+  public:
+    Session(tcp::socket socket, Server::Impl& server)
+        : stream_(std::move(socket)), server_(server) {
+        boost::system::error_code ec;
+        const auto ep = stream_.socket().remote_endpoint(ec);
+        if (!ec) {
+            const auto addr = ep.address();
+            remote_ = addr.is_v6() ? fmt::format("[{}]:{}", addr.to_string(), ep.port())
+                                   : fmt::format("{}:{}", addr.to_string(), ep.port());
+        }
+    }
+
+    ~Session() { --server_.connections; }
+
+    void start() {
+        asio::dispatch(stream_.get_executor(),
+                       [self = shared_from_this()] { self->read_header(); });
+    }
+
+  private:
+    void read_header() {
+        parser_.emplace();
+        parser_->header_limit(kHeaderLimit);
+        parser_->body_limit(server_.options.body_limit);
+        stream_.expires_after(server_.options.idle_timeout);
+        bhttp::async_read_header(stream_, buffer_, *parser_,
+                                 [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                     self->on_header(ec);
+                                 });
+    }
+
+    void on_header(beast::error_code ec) {
+        if (ec) {
+            on_read_error(ec);
+            return;
+        }
+        stream_.expires_after(server_.options.request_timeout);
+        const auto& req = parser_->get();
+        if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
+            // Clients like curl wait for this before sending a large body.
+            auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(
+                bhttp::status::continue_, req.version());
+            bhttp::async_write(stream_, *cont,
+                               [self = shared_from_this(), cont](beast::error_code e, std::size_t) {
+                                   if (e) {
+                                       self->close();
+                                       return;
+                                   }
+                                   self->read_body();
+                               });
+            return;
+        }
+        read_body();
+    }
+
+    void read_body() {
+        bhttp::async_read(stream_, buffer_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (ec) {
+                                  self->on_read_error(ec);
+                                  return;
+                              }
+                              self->dispatch();
+                          });
+    }
+
+    void on_read_error(beast::error_code ec) {
+        if (ec == bhttp::error::body_limit) {
+            send_error_and_close(json_error(
+                413, "payload_too_large",
+                fmt::format("request body exceeds the limit of {} bytes (http.body_limit)",
+                            server_.options.body_limit)));
+            return;
+        }
+        if (ec == bhttp::error::header_limit) {
+            send_error_and_close(
+                json_error(431, "headers_too_large",
+                           fmt::format("request headers exceed {} bytes", kHeaderLimit)));
+            return;
+        }
+        if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
+            ec == asio::error::eof || ec == asio::error::connection_reset ||
+            ec == asio::error::operation_aborted) {
+            close();
+            return;
+        }
+        // A malformed request: answer once and drop the connection, since the stream position
+        // can no longer be trusted.
+        send_error_and_close(json_error(400, "bad_request",
+                                        fmt::format("malformed HTTP request: {}", ec.message())));
+    }
+
+    void dispatch() {
+        auto& msg = parser_->get();
+        Request req;
+        req.method = std::string(msg.method_string());
+        req.target = std::string(msg.target());
+        const auto q = req.target.find('?');
+        req.path = req.target.substr(0, q);
+        if (q != std::string::npos) {
+            req.query = req.target.substr(q + 1);
+        }
+        for (const auto& field : msg) {
+            std::string name(field.name_string());
+            for (auto& c : name) {
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            }
+            req.headers.emplace_back(std::move(name), std::string(field.value()));
+        }
+        req.body = std::move(msg.body());
+        req.remote_addr = remote_;
+        keep_alive_ = msg.keep_alive();
+        version_ = msg.version();
+
+        server_.request_started();
+        auto self = shared_from_this();
+        Responder respond = [self](Response response) {
+            asio::post(self->stream_.get_executor(), [self, r = std::move(response)]() mutable {
+                self->write(std::move(r), false);
+                self->server_.request_finished();
+            });
+        };
+        try {
+            server_.router.dispatch(std::move(req), std::move(respond));
+        } catch (const std::exception& e) {
+            // Handlers report failures as responses; an exception here is a bug. The responder
+            // was moved into the handler, so answer directly.
+            server_.log->error("handler threw error={}", log::quote(e.what()));
+            write(json_error(500, "internal", "internal error while handling the request"), true);
+            server_.request_finished();
+        }
+    }
+
+    void send_error_and_close(Response r) {
+        keep_alive_ = false;
+        version_ = 11;
+        write(std::move(r), true);
+    }
+
+    void write(Response r, bool close_after) {
+        auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
+            static_cast<bhttp::status>(r.status), version_);
+        res->set(bhttp::field::server, "runbookd/" RUNBOOKD_VERSION);
+        res->set(bhttp::field::content_type, r.content_type);
+        for (const auto& [k, v] : r.headers) {
+            res->set(k, v);
+        }
+        res->body() = std::move(r.body);
+        const bool keep = keep_alive_ && !close_after && !r.close && !server_.stopping;
+        res->keep_alive(keep);
+        res->prepare_payload();
+        stream_.expires_after(server_.options.request_timeout);
+        bhttp::async_write(
+            stream_, *res,
+            [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
+                if (ec || !keep) {
+                    self->close();
+                    return;
+                }
+                self->read_header();
+            });
+    }
+
+    void close() {
+        beast::error_code ignored;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        stream_.close();
+    }
+
+    beast::tcp_stream stream_;
+    beast::flat_buffer buffer_;
+    std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+    Server::Impl& server_;
+    std::string remote_;
+    bool keep_alive_ = true;
+    unsigned version_ = 11;
+};
+
+}  // namespace
+
+void Server::Impl::accept() {
+    acceptor.async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
+        if (ec) {
+            if (ec != asio::error::operation_aborted && !stopping) {
+                log->warn("accept failed error={}", log::quote(ec.message()));
+                accept();
+            }
+            return;
+        }
+        if (connections.load() >= options.max_connections) {
+            log->warn("connection refused: too many connections limit={}", options.max_connections);
+            beast::error_code ignored;
+            socket.close(ignored);
+        } else {
+            ++connections;
+            std::make_shared<Session>(std::move(socket), *this)->start();
+        }
+        accept();
+    });
+}
+
+Server::Server(ServerOptions options, const Router& router)
+    : impl_(std::make_unique<Impl>(std::move(options), router)) {}
+
+Server::~Server() {
+    stop(std::chrono::milliseconds(0));
+}
+
+Status Server::start() {
+    auto& im = *impl_;
+    beast::error_code ec;
+    const auto address = asio::ip::make_address(im.options.host, ec);
+    if (ec) {
+        return make_error(ErrorCode::InvalidArgument, fmt::format("bad listen address \"{}\": {}",
+                                                                  im.options.host, ec.message()));
+    }
+    const tcp::endpoint endpoint(address, im.options.port);
+    const auto fail = [&](const char* what) {
+        return make_error(ErrorCode::Unavailable, fmt::format("listening on {} failed: {}: {}",
+                                                              endpoint.address().to_string() + ":" +
+                                                                  std::to_string(endpoint.port()),
+                                                              what, ec.message()));
+    };
+    if (im.acceptor.open(endpoint.protocol(), ec); ec) {
+        return fail("open");
+    }
+    if (im.acceptor.set_option(asio::socket_base::reuse_address(true), ec); ec) {
+        return fail("setsockopt");
+    }
+    if (im.acceptor.bind(endpoint, ec); ec) {
+        return fail("bind");
+    }
+    if (im.acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
+        return fail("listen");
+    }
+    im.bound_port = im.acceptor.local_endpoint().port();
+    im.accept();
+    const std::size_t n = std::max<std::size_t>(1, im.options.threads);
+    for (std::size_t i = 0; i < n; ++i) {
+        im.threads.emplace_back([&im] { im.io.run(); });
+    }
+    return {};
+}
+
+std::uint16_t Server::port() const {
+    return impl_->bound_port;
+}
+
+void Server::stop(std::chrono::milliseconds drain) {
+    auto& im = *impl_;
+    if (im.stopping.exchange(true)) {
+        return;
+    }
+    asio::post(im.io, [&im] {
+        beast::error_code ignored;
+        im.acceptor.close(ignored);
+    });
+    {
+        std::unique_lock lock(im.mutex);
+        im.drained.wait_for(lock, drain, [&im] { return im.in_flight.load() == 0; });
+    }
+    im.io.stop();
+    for (auto& t : im.threads) {
+        t.join();
+    }
+    im.threads.clear();
+}
+
+}  // namespace runbookd::http

@@ -1,0 +1,146 @@
+#include "intake/alertmanager_intake.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/hash.hpp"
+#include "common/log.hpp"
+
+namespace runbookd::intake {
+namespace {
+
+using Json = nlohmann::json;
+
+std::string dump(const Json& j) {
+    return j.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+}
+
+std::string error_body(std::string_view code, std::string_view message, std::string_view field) {
+    Json error = {{"code", code}, {"message", message}};
+    if (!field.empty()) {
+        error["field"] = field;
+    }
+    return dump(Json{{"error", error}});
+}
+
+// Decides, for each alert, which runbooks it starts and why the others do not act.
+void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
+    for (std::size_t i = 0; i < record.alerts.size(); ++i) {
+        auto& entry = record.alerts[i];
+        std::vector<std::string> ignoring;
+        for (const auto& runbook : catalog.all()) {
+            if (!runbook->matches_labels(entry.alert.labels)) {
+                continue;
+            }
+            if (!runbook->acts_on(entry.alert.status)) {
+                ignoring.push_back(runbook->name);
+                continue;
+            }
+            record.runs.push_back({i, runbook->name, runbook->content_hash});
+            entry.outcome = AlertOutcome::RunStarted;
+        }
+        if (entry.outcome == AlertOutcome::RunStarted) {
+            continue;
+        }
+        if (!ignoring.empty()) {
+            entry.outcome = AlertOutcome::StatusIgnored;
+            entry.outcome_detail =
+                fmt::format("matching runbooks do not act on {} alerts: {}",
+                            alert_status_name(entry.alert.status), fmt::join(ignoring, ", "));
+        } else {
+            entry.outcome = AlertOutcome::NoMatchingRunbook;
+            entry.outcome_detail = "no runbook matches the alert's labels";
+        }
+    }
+}
+
+Json summary(const DeliveryRecord& record, const DeliveryReceipt& receipt) {
+    Json runs = Json::array();
+    for (std::size_t i = 0; i < record.runs.size(); ++i) {
+        const auto& alert = record.alerts[record.runs[i].alert_index].alert;
+        runs.push_back({{"run_id", receipt.run_ids[i]},
+                        {"runbook", record.runs[i].runbook},
+                        {"fingerprint", alert.fingerprint}});
+    }
+    Json not_acted = Json::array();
+    for (const auto& entry : record.alerts) {
+        if (entry.outcome == AlertOutcome::RunStarted) {
+            continue;
+        }
+        not_acted.push_back({{"fingerprint", entry.alert.fingerprint},
+                             {"status", alert_status_name(entry.alert.status)},
+                             {"reason", alert_outcome_name(entry.outcome)},
+                             {"detail", entry.outcome_detail}});
+    }
+    return Json{{"delivery_id", receipt.delivery_id}, {"alerts_received", record.alerts.size()},
+                {"runs_started", record.runs.size()}, {"runs", runs},
+                {"not_acted_on", not_acted},          {"warnings", record.warnings}};
+}
+
+}  // namespace
+
+AlertmanagerIntake::AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
+                                       run::Scheduler& scheduler)
+    : store_(store), catalog_(std::move(catalog)), scheduler_(scheduler), log_(log::get("alert")) {}
+
+void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeReply)> reply) {
+    auto parsed = parse_notification(delivery.body);
+    if (!parsed) {
+        const Error& e = parsed.error();
+        log_->warn("notification rejected remote={} field={} error={}",
+                   log::quote(delivery.remote_addr), log::quote(e.where), log::quote(e.message));
+        reply(IntakeReply{400, error_body("invalid_payload", e.describe(), e.where)});
+        return;
+    }
+    Notification& n = *parsed;
+
+    DeliveryRecord record;
+    record.received_at = Timestamp::now();
+    record.source = "alertmanager";
+    record.remote_addr = std::move(delivery.remote_addr);
+    record.user_agent = std::move(delivery.user_agent);
+    record.body_bytes = delivery.body.size();
+    record.body_sha256 = sha256_hex(delivery.body);
+    record.receiver = std::move(n.receiver);
+    record.group_key = std::move(n.group_key);
+    record.status = alert_status_name(n.status);
+    record.external_url = std::move(n.external_url);
+    record.truncated_alerts = n.truncated_alerts;
+    if (n.truncated_alerts > 0) {
+        record.warnings.push_back(fmt::format(
+            "Alertmanager left out {} alerts of this group (max_alerts of the webhook receiver); "
+            "they were not seen and start no runs",
+            n.truncated_alerts));
+        log_->warn("notification truncated receiver={} group_key={} truncated_alerts={}",
+                   log::quote(record.receiver), log::quote(record.group_key), n.truncated_alerts);
+    }
+    record.alerts.reserve(n.alerts.size());
+    for (auto& alert : n.alerts) {
+        record.alerts.push_back({std::move(alert), AlertOutcome::NoMatchingRunbook, {}});
+    }
+    match_alerts(*catalog_, record);
+
+    auto shared = std::make_shared<const DeliveryRecord>(std::move(record));
+    store_.record_delivery(shared, [this, shared,
+                                    reply = std::move(reply)](Result<DeliveryReceipt> receipt) {
+        if (!receipt) {
+            log_->error("recording delivery failed, answering 503 error={}",
+                        log::quote(receipt.error().message));
+            reply(IntakeReply{503, error_body("store_unavailable",
+                                              "the delivery could not be recorded; nothing from "
+                                              "it will run: " +
+                                                  receipt.error().message,
+                                              "")});
+            return;
+        }
+        log_->info("delivery recorded delivery={} receiver={} alerts={} runs={}",
+                   receipt->delivery_id, log::quote(shared->receiver), shared->alerts.size(),
+                   receipt->run_ids.size());
+        if (!receipt->run_ids.empty()) {
+            scheduler_.enqueue(receipt->run_ids);
+        }
+        reply(IntakeReply{200, dump(summary(*shared, *receipt))});
+    });
+}
+
+}  // namespace runbookd::intake

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <runbookd/runbook.hpp>
+#include <runbookd/store.hpp>
+
+#include "run/scheduler.hpp"
+
+namespace runbookd::intake {
+
+struct Delivery {
+    std::string body;
+    std::string remote_addr;
+    std::string user_agent;
+};
+
+// What the webhook answers: 200 with the summary once everything is committed, 400 with the
+// offending field, or 503 when the store could not record the delivery.
+struct IntakeReply {
+    unsigned status = 200;
+    std::string body;  // JSON
+};
+
+// Receives Alertmanager notifications: parses them, matches each alert against the runbooks,
+// records the delivery, its alerts and the runs it starts in one commit, and only then queues
+// the runs and answers. Stateless apart from the catalog; safe to call from any thread.
+class AlertmanagerIntake {
+  public:
+    AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
+                       run::Scheduler& scheduler);
+
+    // `reply` runs exactly once, possibly on another thread.
+    void handle(Delivery delivery, std::function<void(IntakeReply)> reply);
+
+  private:
+    Store& store_;
+    std::shared_ptr<const RunbookCatalog> catalog_;
+    run::Scheduler& scheduler_;
+    std::shared_ptr<spdlog::logger> log_;
+};
+
+}  // namespace runbookd::intake

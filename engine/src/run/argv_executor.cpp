@@ -1,0 +1,165 @@
+#include "run/argv_executor.hpp"
+
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include <runbookd/argv_step.hpp>
+
+namespace runbookd::run {
+namespace {
+
+constexpr const char* kStandardPath =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+class ArgvAttempt final : public Attempt {
+  public:
+    ArgvAttempt(exec::ProcessRunner& runner, exec::ProcessSpec spec)
+        : runner_(runner), spec_(std::move(spec)) {}
+
+    const std::vector<std::string>& argv() const override { return spec_.argv; }
+    const std::string& cwd() const override { return spec_.cwd; }
+
+    void start(std::function<void(AttemptOutcome)> done) override {
+        handle_ = runner_.start(spec_, [done = std::move(done)](exec::ProcessResult r) {
+            AttemptOutcome out;
+            out.succeeded = r.succeeded();
+            if (r.ending == exec::ProcessResult::Ending::Exited) {
+                out.exit_code = r.exit_code;
+            } else if (r.ending == exec::ProcessResult::Ending::Signaled) {
+                out.signal = r.signal;
+            }
+            out.timed_out = r.timed_out;
+            out.cancelled = r.cancelled;
+            out.error = std::move(r.error);
+            out.stdout_excerpt = std::move(r.stdout_excerpt);
+            out.stderr_excerpt = std::move(r.stderr_excerpt);
+            out.stdout_bytes = r.stdout_bytes;
+            out.stderr_bytes = r.stderr_bytes;
+            done(std::move(out));
+        });
+    }
+
+    void cancel(std::string reason) override {
+        if (handle_) {
+            handle_->cancel(std::move(reason));
+        }
+    }
+
+  private:
+    exec::ProcessRunner& runner_;
+    exec::ProcessSpec spec_;
+    std::shared_ptr<exec::ProcessHandle> handle_;
+};
+
+class ArgvExecutor final : public StepExecutor {
+  public:
+    ArgvExecutor(exec::ProcessRunner& runner, ProcessDefaults defaults)
+        : runner_(runner), defaults_(std::move(defaults)) {}
+
+    std::string_view kind() const override { return "argv"; }
+
+    Result<std::unique_ptr<Attempt>> prepare(const AttemptContext& ctx) override {
+        const auto* config = dynamic_cast<const ArgvStepConfig*>(ctx.step->config.get());
+        if (config == nullptr) {
+            return make_error(ErrorCode::Internal, "preparing step failed: not an argv step");
+        }
+        const TemplateScope scope{ctx.alert, ctx.run_id, ctx.runbook->name};
+
+        exec::ProcessSpec spec;
+        for (const auto& element : config->argv) {
+            auto value = element.render(scope);
+            if (!value) {
+                return value.error();
+            }
+            spec.argv.push_back(std::move(*value));
+        }
+        auto env = build_env(*config, ctx, scope);
+        if (!env) {
+            return env.error();
+        }
+        spec.env = std::move(*env);
+        spec.cwd = defaults_.cwd;
+        if (config->cwd) {
+            auto cwd = config->cwd->render(scope);
+            if (!cwd) {
+                return cwd.error();
+            }
+            spec.cwd = std::move(*cwd);
+        }
+        // Record the program as it will be executed; a failed lookup is reported at start.
+        std::string ignored;
+        if (auto path = exec::resolve_program(spec.argv[0], spec.env, ignored); !path.empty()) {
+            spec.argv[0] = std::move(path);
+        }
+        spec.timeout = ctx.timeout;
+        spec.grace = defaults_.grace;
+        spec.drain = defaults_.drain;
+        spec.excerpt_bytes = defaults_.excerpt_bytes;
+        return std::unique_ptr<Attempt>(std::make_unique<ArgvAttempt>(runner_, std::move(spec)));
+    }
+
+  private:
+    Result<std::vector<std::string>> build_env(const ArgvStepConfig& config,
+                                               const AttemptContext& ctx,
+                                               const TemplateScope& scope) const {
+        std::vector<std::pair<std::string, std::string>> vars = defaults_.base_env;
+        const auto set = [&vars](const std::string& name, std::string value) {
+            for (auto& [k, v] : vars) {
+                if (k == name) {
+                    v = std::move(value);
+                    return;
+                }
+            }
+            vars.emplace_back(name, std::move(value));
+        };
+        for (const auto& [name, tmpl] : config.env) {
+            auto value = tmpl.render(scope);
+            if (!value) {
+                return make_error(value.error().code,
+                                  fmt::format("env {}: {}", name, value.error().message));
+            }
+            set(name, std::move(*value));
+        }
+        set("RUNBOOK_RUN_ID", std::to_string(ctx.run_id));
+        set("RUNBOOK_RUNBOOK", ctx.runbook->name);
+        set("RUNBOOK_STEP", ctx.step->name);
+        set("RUNBOOK_ATTEMPT", std::to_string(ctx.attempt));
+        std::vector<std::string> out;
+        out.reserve(vars.size());
+        for (auto& [k, v] : vars) {
+            out.push_back(k + "=" + v);
+        }
+        return out;
+    }
+
+    exec::ProcessRunner& runner_;
+    ProcessDefaults defaults_;
+};
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> default_base_env() {
+    const auto get = [](const char* name) -> std::string {
+        const char* v = std::getenv(name);
+        return v == nullptr ? std::string() : std::string(v);
+    };
+    std::vector<std::pair<std::string, std::string>> env;
+    const std::string path = get("PATH");
+    env.emplace_back("PATH", path.empty() ? kStandardPath : path);
+    const std::string lang = get("LANG");
+    env.emplace_back("LANG", lang.empty() ? "C.UTF-8" : lang);
+    for (const char* name : {"HOME", "TZ"}) {
+        if (std::string v = get(name); !v.empty()) {
+            env.emplace_back(name, std::move(v));
+        }
+    }
+    return env;
+}
+
+std::shared_ptr<StepExecutor> make_argv_executor(exec::ProcessRunner& runner,
+                                                 ProcessDefaults defaults) {
+    return std::make_shared<ArgvExecutor>(runner, std::move(defaults));
+}
+
+}  // namespace runbookd::run

@@ -1,0 +1,31 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "exec/process.hpp"
+#include "run/step_executor.hpp"
+
+namespace runbookd::run {
+
+// Builds the base environment from runbookd's own: PATH (or a standard PATH), LANG (or
+// C.UTF-8), HOME and TZ when set.
+std::vector<std::pair<std::string, std::string>> default_base_env();
+
+// Settings every process-running step shares.
+struct ProcessDefaults {
+    // The base environment of every child, before the step's own `env:` and the RUNBOOK_*
+    // variables: PATH, LANG, HOME and TZ (docs/execution.md).
+    std::vector<std::pair<std::string, std::string>> base_env = default_base_env();
+    std::string cwd = "/";
+    exec::Millis grace{5'000};
+    exec::Millis drain{2'000};
+    std::size_t excerpt_bytes = 8192;
+};
+
+// Runs `argv:` steps as child processes through the ProcessRunner.
+std::shared_ptr<StepExecutor> make_argv_executor(exec::ProcessRunner& runner,
+                                                 ProcessDefaults defaults);
+
+}  // namespace runbookd::run

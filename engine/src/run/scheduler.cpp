@@ -1,0 +1,475 @@
+#include "run/scheduler.hpp"
+
+#include <algorithm>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+
+namespace runbookd::run {
+namespace {
+
+namespace asio = boost::asio;
+
+constexpr std::chrono::milliseconds kFirstRetry{250};
+constexpr std::chrono::milliseconds kMaxRetry{30'000};
+
+}  // namespace
+
+// One run in progress: loads it, marks it running, runs its steps in order and stops at the
+// first failure, recording every transition in the store before taking the next one.
+//
+// Every member function runs on the scheduler's io_context thread.
+class RunExecution : public std::enable_shared_from_this<RunExecution> {
+  public:
+    RunExecution(Scheduler& scheduler, RunId id)
+        : sched_(scheduler), id_(id), deadline_(scheduler.io_), retry_timer_(scheduler.io_) {}
+
+    void begin();
+    // Stops the run: the current attempt is stopped and the run ends in `state`.
+    void stop(RunState state, std::string reason);
+
+  private:
+    using Submit = std::function<void(StatusCompletion)>;
+
+    void next_step();
+    void start_attempt(Result<std::unique_ptr<Attempt>> prepared);
+    void on_outcome(AttemptOutcome outcome);
+    void finish(RunState state, std::string reason);
+    void persist(std::string what, Submit submit, std::function<void()> then);
+    void abandon(const std::string& why);
+    const StepSpec& step() const { return runbook_->steps[step_index_]; }
+
+    Scheduler& sched_;
+    RunId id_;
+    RunContext ctx_;
+    std::shared_ptr<const Runbook> runbook_;
+    std::size_t step_index_ = 0;
+    std::unique_ptr<Attempt> attempt_;
+    AttemptId attempt_id_ = 0;
+    Timestamp attempt_started_at_;
+    std::chrono::steady_clock::time_point attempt_started_;
+    std::chrono::steady_clock::time_point run_started_;
+    asio::steady_timer deadline_;
+    asio::steady_timer retry_timer_;
+    std::chrono::milliseconds retry_delay_{kFirstRetry};
+    std::optional<RunState> stop_state_;
+    std::string stop_reason_;
+    bool finished_ = false;
+};
+
+void RunExecution::begin() {
+    auto loaded = sched_.store_.load_run(id_);
+    if (!loaded) {
+        if (loaded.error().code == ErrorCode::Unavailable) {
+            sched_.log_->warn("loading run failed, will retry run={} error={}", id_,
+                              log::quote(loaded.error().message));
+            retry_timer_.expires_after(retry_delay_);
+            retry_delay_ = std::min(retry_delay_ * 2, kMaxRetry);
+            retry_timer_.async_wait(
+                [self = shared_from_this()](const boost::system::error_code& e) {
+                    if (!e) {
+                        self->begin();
+                    }
+                });
+            return;
+        }
+        abandon(loaded.error().message);
+        return;
+    }
+    ctx_ = std::move(*loaded);
+    if (ctx_.state != RunState::Queued) {
+        abandon(fmt::format("run is {}, not queued", run_state_name(ctx_.state)));
+        return;
+    }
+    std::string error;
+    runbook_ = sched_.resolve_runbook(ctx_.runbook, ctx_.runbook_hash, error);
+    if (!runbook_) {
+        finish(RunState::Failed, error);
+        return;
+    }
+
+    const Timestamp now = Timestamp::now();
+    persist(
+        "marking the run started",
+        [this, now](StatusCompletion cb) {
+            sched_.store_.mark_run_started(id_, now, std::move(cb));
+        },
+        [this] {
+            run_started_ = std::chrono::steady_clock::now();
+            const Duration timeout =
+                runbook_->timeout.value_or(sched_.options_.default_run_timeout);
+            sched_.log_->info("run started run={} runbook={} alertname={} fingerprint={}", id_,
+                              runbook_->name,
+                              log::quote(ctx_.alert ? ctx_.alert->labels.count("alertname")
+                                                          ? ctx_.alert->labels.at("alertname")
+                                                          : ""
+                                                    : ""),
+                              ctx_.alert ? ctx_.alert->fingerprint : "");
+            deadline_.expires_after(timeout);
+            deadline_.async_wait(
+                [self = shared_from_this(), timeout](const boost::system::error_code& e) {
+                    if (!e) {
+                        self->stop(RunState::Failed,
+                                   fmt::format("run timed out after {}", format_duration(timeout)));
+                    }
+                });
+            next_step();
+        });
+}
+
+void RunExecution::stop(RunState state, std::string reason) {
+    if (finished_ || stop_state_) {
+        return;
+    }
+    stop_state_ = state;
+    stop_reason_ = std::move(reason);
+    sched_.log_->info("stopping run run={} reason={}", id_, log::quote(stop_reason_));
+    if (attempt_) {
+        attempt_->cancel(stop_reason_);
+    }
+}
+
+void RunExecution::next_step() {
+    if (stop_state_) {
+        finish(*stop_state_, stop_reason_);
+        return;
+    }
+    if (step_index_ >= runbook_->steps.size()) {
+        finish(RunState::Succeeded, "");
+        return;
+    }
+    const StepSpec& s = step();
+    StepExecutor* executor = sched_.executor_for(s.kind);
+    if (executor == nullptr) {
+        finish(RunState::Failed, fmt::format("step \"{}\" has kind {}, which this runbookd cannot "
+                                             "execute",
+                                             s.name, s.kind));
+        return;
+    }
+    AttemptContext context;
+    context.run_id = id_;
+    context.runbook = runbook_.get();
+    context.step = &s;
+    context.step_index = static_cast<int>(step_index_);
+    context.attempt = 1;
+    context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
+    context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
+    start_attempt(executor->prepare(context));
+}
+
+void RunExecution::start_attempt(Result<std::unique_ptr<Attempt>> prepared) {
+    AttemptStart record;
+    record.run_id = id_;
+    record.step = step().name;
+    record.step_index = static_cast<int>(step_index_);
+    record.attempt = 1;
+    record.kind = step().kind;
+    if (prepared) {
+        record.argv = (*prepared)->argv();
+        record.cwd = (*prepared)->cwd();
+    }
+    record.started_at = Timestamp::now();
+    attempt_started_at_ = record.started_at;
+    attempt_started_ = std::chrono::steady_clock::now();
+
+    auto shared = std::make_shared<Result<std::unique_ptr<Attempt>>>(std::move(prepared));
+    persist(
+        "recording the attempt start",
+        [this, record](StatusCompletion cb) {
+            sched_.store_.record_attempt_start(record, [this, cb](Result<AttemptId> r) {
+                if (!r) {
+                    cb(r.error());
+                    return;
+                }
+                attempt_id_ = *r;  // read only after the completion is posted back
+                cb({});
+            });
+        },
+        [this, shared, argv = record.argv] {
+            if (!*shared) {
+                AttemptOutcome outcome;
+                outcome.error = fmt::format("cannot prepare the step: {}", shared->error().message);
+                on_outcome(std::move(outcome));
+                return;
+            }
+            if (stop_state_) {
+                AttemptOutcome outcome;
+                outcome.cancelled = true;
+                outcome.error = stop_reason_ + "; the step was not started";
+                on_outcome(std::move(outcome));
+                return;
+            }
+            sched_.log_->info("attempt started run={} step={} attempt=1 argv={}", id_, step().name,
+                              log::quote(fmt::format("{}", fmt::join(argv, " "))));
+            attempt_ = std::move(shared->value());
+            attempt_->start([self = shared_from_this()](AttemptOutcome outcome) {
+                self->on_outcome(std::move(outcome));
+            });
+        });
+}
+
+void RunExecution::on_outcome(AttemptOutcome outcome) {
+    AttemptEnd end;
+    end.succeeded = outcome.succeeded;
+    end.exit_code = outcome.exit_code;
+    end.signal = outcome.signal;
+    end.error = outcome.error;
+    end.finished_at = Timestamp::now();
+    end.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - attempt_started_)
+                          .count();
+    end.stdout_excerpt = std::move(outcome.stdout_excerpt);
+    end.stderr_excerpt = std::move(outcome.stderr_excerpt);
+    end.stdout_bytes = outcome.stdout_bytes;
+    end.stderr_bytes = outcome.stderr_bytes;
+
+    const bool succeeded = end.succeeded;
+    const std::string error = end.error;
+    auto summary = fmt::format(
+        "run={} step={} attempt=1 succeeded={} exit_code={} signal={} "
+        "duration_ms={}",
+        id_, step().name, succeeded, end.exit_code ? std::to_string(*end.exit_code) : "none",
+        end.signal ? std::to_string(*end.signal) : "none", end.duration_ms);
+    persist(
+        "recording the attempt end",
+        [this, end = std::move(end)](StatusCompletion cb) {
+            sched_.store_.record_attempt_end(id_, attempt_id_, end, std::move(cb));
+        },
+        [this, succeeded, error, summary] {
+            attempt_.reset();
+            sched_.log_->info("attempt finished {} error={}", summary, log::quote(error));
+            if (stop_state_) {
+                finish(*stop_state_, stop_reason_);
+            } else if (succeeded) {
+                ++step_index_;
+                next_step();
+            } else {
+                finish(RunState::Failed, fmt::format("step \"{}\" failed: {}", step().name, error));
+            }
+        });
+}
+
+void RunExecution::finish(RunState state, std::string reason) {
+    if (finished_) {
+        return;
+    }
+    finished_ = true;
+    deadline_.cancel();
+    persist(
+        "finishing the run",
+        [this, state, reason](StatusCompletion cb) {
+            sched_.store_.finish_run(id_, state, reason, Timestamp::now(), std::move(cb));
+        },
+        [this, state, reason] {
+            const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - run_started_);
+            sched_.log_->info("run finished run={} state={} duration_ms={} reason={}", id_,
+                              run_state_name(state), elapsed.count(), log::quote(reason));
+            sched_.on_run_finished(id_);
+        });
+}
+
+// Submits a store write and continues with `then` once it is durable. While the store is
+// unavailable (disk full, database locked) the write is retried with growing delays: the run
+// waits rather than acting on a state that was never recorded.
+void RunExecution::persist(std::string what, Submit submit, std::function<void()> then) {
+    auto self = shared_from_this();
+    submit([self, what = std::move(what), submit, then = std::move(then)](Status s) mutable {
+        asio::post(
+            self->sched_.io_, [self, s = std::move(s), what = std::move(what),
+                               submit = std::move(submit), then = std::move(then)]() mutable {
+                if (s) {
+                    self->retry_delay_ = kFirstRetry;
+                    then();
+                    return;
+                }
+                if (s.error().code != ErrorCode::Unavailable) {
+                    self->abandon(fmt::format("{} failed: {}", what, s.error().message));
+                    return;
+                }
+                self->sched_.log_->warn(
+                    "store write failed, will retry run={} what={} delay_ms={} "
+                    "error={}",
+                    self->id_, log::quote(what), self->retry_delay_.count(),
+                    log::quote(s.error().message));
+                self->retry_timer_.expires_after(self->retry_delay_);
+                self->retry_delay_ = std::min(self->retry_delay_ * 2, kMaxRetry);
+                self->retry_timer_.async_wait(
+                    [self, what = std::move(what), submit = std::move(submit),
+                     then = std::move(then)](const boost::system::error_code& e) mutable {
+                        if (!e) {
+                            self->persist(std::move(what), std::move(submit), std::move(then));
+                        }
+                    });
+            });
+    });
+}
+
+// Gives up on a run whose stored state contradicts what this execution expects. That is a bug
+// or an outside edit of the database; the run is left as the store has it.
+void RunExecution::abandon(const std::string& why) {
+    sched_.log_->error("run abandoned run={} error={}", id_, log::quote(why));
+    finished_ = true;
+    deadline_.cancel();
+    if (attempt_) {
+        attempt_->cancel("run abandoned: " + why);
+    }
+    sched_.on_run_finished(id_);
+}
+
+Scheduler::Scheduler(asio::io_context& io, Store& store,
+                     std::shared_ptr<const RunbookCatalog> catalog, StepParsers parsers,
+                     std::vector<std::shared_ptr<StepExecutor>> executors, SchedulerOptions options)
+    : io_(io),
+      store_(store),
+      catalog_(std::move(catalog)),
+      parsers_(std::move(parsers)),
+      executors_(std::move(executors)),
+      options_(options),
+      log_(log::get("run")) {}
+
+Scheduler::~Scheduler() = default;
+
+void Scheduler::enqueue(std::vector<RunId> runs) {
+    queued_count_ += runs.size();
+    asio::post(io_, [this, runs = std::move(runs)] {
+        for (const RunId id : runs) {
+            queue_.push_back(id);
+        }
+        start_more();
+    });
+}
+
+Status Scheduler::recover() {
+    auto interrupted = store_.runs_in_state(RunState::Running);
+    if (!interrupted) {
+        return interrupted.error();
+    }
+    for (const RunId id : *interrupted) {
+        // TODO(runbookd): stop the process groups a crashed runbookd left behind and decide
+        // per step whether to resume; until then an interrupted run is failed for a human to
+        // look at.
+        log_->warn("run interrupted by a restart run={}", id);
+        store_.finish_run(id, RunState::Failed,
+                          "interrupted: runbookd stopped while the run was in progress; its "
+                          "last step may have been left running",
+                          Timestamp::now(), [logger = log_, id](Status s) {
+                              if (!s) {
+                                  logger->error("failing interrupted run failed run={} error={}",
+                                                id, log::quote(s.error().message));
+                              }
+                          });
+    }
+    auto queued = store_.runs_in_state(RunState::Queued);
+    if (!queued) {
+        return queued.error();
+    }
+    if (!queued->empty()) {
+        log_->info("resuming queued runs count={}", queued->size());
+        enqueue(std::move(*queued));
+    }
+    return {};
+}
+
+void Scheduler::start_more() {
+    while (!draining_ && active_.size() < options_.max_concurrent_runs && !queue_.empty()) {
+        const RunId id = queue_.front();
+        queue_.pop_front();
+        --queued_count_;
+        if (active_.count(id) != 0) {
+            continue;
+        }
+        auto execution = std::make_shared<RunExecution>(*this, id);
+        active_.emplace(id, execution);
+        ++active_count_;
+        execution->begin();
+    }
+}
+
+void Scheduler::on_run_finished(RunId id) {
+    if (active_.erase(id) != 0) {
+        --active_count_;
+    }
+    if (draining_) {
+        check_drained();
+        return;
+    }
+    // Start the next run from a fresh handler, not from inside this run's completion chain.
+    asio::post(io_, [this] { start_more(); });
+}
+
+void Scheduler::drain(Duration grace, std::function<void()> done) {
+    asio::post(io_, [this, grace, done = std::move(done)]() mutable {
+        draining_ = true;
+        drained_ = std::move(done);
+        if (active_.empty()) {
+            check_drained();
+            return;
+        }
+        log_->info("waiting for active runs count={} grace_ms={}", active_.size(), grace.count());
+        drain_timer_ = std::make_unique<asio::steady_timer>(io_, grace);
+        drain_timer_->async_wait([this](const boost::system::error_code& e) {
+            if (e) {
+                return;
+            }
+            for (auto& [id, execution] : active_) {
+                execution->stop(RunState::Cancelled,
+                                "cancelled: runbookd shut down while the run was in progress");
+            }
+        });
+    });
+}
+
+void Scheduler::check_drained() {
+    if (!active_.empty() || !drained_) {
+        return;
+    }
+    if (drain_timer_) {
+        drain_timer_->cancel();
+    }
+    auto done = std::move(drained_);
+    drained_ = nullptr;
+    done();
+}
+
+std::shared_ptr<const Runbook> Scheduler::resolve_runbook(const std::string& name,
+                                                          const std::string& hash,
+                                                          std::string& error) {
+    if (auto current = catalog_->find(name); current && current->content_hash == hash) {
+        return current;
+    }
+    if (auto it = old_versions_.find(hash); it != old_versions_.end()) {
+        return it->second;
+    }
+    // The run was queued against a version that has changed since; run the version it
+    // matched, from the copy recorded in the store.
+    auto source = store_.runbook_source(hash);
+    if (!source) {
+        error = fmt::format("runbook {} version {} is not available: {}", name, hash,
+                            source.error().message);
+        return nullptr;
+    }
+    auto loaded =
+        load_runbook_text(*source, fmt::format("{} (stored version {})", name, hash), parsers_);
+    if (loaded.runbooks.empty()) {
+        error = fmt::format("runbook {} version {} no longer loads: {}", name, hash,
+                            loaded.errors.empty() ? "unknown error" : loaded.errors[0].to_string());
+        return nullptr;
+    }
+    auto runbook = loaded.runbooks.front();
+    old_versions_.emplace(hash, runbook);
+    return runbook;
+}
+
+StepExecutor* Scheduler::executor_for(std::string_view kind) const {
+    for (const auto& e : executors_) {
+        if (e->kind() == kind) {
+            return e.get();
+        }
+    }
+    return nullptr;
+}
+
+}  // namespace runbookd::run

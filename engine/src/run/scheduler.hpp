@@ -1,0 +1,86 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/logger.h>
+
+#include <runbookd/runbook.hpp>
+#include <runbookd/step_parser.hpp>
+#include <runbookd/store.hpp>
+
+#include "run/step_executor.hpp"
+
+namespace runbookd::run {
+
+struct SchedulerOptions {
+    std::size_t max_concurrent_runs = 8;
+    Duration default_step_timeout{300'000};
+    Duration default_run_timeout{1'800'000};
+};
+
+class RunExecution;
+
+// Starts queued runs, at most `max_concurrent_runs` at a time, oldest first, and drives each
+// through its steps (see docs/runs.md for the states).
+//
+// Thread model: enqueue() and counters may be called from any thread; everything else runs on
+// the io_context given to the constructor, which must be run by exactly one thread.
+class Scheduler {
+  public:
+    Scheduler(boost::asio::io_context& io, Store& store,
+              std::shared_ptr<const RunbookCatalog> catalog, StepParsers parsers,
+              std::vector<std::shared_ptr<StepExecutor>> executors, SchedulerOptions options);
+    ~Scheduler();
+
+    // Queues committed runs for execution.
+    void enqueue(std::vector<RunId> runs);
+
+    // At start-up: fails runs that a previous process left running and queues the runs it
+    // left queued. Call before serving requests.
+    Status recover();
+
+    // Stops starting queued runs (they stay queued in the store), waits up to `grace` for the
+    // active runs to finish, cancels those still going, and calls `done` once none is active.
+    void drain(Duration grace, std::function<void()> done);
+
+    std::size_t active_runs() const { return active_count_.load(); }
+    std::size_t queued_runs() const { return queued_count_.load(); }
+
+  private:
+    friend class RunExecution;
+
+    void start_more();
+    void on_run_finished(RunId id);
+    std::shared_ptr<const Runbook> resolve_runbook(const std::string& name, const std::string& hash,
+                                                   std::string& error);
+    StepExecutor* executor_for(std::string_view kind) const;
+    void check_drained();
+
+    boost::asio::io_context& io_;
+    Store& store_;
+    std::shared_ptr<const RunbookCatalog> catalog_;
+    StepParsers parsers_;
+    std::vector<std::shared_ptr<StepExecutor>> executors_;
+    SchedulerOptions options_;
+    std::shared_ptr<spdlog::logger> log_;
+
+    std::deque<RunId> queue_;
+    std::map<RunId, std::shared_ptr<RunExecution>> active_;
+    std::map<std::string, std::shared_ptr<const Runbook>> old_versions_;  // by content hash
+    std::atomic<std::size_t> active_count_{0};
+    std::atomic<std::size_t> queued_count_{0};
+    bool draining_ = false;
+    std::function<void()> drained_;
+    std::unique_ptr<boost::asio::steady_timer> drain_timer_;
+};
+
+}  // namespace runbookd::run

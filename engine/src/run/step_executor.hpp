@@ -1,0 +1,67 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <runbookd/alert.hpp>
+#include <runbookd/runbook.hpp>
+#include <runbookd/store.hpp>
+
+namespace runbookd::run {
+
+// How one attempt of a step ended.
+struct AttemptOutcome {
+    bool succeeded = false;
+    std::optional<int> exit_code;
+    std::optional<int> signal;
+    bool timed_out = false;
+    bool cancelled = false;
+    std::string error;  // empty on success
+    std::string stdout_excerpt;
+    std::string stderr_excerpt;
+    std::int64_t stdout_bytes = 0;
+    std::int64_t stderr_bytes = 0;
+};
+
+// Everything an executor may use to prepare an attempt.
+struct AttemptContext {
+    RunId run_id = 0;
+    const Runbook* runbook = nullptr;
+    const StepSpec* step = nullptr;
+    int step_index = 0;
+    int attempt = 1;
+    const Alert* alert = nullptr;  // null for runs without an alert
+    Duration timeout{0};
+};
+
+// One prepared attempt: rendered and ready to start. The run engine records what it will run
+// (argv, cwd) before starting it.
+class Attempt {
+  public:
+    virtual ~Attempt() = default;
+
+    virtual const std::vector<std::string>& argv() const = 0;  // empty when no program runs
+    virtual const std::string& cwd() const = 0;
+
+    // Starts the attempt; `done` runs exactly once on the run engine's io_context.
+    virtual void start(std::function<void(AttemptOutcome)> done) = 0;
+    // Stops it early; `done` still runs once, with `cancelled` set.
+    virtual void cancel(std::string reason) = 0;
+};
+
+// Executes the steps of one kind (the kind's StepParser produced their StepConfig). A new kind
+// adds an executor here and a parser in the runbook loader; the scheduler is not touched.
+class StepExecutor {
+  public:
+    virtual ~StepExecutor() = default;
+    virtual std::string_view kind() const = 0;
+    // Renders the step for this attempt. Fails (e.g. a label the step needs is missing) without
+    // starting anything.
+    virtual Result<std::unique_ptr<Attempt>> prepare(const AttemptContext& context) = 0;
+};
+
+}  // namespace runbookd::run

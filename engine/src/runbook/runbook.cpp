@@ -1,0 +1,123 @@
+#include <algorithm>
+#include <cctype>
+
+#include <fmt/format.h>
+
+#include <runbookd/runbook.hpp>
+
+namespace runbookd {
+
+std::string SourceLocation::to_string() const {
+    if (line <= 0) {
+        return file;
+    }
+    return fmt::format("{}:{}:{}", file, line, column);
+}
+
+bool Runbook::matches_labels(const LabelSet& labels) const {
+    return !matchers.empty() && matches_all(matchers, labels);
+}
+
+bool Runbook::acts_on(AlertStatus status) const {
+    return status == AlertStatus::Firing ? on_firing : on_resolved;
+}
+
+RunbookCatalog::RunbookCatalog(std::vector<std::shared_ptr<const Runbook>> runbooks)
+    : runbooks_(std::move(runbooks)) {
+    std::sort(runbooks_.begin(), runbooks_.end(),
+              [](const auto& a, const auto& b) { return a->name < b->name; });
+}
+
+std::shared_ptr<const Runbook> RunbookCatalog::find(std::string_view name) const {
+    const auto it = std::lower_bound(runbooks_.begin(), runbooks_.end(), name,
+                                     [](const auto& r, std::string_view n) { return r->name < n; });
+    if (it != runbooks_.end() && (*it)->name == name) {
+        return *it;
+    }
+    return nullptr;
+}
+
+std::shared_ptr<const Runbook> RunbookCatalog::find_by_hash(std::string_view content_hash) const {
+    for (const auto& r : runbooks_) {
+        if (r->content_hash == content_hash) {
+            return r;
+        }
+    }
+    return nullptr;
+}
+
+std::optional<Duration> parse_duration(std::string_view text) {
+    // A sequence of <integer><unit>, units ms, s, m, h, d; at least one.
+    if (text.empty()) {
+        return std::nullopt;
+    }
+    std::int64_t total_ms = 0;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        std::int64_t number = 0;
+        const std::size_t start = pos;
+        while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos])) != 0) {
+            number = number * 10 + (text[pos] - '0');
+            if (number > 100'000'000'000) {
+                return std::nullopt;
+            }
+            ++pos;
+        }
+        if (pos == start) {
+            return std::nullopt;
+        }
+        std::int64_t unit_ms = 0;
+        if (text.substr(pos, 2) == "ms") {
+            unit_ms = 1;
+            pos += 2;
+        } else if (pos < text.size()) {
+            switch (text[pos]) {
+                case 's':
+                    unit_ms = 1000;
+                    break;
+                case 'm':
+                    unit_ms = 60'000;
+                    break;
+                case 'h':
+                    unit_ms = 3'600'000;
+                    break;
+                case 'd':
+                    unit_ms = 86'400'000;
+                    break;
+                default:
+                    return std::nullopt;
+            }
+            ++pos;
+        } else {
+            return std::nullopt;
+        }
+        total_ms += number * unit_ms;
+    }
+    return Duration{total_ms};
+}
+
+std::string format_duration(Duration d) {
+    std::int64_t ms = d.count();
+    if (ms == 0) {
+        return "0s";
+    }
+    std::string out;
+    if (ms % 1000 != 0) {
+        return fmt::format("{}ms", ms);
+    }
+    std::int64_t s = ms / 1000;
+    if (s >= 3600) {
+        out += fmt::format("{}h", s / 3600);
+        s %= 3600;
+    }
+    if (s >= 60) {
+        out += fmt::format("{}m", s / 60);
+        s %= 60;
+    }
+    if (s > 0) {
+        out += fmt::format("{}s", s);
+    }
+    return out;
+}
+
+}  // namespace runbookd

@@ -1,0 +1,107 @@
+#include "store/schema.hpp"
+
+namespace runbookd::schema {
+
+// The tables are a public interface (docs/audit-schema.md): users query them with sqlite3.
+// Times are RFC 3339 text in UTC; label sets and lists are JSON text.
+const std::vector<Migration>& migrations() {
+    static const std::vector<Migration> all = {
+        {1, "deliveries, alerts, runbook versions, runs, attempts and events", R"sql(
+CREATE TABLE deliveries (
+    id               INTEGER PRIMARY KEY,
+    received_at      TEXT NOT NULL,
+    source           TEXT NOT NULL,
+    remote_addr      TEXT NOT NULL,
+    user_agent       TEXT NOT NULL,
+    receiver         TEXT NOT NULL,
+    group_key        TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    external_url     TEXT NOT NULL,
+    body_bytes       INTEGER NOT NULL,
+    body_sha256      TEXT NOT NULL,
+    alert_count      INTEGER NOT NULL,
+    truncated_alerts INTEGER NOT NULL,
+    warnings         TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE alerts (
+    id             INTEGER PRIMARY KEY,
+    delivery_id    INTEGER NOT NULL REFERENCES deliveries(id),
+    position       INTEGER NOT NULL,
+    fingerprint    TEXT NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+    starts_at      TEXT NOT NULL,
+    ends_at        TEXT,
+    labels         TEXT NOT NULL,
+    annotations    TEXT NOT NULL,
+    generator_url  TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    outcome_detail TEXT NOT NULL
+) STRICT;
+CREATE INDEX alerts_by_episode ON alerts (fingerprint, starts_at);
+CREATE INDEX alerts_by_delivery ON alerts (delivery_id);
+
+CREATE TABLE runbook_versions (
+    content_hash    TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    source_file     TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    first_loaded_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE runs (
+    id           INTEGER PRIMARY KEY,
+    runbook      TEXT NOT NULL,
+    runbook_hash TEXT NOT NULL REFERENCES runbook_versions(content_hash),
+    trigger      TEXT NOT NULL CHECK (trigger IN ('alert', 'manual')),
+    alert_id     INTEGER REFERENCES alerts(id),
+    actor        TEXT NOT NULL,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    reason       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    started_at   TEXT,
+    finished_at  TEXT
+) STRICT;
+CREATE INDEX runs_by_runbook ON runs (runbook, id);
+CREATE INDEX runs_unfinished ON runs (state) WHERE state IN ('queued', 'running');
+
+CREATE TABLE attempts (
+    id             INTEGER PRIMARY KEY,
+    run_id         INTEGER NOT NULL REFERENCES runs(id),
+    step           TEXT NOT NULL,
+    step_index     INTEGER NOT NULL,
+    attempt        INTEGER NOT NULL,
+    kind           TEXT NOT NULL,
+    argv           TEXT NOT NULL,
+    cwd            TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('running', 'succeeded', 'failed')),
+    exit_code      INTEGER,
+    signal         INTEGER,
+    error          TEXT NOT NULL,
+    started_at     TEXT NOT NULL,
+    finished_at    TEXT,
+    duration_ms    INTEGER,
+    stdout_bytes   INTEGER,
+    stderr_bytes   INTEGER,
+    stdout_excerpt BLOB,
+    stderr_excerpt BLOB,
+    UNIQUE (run_id, step_index, attempt)
+) STRICT;
+
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    at          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    delivery_id INTEGER REFERENCES deliveries(id),
+    run_id      INTEGER REFERENCES runs(id),
+    attempt_id  INTEGER REFERENCES attempts(id),
+    detail      TEXT NOT NULL
+) STRICT;
+CREATE INDEX events_by_run ON events (run_id, id);
+)sql"},
+    };
+    return all;
+}
+
+}  // namespace runbookd::schema

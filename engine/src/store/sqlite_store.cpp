@@ -1,0 +1,938 @@
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <runbookd/store.hpp>
+
+#include "common/log.hpp"
+#include "store/schema.hpp"
+#include "store/sqlite.hpp"
+
+namespace runbookd {
+namespace {
+
+using Json = nlohmann::json;
+using sqlite::Database;
+using sqlite::Statement;
+
+constexpr std::size_t kMaxIdleReaders = 8;
+
+std::string to_json(const LabelSet& labels) {
+    Json object = Json::object();
+    for (const auto& [k, v] : labels) {
+        object[k] = v;
+    }
+    return object.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+LabelSet labels_from_json(const std::string& text) {
+    LabelSet out;
+    const Json object = Json::parse(text, nullptr, false);
+    if (object.is_object()) {
+        for (const auto& [k, v] : object.items()) {
+            if (v.is_string()) {
+                out.emplace(k, v.get<std::string>());
+            }
+        }
+    }
+    return out;
+}
+
+Timestamp parse_stored_time(const std::string& text) {
+    auto parsed = parse_rfc3339(text);
+    return parsed ? *parsed : Timestamp{};
+}
+
+std::optional<Timestamp> parse_stored_time(const std::optional<std::string>& text) {
+    if (!text) {
+        return std::nullopt;
+    }
+    return parse_stored_time(*text);
+}
+
+// The writer's prepared statements, compiled once: the delivery path runs them thousands of
+// times a second.
+struct WriterStatements {
+    Statement begin, commit, rollback, savepoint, release, rollback_to;
+    Statement insert_delivery, insert_alert, insert_run, insert_event;
+    Statement start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
+};
+
+// What the writer thread executes: `apply` inside the shared transaction, `finish` after the
+// commit (or failure) with the final status.
+struct PendingWrite {
+    std::function<Status()> apply;
+    std::function<void(Status)> finish;
+};
+
+class SqliteStore final : public Store {
+  public:
+    SqliteStore(SqliteOptions options, Database writer)
+        : options_(std::move(options)), writer_db_(std::move(writer)), log_(log::get("store")) {}
+
+    ~SqliteStore() override { close(); }
+
+    Status prepare_writer();
+    void start() {
+        thread_ = std::thread([this] { writer_loop(); });
+    }
+
+    Status record_runbooks(const std::vector<std::shared_ptr<const Runbook>>& runbooks) override;
+    Result<std::string> runbook_source(const std::string& content_hash) override;
+
+    void record_delivery(std::shared_ptr<const DeliveryRecord> record,
+                         Completion<DeliveryReceipt> done) override;
+    void mark_run_started(RunId run, Timestamp at, StatusCompletion done) override;
+    void record_attempt_start(AttemptStart start, Completion<AttemptId> done) override;
+    void record_attempt_end(RunId run, AttemptId attempt, AttemptEnd end,
+                            StatusCompletion done) override;
+    void finish_run(RunId run, RunState state, std::string reason, Timestamp at,
+                    StatusCompletion done) override;
+
+    Result<RunContext> load_run(RunId run) override;
+    Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override;
+    Result<RunDetail> get_run(RunId run) override;
+    Result<std::vector<RunId>> runs_in_state(RunState state) override;
+
+    void close() override;
+
+  private:
+    class Reader;
+
+    void submit(PendingWrite write);
+    void writer_loop();
+    void commit_batch(std::vector<PendingWrite>& batch);
+    Status insert_event(std::string_view kind, const Timestamp& at,
+                        std::optional<std::int64_t> delivery, std::optional<std::int64_t> run,
+                        std::optional<std::int64_t> attempt, const Json& detail);
+    Status apply_delivery(const DeliveryRecord& record, DeliveryReceipt& receipt);
+    Status update_one(Statement& stmt, std::string_view what);
+
+    Result<Database> acquire_reader();
+    void release_reader(Database db);
+    std::vector<AttemptRecord> read_attempts(Database& db, RunId run, Status& status);
+
+    SqliteOptions options_;
+    Database writer_db_;
+    WriterStatements ws_;
+    std::shared_ptr<spdlog::logger> log_;
+
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<PendingWrite> queue_;
+    bool closing_ = false;
+    std::mutex join_mutex_;
+    std::thread thread_;
+
+    std::mutex readers_mutex_;
+    std::vector<Database> readers_;
+};
+
+// Borrows a read connection for the length of one read.
+class SqliteStore::Reader {
+  public:
+    explicit Reader(SqliteStore& store) : store_(store), db_(store.acquire_reader()) {}
+    ~Reader() {
+        if (db_) {
+            store_.release_reader(std::move(*db_));
+        }
+    }
+    Reader(const Reader&) = delete;
+    Reader& operator=(const Reader&) = delete;
+
+    bool ok() const { return db_.ok(); }
+    const Error& error() const { return db_.error(); }
+    Database& db() { return *db_; }
+
+  private:
+    SqliteStore& store_;
+    Result<Database> db_;
+};
+
+Status apply_pragmas(Database& db, bool synchronous_full) {
+    if (auto s = db.exec("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;"); !s) {
+        return s;
+    }
+    return db.exec(synchronous_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;");
+}
+
+Status migrate(Database& db, std::shared_ptr<spdlog::logger> log) {
+    if (auto s = db.exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                         " version INTEGER PRIMARY KEY, description TEXT NOT NULL,"
+                         " applied_at TEXT NOT NULL) STRICT;");
+        !s) {
+        return s;
+    }
+    auto current_stmt = Statement::prepare(db,
+                                           "SELECT coalesce(max(version), 0) FROM "
+                                           "schema_migrations");
+    if (!current_stmt) {
+        return current_stmt.error();
+    }
+    auto row = current_stmt->step();
+    if (!row) {
+        return row.error();
+    }
+    const auto current = current_stmt->column_int(0);
+    const auto& all = schema::migrations();
+    const int latest = all.back().version;
+    if (current > latest) {
+        return make_error(ErrorCode::Internal,
+                          fmt::format("opening database failed: its schema version {} is newer "
+                                      "than this runbookd knows ({}); use a newer runbookd",
+                                      current, latest));
+    }
+    for (const auto& m : all) {
+        if (m.version <= current) {
+            continue;
+        }
+        if (auto s = db.exec("BEGIN IMMEDIATE"); !s) {
+            return s;
+        }
+        Status s = db.exec(m.sql);
+        if (s) {
+            auto insert = Statement::prepare(
+                db,
+                "INSERT INTO schema_migrations (version, description, applied_at) "
+                "VALUES (?, ?, ?)");
+            if (!insert) {
+                s = insert.error();
+            } else {
+                s = insert->bind(1, std::int64_t{m.version})
+                        .bind(2, m.description)
+                        .bind(3, std::string_view(Timestamp::now().to_rfc3339_millis()))
+                        .run();
+            }
+        }
+        if (!s) {
+            (void)db.exec("ROLLBACK");
+            return make_error(s.error().code, fmt::format("migrating database to version {} "
+                                                          "failed: {}",
+                                                          m.version, s.error().message));
+        }
+        if (auto c = db.exec("COMMIT"); !c) {
+            return c;
+        }
+        log->info("schema migrated version={} description={}", m.version,
+                  log::quote(m.description));
+    }
+    return {};
+}
+
+Status SqliteStore::prepare_writer() {
+    struct Entry {
+        Statement* target;
+        const char* sql;
+    };
+    const Entry entries[] = {
+        {&ws_.begin, "BEGIN IMMEDIATE"},
+        {&ws_.commit, "COMMIT"},
+        {&ws_.rollback, "ROLLBACK"},
+        {&ws_.savepoint, "SAVEPOINT write"},
+        {&ws_.release, "RELEASE write"},
+        {&ws_.rollback_to, "ROLLBACK TO write"},
+        {&ws_.insert_delivery,
+         "INSERT INTO deliveries (received_at, source, remote_addr, user_agent, receiver, "
+         "group_key, status, external_url, body_bytes, body_sha256, alert_count, "
+         "truncated_alerts, warnings) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"},
+        {&ws_.insert_alert,
+         "INSERT INTO alerts (delivery_id, position, fingerprint, status, starts_at, ends_at, "
+         "labels, annotations, generator_url, outcome, outcome_detail) "
+         "VALUES (?,?,?,?,?,?,?,?,?,?,?)"},
+        {&ws_.insert_run,
+         "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
+         "created_at) VALUES (?, ?, 'alert', ?, 'alertmanager', 'queued', '', ?)"},
+        {&ws_.insert_event,
+         "INSERT INTO events (at, kind, delivery_id, run_id, attempt_id, detail) "
+         "VALUES (?,?,?,?,?,?)"},
+        {&ws_.start_run,
+         "UPDATE runs SET state = 'running', started_at = ? WHERE id = ? AND state = 'queued'"},
+        {&ws_.insert_attempt,
+         "INSERT INTO attempts (run_id, step, step_index, attempt, kind, argv, cwd, state, "
+         "error, started_at) VALUES (?,?,?,?,?,?,?,'running','',?)"},
+        {&ws_.end_attempt,
+         "UPDATE attempts SET state = ?, exit_code = ?, signal = ?, error = ?, finished_at = ?, "
+         "duration_ms = ?, stdout_bytes = ?, stderr_bytes = ?, stdout_excerpt = ?, "
+         "stderr_excerpt = ? WHERE id = ? AND run_id = ? AND state = 'running'"},
+        {&ws_.fail_open_attempts,
+         "UPDATE attempts SET state = 'failed', error = ?, finished_at = ? "
+         "WHERE run_id = ? AND state = 'running'"},
+        {&ws_.finish_run,
+         "UPDATE runs SET state = ?, reason = ?, finished_at = ? "
+         "WHERE id = ? AND state IN ('queued', 'running')"},
+    };
+    for (const auto& e : entries) {
+        auto stmt = Statement::prepare(writer_db_, e.sql);
+        if (!stmt) {
+            return stmt.error();
+        }
+        *e.target = std::move(*stmt);
+    }
+    return {};
+}
+
+void SqliteStore::submit(PendingWrite write) {
+    {
+        std::lock_guard lock(mutex_);
+        if (!closing_) {
+            queue_.push_back(std::move(write));
+            cv_.notify_one();
+            return;
+        }
+    }
+    write.finish(make_error(ErrorCode::Unavailable, "writing to the store failed: it is closed"));
+}
+
+void SqliteStore::writer_loop() {
+    std::vector<PendingWrite> batch;
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            cv_.wait(lock, [this] { return !queue_.empty() || closing_; });
+            if (queue_.empty()) {
+                return;
+            }
+            while (!queue_.empty() && batch.size() < options_.max_batch) {
+                batch.push_back(std::move(queue_.front()));
+                queue_.pop_front();
+            }
+        }
+        commit_batch(batch);
+        batch.clear();
+    }
+}
+
+// Runs every write of the batch in one transaction, each inside its own savepoint so that a
+// failing write does not take the others down, then commits once: one fsync for the batch.
+void SqliteStore::commit_batch(std::vector<PendingWrite>& batch) {
+    std::vector<Status> results(batch.size());
+    Status tx = ws_.begin.run();
+    if (tx) {
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            if (auto s = ws_.savepoint.run(); !s) {
+                results[i] = s;
+                continue;
+            }
+            results[i] = batch[i].apply();
+            if (!results[i]) {
+                (void)ws_.rollback_to.run();
+            }
+            (void)ws_.release.run();
+        }
+        tx = ws_.commit.run();
+        if (!tx) {
+            (void)ws_.rollback.run();
+        }
+    }
+    if (!tx) {
+        log_->warn("commit failed writes={} error={}", batch.size(),
+                   log::quote(tx.error().message));
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        batch[i].finish(tx ? results[i] : tx);
+    }
+}
+
+void SqliteStore::close() {
+    {
+        std::lock_guard lock(mutex_);
+        closing_ = true;
+        cv_.notify_all();
+    }
+    std::lock_guard join_lock(join_mutex_);
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+Status SqliteStore::insert_event(std::string_view kind, const Timestamp& at,
+                                 std::optional<std::int64_t> delivery,
+                                 std::optional<std::int64_t> run,
+                                 std::optional<std::int64_t> attempt, const Json& detail) {
+    return ws_.insert_event.bind(1, std::string_view(at.to_rfc3339_millis()))
+        .bind(2, kind)
+        .bind(3, delivery)
+        .bind(4, run)
+        .bind(5, attempt)
+        .bind(6, std::string_view(detail.dump(-1, ' ', false, Json::error_handler_t::replace)))
+        .run();
+}
+
+Status SqliteStore::update_one(Statement& stmt, std::string_view what) {
+    if (auto s = stmt.run(); !s) {
+        return s;
+    }
+    if (sqlite3_changes(writer_db_.handle()) != 1) {
+        return make_error(ErrorCode::InvalidArgument,
+                          fmt::format("{} failed: no row in the expected state", what));
+    }
+    return {};
+}
+
+Status SqliteStore::apply_delivery(const DeliveryRecord& r, DeliveryReceipt& receipt) {
+    const std::string received = r.received_at.to_rfc3339_millis();
+    const Json warnings = r.warnings;
+    Status s = ws_.insert_delivery.bind(1, std::string_view(received))
+                   .bind(2, std::string_view(r.source))
+                   .bind(3, std::string_view(r.remote_addr))
+                   .bind(4, std::string_view(r.user_agent))
+                   .bind(5, std::string_view(r.receiver))
+                   .bind(6, std::string_view(r.group_key))
+                   .bind(7, std::string_view(r.status))
+                   .bind(8, std::string_view(r.external_url))
+                   .bind(9, static_cast<std::int64_t>(r.body_bytes))
+                   .bind(10, std::string_view(r.body_sha256))
+                   .bind(11, static_cast<std::int64_t>(r.alerts.size()))
+                   .bind(12, r.truncated_alerts)
+                   .bind(13, std::string_view(warnings.dump()))
+                   .run();
+    if (!s) {
+        return s;
+    }
+    receipt.delivery_id = writer_db_.last_insert_id();
+    for (const auto& w : r.warnings) {
+        if (s = insert_event("delivery.warning", r.received_at, receipt.delivery_id, std::nullopt,
+                             std::nullopt, Json{{"warning", w}});
+            !s) {
+            return s;
+        }
+    }
+
+    for (std::size_t i = 0; i < r.alerts.size(); ++i) {
+        const auto& entry = r.alerts[i];
+        const Alert& a = entry.alert;
+        std::optional<std::string> ends;
+        if (a.ends_at) {
+            ends = a.ends_at->to_rfc3339();
+        }
+        s = ws_.insert_alert.bind(1, receipt.delivery_id)
+                .bind(2, static_cast<std::int64_t>(i))
+                .bind(3, std::string_view(a.fingerprint))
+                .bind(4, std::string_view(alert_status_name(a.status)))
+                .bind(5, std::string_view(a.starts_at.to_rfc3339()))
+                .bind(6, ends)
+                .bind(7, std::string_view(to_json(a.labels)))
+                .bind(8, std::string_view(to_json(a.annotations)))
+                .bind(9, std::string_view(a.generator_url))
+                .bind(10, std::string_view(alert_outcome_name(entry.outcome)))
+                .bind(11, std::string_view(entry.outcome_detail))
+                .run();
+        if (!s) {
+            return s;
+        }
+        receipt.alert_ids.push_back(writer_db_.last_insert_id());
+    }
+
+    for (const auto& run : r.runs) {
+        s = ws_.insert_run.bind(1, std::string_view(run.runbook))
+                .bind(2, std::string_view(run.runbook_hash))
+                .bind(3, receipt.alert_ids.at(run.alert_index))
+                .bind(4, std::string_view(received))
+                .run();
+        if (!s) {
+            return s;
+        }
+        const RunId id = writer_db_.last_insert_id();
+        receipt.run_ids.push_back(id);
+        if (s = insert_event("run.queued", r.received_at, receipt.delivery_id, id, std::nullopt,
+                             Json{{"runbook", run.runbook}, {"trigger", "alert"}});
+            !s) {
+            return s;
+        }
+    }
+    return {};
+}
+
+void SqliteStore::record_delivery(std::shared_ptr<const DeliveryRecord> record,
+                                  Completion<DeliveryReceipt> done) {
+    auto receipt = std::make_shared<DeliveryReceipt>();
+    submit(PendingWrite{[this, record = std::move(record), receipt] {
+                            *receipt = DeliveryReceipt{};
+                            return apply_delivery(*record, *receipt);
+                        },
+                        [receipt, done = std::move(done)](Status s) {
+                            if (!s) {
+                                done(s.error());
+                                return;
+                            }
+                            done(std::move(*receipt));
+                        }});
+}
+
+void SqliteStore::mark_run_started(RunId run, Timestamp at, StatusCompletion done) {
+    submit(PendingWrite{
+        [this, run, at] {
+            ws_.start_run.bind(1, std::string_view(at.to_rfc3339_millis())).bind(2, run);
+            if (auto s = update_one(ws_.start_run, fmt::format("starting run {}", run)); !s) {
+                return s;
+            }
+            return insert_event("run.started", at, std::nullopt, run, std::nullopt, Json::object());
+        },
+        std::move(done)});
+}
+
+void SqliteStore::record_attempt_start(AttemptStart start, Completion<AttemptId> done) {
+    auto shared = std::make_shared<std::pair<AttemptStart, AttemptId>>(std::move(start), 0);
+    submit(PendingWrite{
+        [this, shared] {
+            const AttemptStart& a = shared->first;
+            const Json argv = a.argv;
+            Status s = ws_.insert_attempt.bind(1, a.run_id)
+                           .bind(2, std::string_view(a.step))
+                           .bind(3, std::int64_t{a.step_index})
+                           .bind(4, std::int64_t{a.attempt})
+                           .bind(5, std::string_view(a.kind))
+                           .bind(6, std::string_view(
+                                        argv.dump(-1, ' ', false, Json::error_handler_t::replace)))
+                           .bind(7, std::string_view(a.cwd))
+                           .bind(8, std::string_view(a.started_at.to_rfc3339_millis()))
+                           .run();
+            if (!s) {
+                return s;
+            }
+            shared->second = writer_db_.last_insert_id();
+            return insert_event("attempt.started", a.started_at, std::nullopt, a.run_id,
+                                shared->second, Json{{"step", a.step}, {"attempt", a.attempt}});
+        },
+        [shared, done = std::move(done)](Status s) {
+            if (!s) {
+                done(s.error());
+                return;
+            }
+            done(shared->second);
+        }});
+}
+
+void SqliteStore::record_attempt_end(RunId run, AttemptId attempt, AttemptEnd end,
+                                     StatusCompletion done) {
+    auto shared = std::make_shared<AttemptEnd>(std::move(end));
+    submit(PendingWrite{
+        [this, run, attempt, shared] {
+            const AttemptEnd& e = *shared;
+            auto opt = [](const std::optional<int>& v) {
+                return v ? std::optional<std::int64_t>(*v) : std::nullopt;
+            };
+            ws_.end_attempt.bind(1, std::string_view(e.succeeded ? "succeeded" : "failed"))
+                .bind(2, opt(e.exit_code))
+                .bind(3, opt(e.signal))
+                .bind(4, std::string_view(e.error))
+                .bind(5, std::string_view(e.finished_at.to_rfc3339_millis()))
+                .bind(6, e.duration_ms)
+                .bind(7, e.stdout_bytes)
+                .bind(8, e.stderr_bytes)
+                .bind_blob(9, e.stdout_excerpt)
+                .bind_blob(10, e.stderr_excerpt)
+                .bind(11, attempt)
+                .bind(12, run);
+            if (auto s = update_one(ws_.end_attempt, fmt::format("ending attempt {}", attempt));
+                !s) {
+                return s;
+            }
+            Json detail = {{"succeeded", e.succeeded}, {"duration_ms", e.duration_ms}};
+            if (e.exit_code) {
+                detail["exit_code"] = *e.exit_code;
+            }
+            if (e.signal) {
+                detail["signal"] = *e.signal;
+            }
+            if (!e.error.empty()) {
+                detail["error"] = e.error;
+            }
+            return insert_event("attempt.finished", e.finished_at, std::nullopt, run, attempt,
+                                detail);
+        },
+        std::move(done)});
+}
+
+void SqliteStore::finish_run(RunId run, RunState state, std::string reason, Timestamp at,
+                             StatusCompletion done) {
+    submit(PendingWrite{
+        [this, run, state, reason = std::move(reason), at] {
+            ws_.finish_run.bind(1, std::string_view(run_state_name(state)))
+                .bind(2, std::string_view(reason))
+                .bind(3, std::string_view(at.to_rfc3339_millis()))
+                .bind(4, run);
+            if (auto s = update_one(ws_.finish_run, fmt::format("finishing run {}", run)); !s) {
+                return s;
+            }
+            // A finished run has no attempt left running (after a crash, the one in flight).
+            if (auto s = ws_.fail_open_attempts.bind(1, std::string_view(reason))
+                             .bind(2, std::string_view(at.to_rfc3339_millis()))
+                             .bind(3, run)
+                             .run();
+                !s) {
+                return s;
+            }
+            return insert_event("run.finished", at, std::nullopt, run, std::nullopt,
+                                Json{{"state", run_state_name(state)}, {"reason", reason}});
+        },
+        std::move(done)});
+}
+
+Status SqliteStore::record_runbooks(const std::vector<std::shared_ptr<const Runbook>>& runbooks) {
+    Reader reader(*this);
+    if (!reader.ok()) {
+        return reader.error();
+    }
+    auto& db = reader.db();
+    auto stmt = Statement::prepare(
+        db,
+        "INSERT INTO runbook_versions (content_hash, name, source_file, source, "
+        "first_loaded_at) VALUES (?,?,?,?,?) ON CONFLICT (content_hash) DO NOTHING");
+    if (!stmt) {
+        return stmt.error();
+    }
+    if (auto s = db.exec("BEGIN IMMEDIATE"); !s) {
+        return s;
+    }
+    const std::string now = Timestamp::now().to_rfc3339_millis();
+    for (const auto& r : runbooks) {
+        Status s = stmt->bind(1, std::string_view(r->content_hash))
+                       .bind(2, std::string_view(r->name))
+                       .bind(3, std::string_view(r->source_file))
+                       .bind(4, std::string_view(r->source_text))
+                       .bind(5, std::string_view(now))
+                       .run();
+        if (!s) {
+            (void)db.exec("ROLLBACK");
+            return s;
+        }
+    }
+    return db.exec("COMMIT");
+}
+
+Result<std::string> SqliteStore::runbook_source(const std::string& content_hash) {
+    Reader reader(*this);
+    if (!reader.ok()) {
+        return reader.error();
+    }
+    auto stmt = Statement::prepare(reader.db(),
+                                   "SELECT source FROM runbook_versions WHERE content_hash = ?");
+    if (!stmt) {
+        return stmt.error();
+    }
+    stmt->bind(1, std::string_view(content_hash));
+    auto row = stmt->step();
+    if (!row) {
+        return row.error();
+    }
+    if (!*row) {
+        return make_error(ErrorCode::NotFound,
+                          fmt::format("runbook version {} is not recorded", content_hash));
+    }
+    return stmt->column_text(0);
+}
+
+Result<Database> SqliteStore::acquire_reader() {
+    {
+        std::lock_guard lock(readers_mutex_);
+        if (!readers_.empty()) {
+            Database db = std::move(readers_.back());
+            readers_.pop_back();
+            return db;
+        }
+    }
+    auto db = Database::open(options_.path, false, options_.busy_timeout_ms);
+    if (!db) {
+        return db.error();
+    }
+    if (auto s = db->exec("PRAGMA foreign_keys=ON;"); !s) {
+        return s.error();
+    }
+    return db;
+}
+
+void SqliteStore::release_reader(Database db) {
+    std::lock_guard lock(readers_mutex_);
+    if (readers_.size() < kMaxIdleReaders) {
+        readers_.push_back(std::move(db));
+    }
+}
+
+constexpr const char* kRunColumns =
+    "r.id, r.runbook, r.runbook_hash, r.trigger, r.actor, r.state, r.reason, r.alert_id, "
+    "coalesce(a.fingerprint, ''), coalesce(json_extract(a.labels, '$.alertname'), ''), "
+    "r.created_at, r.started_at, r.finished_at";
+
+RunSummary read_run_summary(const Statement& s) {
+    RunSummary r;
+    r.id = s.column_int(0);
+    r.runbook = s.column_text(1);
+    r.runbook_hash = s.column_text(2);
+    r.trigger = s.column_text(3);
+    r.actor = s.column_text(4);
+    r.state = parse_run_state(s.column_text(5)).value_or(RunState::Failed);
+    r.reason = s.column_text(6);
+    r.alert_id = s.column_optional_int(7);
+    r.fingerprint = s.column_text(8);
+    r.alertname = s.column_text(9);
+    r.created_at = parse_stored_time(s.column_text(10));
+    r.started_at = parse_stored_time(s.column_optional_text(11));
+    r.finished_at = parse_stored_time(s.column_optional_text(12));
+    return r;
+}
+
+std::optional<Alert> read_alert(const Statement& s, int first) {
+    if (s.is_null(first)) {
+        return std::nullopt;
+    }
+    Alert a;
+    a.status = parse_alert_status(s.column_text(first)).value_or(AlertStatus::Firing);
+    a.labels = labels_from_json(s.column_text(first + 1));
+    a.annotations = labels_from_json(s.column_text(first + 2));
+    a.starts_at = parse_stored_time(s.column_text(first + 3));
+    a.ends_at = parse_stored_time(s.column_optional_text(first + 4));
+    a.generator_url = s.column_text(first + 5);
+    a.fingerprint = s.column_text(first + 6);
+    return a;
+}
+
+constexpr const char* kAlertColumns =
+    "a.status, a.labels, a.annotations, a.starts_at, a.ends_at, a.generator_url, a.fingerprint";
+
+Result<RunContext> SqliteStore::load_run(RunId run) {
+    Reader reader(*this);
+    if (!reader.ok()) {
+        return reader.error();
+    }
+    auto stmt = Statement::prepare(
+        reader.db(), fmt::format("SELECT r.id, r.runbook, r.runbook_hash, r.state, r.trigger, {} "
+                                 "FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
+                                 "WHERE r.id = ?",
+                                 kAlertColumns));
+    if (!stmt) {
+        return stmt.error();
+    }
+    stmt->bind(1, run);
+    auto row = stmt->step();
+    if (!row) {
+        return row.error();
+    }
+    if (!*row) {
+        return make_error(ErrorCode::NotFound, fmt::format("run {} does not exist", run));
+    }
+    RunContext ctx;
+    ctx.id = stmt->column_int(0);
+    ctx.runbook = stmt->column_text(1);
+    ctx.runbook_hash = stmt->column_text(2);
+    ctx.state = parse_run_state(stmt->column_text(3)).value_or(RunState::Failed);
+    ctx.trigger = stmt->column_text(4);
+    ctx.alert = read_alert(*stmt, 5);
+    return ctx;
+}
+
+Result<std::vector<RunSummary>> SqliteStore::list_runs(const RunFilter& filter) {
+    Reader reader(*this);
+    if (!reader.ok()) {
+        return reader.error();
+    }
+    auto stmt = Statement::prepare(
+        reader.db(),
+        fmt::format("SELECT {} FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
+                    "WHERE (?1 IS NULL OR r.state = ?1) AND (?2 = '' OR r.runbook = ?2) "
+                    "AND (?3 IS NULL OR r.id < ?3) ORDER BY r.id DESC LIMIT ?4",
+                    kRunColumns));
+    if (!stmt) {
+        return stmt.error();
+    }
+    if (filter.state) {
+        stmt->bind(1, std::string_view(run_state_name(*filter.state)));
+    }
+    stmt->bind(2, std::string_view(filter.runbook))
+        .bind(3, filter.before_id)
+        .bind(4, std::int64_t{filter.limit});
+    std::vector<RunSummary> out;
+    for (;;) {
+        auto row = stmt->step();
+        if (!row) {
+            return row.error();
+        }
+        if (!*row) {
+            break;
+        }
+        out.push_back(read_run_summary(*stmt));
+    }
+    return out;
+}
+
+std::vector<AttemptRecord> SqliteStore::read_attempts(Database& db, RunId run, Status& status) {
+    std::vector<AttemptRecord> out;
+    auto stmt = Statement::prepare(
+        db,
+        "SELECT id, step, step_index, attempt, kind, argv, cwd, state, exit_code, signal, "
+        "error, started_at, finished_at, duration_ms, stdout_bytes, stderr_bytes, "
+        "stdout_excerpt, stderr_excerpt FROM attempts WHERE run_id = ? "
+        "ORDER BY step_index, attempt");
+    if (!stmt) {
+        status = stmt.error();
+        return out;
+    }
+    stmt->bind(1, run);
+    for (;;) {
+        auto row = stmt->step();
+        if (!row) {
+            status = row.error();
+            return out;
+        }
+        if (!*row) {
+            break;
+        }
+        AttemptRecord a;
+        a.id = stmt->column_int(0);
+        a.start.run_id = run;
+        a.start.step = stmt->column_text(1);
+        a.start.step_index = static_cast<int>(stmt->column_int(2));
+        a.start.attempt = static_cast<int>(stmt->column_int(3));
+        a.start.kind = stmt->column_text(4);
+        const Json argv = Json::parse(stmt->column_text(5), nullptr, false);
+        if (argv.is_array()) {
+            for (const auto& v : argv) {
+                a.start.argv.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+            }
+        }
+        a.start.cwd = stmt->column_text(6);
+        a.state = stmt->column_text(7);
+        a.start.started_at = parse_stored_time(stmt->column_text(11));
+        if (a.state != "running") {
+            AttemptEnd e;
+            e.succeeded = a.state == "succeeded";
+            if (auto c = stmt->column_optional_int(8)) {
+                e.exit_code = static_cast<int>(*c);
+            }
+            if (auto sig = stmt->column_optional_int(9)) {
+                e.signal = static_cast<int>(*sig);
+            }
+            e.error = stmt->column_text(10);
+            e.finished_at = parse_stored_time(stmt->column_text(12));
+            e.duration_ms = stmt->column_int(13);
+            e.stdout_bytes = stmt->column_int(14);
+            e.stderr_bytes = stmt->column_int(15);
+            e.stdout_excerpt = stmt->column_text(16);
+            e.stderr_excerpt = stmt->column_text(17);
+            a.end = std::move(e);
+        }
+        out.push_back(std::move(a));
+    }
+    return out;
+}
+
+Result<RunDetail> SqliteStore::get_run(RunId run) {
+    Reader reader(*this);
+    if (!reader.ok()) {
+        return reader.error();
+    }
+    auto stmt = Statement::prepare(
+        reader.db(), fmt::format("SELECT {}, {} FROM runs r LEFT JOIN alerts a ON a.id = "
+                                 "r.alert_id WHERE r.id = ?",
+                                 kRunColumns, kAlertColumns));
+    if (!stmt) {
+        return stmt.error();
+    }
+    stmt->bind(1, run);
+    auto row = stmt->step();
+    if (!row) {
+        return row.error();
+    }
+    if (!*row) {
+        return make_error(ErrorCode::NotFound, fmt::format("run {} does not exist", run));
+    }
+    RunDetail detail;
+    detail.run = read_run_summary(*stmt);
+    detail.alert = read_alert(*stmt, 13);
+    Status status;
+    detail.attempts = read_attempts(reader.db(), run, status);
+    if (!status) {
+        return status.error();
+    }
+    return detail;
+}
+
+Result<std::vector<RunId>> SqliteStore::runs_in_state(RunState state) {
+    Reader reader(*this);
+    if (!reader.ok()) {
+        return reader.error();
+    }
+    auto stmt = Statement::prepare(reader.db(), "SELECT id FROM runs WHERE state = ? ORDER BY id");
+    if (!stmt) {
+        return stmt.error();
+    }
+    stmt->bind(1, std::string_view(run_state_name(state)));
+    std::vector<RunId> out;
+    for (;;) {
+        auto row = stmt->step();
+        if (!row) {
+            return row.error();
+        }
+        if (!*row) {
+            break;
+        }
+        out.push_back(stmt->column_int(0));
+    }
+    return out;
+}
+
+}  // namespace
+
+const char* run_state_name(RunState state) {
+    switch (state) {
+        case RunState::Queued:
+            return "queued";
+        case RunState::Running:
+            return "running";
+        case RunState::Succeeded:
+            return "succeeded";
+        case RunState::Failed:
+            return "failed";
+        case RunState::Cancelled:
+            return "cancelled";
+    }
+    return "failed";
+}
+
+std::optional<RunState> parse_run_state(std::string_view name) {
+    for (const RunState s : {RunState::Queued, RunState::Running, RunState::Succeeded,
+                             RunState::Failed, RunState::Cancelled}) {
+        if (name == run_state_name(s)) {
+            return s;
+        }
+    }
+    return std::nullopt;
+}
+
+const char* alert_outcome_name(AlertOutcome outcome) {
+    switch (outcome) {
+        case AlertOutcome::RunStarted:
+            return "run_started";
+        case AlertOutcome::NoMatchingRunbook:
+            return "no_matching_runbook";
+        case AlertOutcome::StatusIgnored:
+            return "status_ignored";
+    }
+    return "no_matching_runbook";
+}
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options) {
+    auto db = Database::open(options.path, false, options.busy_timeout_ms);
+    if (!db) {
+        return db.error();
+    }
+    if (auto s = apply_pragmas(*db, options.synchronous_full); !s) {
+        return make_error(s.error().code, fmt::format("opening database {} failed: {}",
+                                                      options.path, s.error().message));
+    }
+    if (auto s = migrate(*db, log::get("store")); !s) {
+        return s.error();
+    }
+    auto store = std::make_unique<SqliteStore>(options, std::move(*db));
+    if (auto s = store->prepare_writer(); !s) {
+        return s.error();
+    }
+    store->start();
+    return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace runbookd
