@@ -14,6 +14,10 @@
 
 namespace runbookd {
 
+// The value of `key` in a YAML mapping, or an undefined node. Unlike node[key] it never inserts
+// and copes with the duplicate keys that the loader reports.
+YAML::Node find_key(const YAML::Node& map, std::string_view key);
+
 // Collects the diagnostics of one runbook file and offers typed readers for YAML nodes. Each
 // reader records a file:line:column error and returns nullopt when the node has the wrong
 // type, so parsing can go on and report every problem in one pass.

@@ -36,6 +36,16 @@ bool is_key_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
 }
 
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
 // Reads a logfmt value starting at `pos`, unquoting it when quoted. Advances `pos`.
 std::string read_value(std::string_view text, std::size_t& pos) {
     std::string out;
@@ -51,6 +61,10 @@ std::string read_value(std::string_view text, std::size_t& pos) {
                     c = '\t';
                 } else if (c == 'r') {
                     c = '\r';
+                } else if (c == 'x' && pos + 2 <= text.size() && hex_digit(text[pos]) >= 0 &&
+                           hex_digit(text[pos + 1]) >= 0) {
+                    c = static_cast<char>(hex_digit(text[pos]) * 16 + hex_digit(text[pos + 1]));
+                    pos += 2;
                 }
             }
             out += c;
@@ -160,7 +174,7 @@ Status setup(std::string_view level, Format format) {
     std::lock_guard lock(setup_mutex);
     spdlog::set_level(lvl);
     if (format == Format::Json) {
-        sink()->set_formatter(std::make_unique<JsonFormatter>());
+        sink()->set_formatter(make_json_formatter());
     } else {
         sink()->set_formatter(std::make_unique<spdlog::pattern_formatter>(
             "%Y-%m-%dT%H:%M:%S.%eZ %-5l %n: %v", spdlog::pattern_time_type::utc));
@@ -186,6 +200,10 @@ std::shared_ptr<spdlog::logger> get(std::string_view component) {
         return existing;
     }
     return make_logger(name);
+}
+
+std::unique_ptr<spdlog::formatter> make_json_formatter() {
+    return std::make_unique<JsonFormatter>();
 }
 
 std::string quote(std::string_view value) {

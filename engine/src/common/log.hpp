@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 
+#include <spdlog/formatter.h>
 #include <spdlog/logger.h>
 
 #include <runbookd/result.hpp>
@@ -25,6 +26,9 @@ Status setup(std::string_view level, Format format);
 // The logger of a component: "main", "config", "http", "alert", "runbook", "run", "exec",
 // "store". Safe to call from any thread after setup(); before setup() it logs as text at info.
 std::shared_ptr<spdlog::logger> get(std::string_view component);
+
+// The formatter of --log-format json, exposed for tests.
+std::unique_ptr<spdlog::formatter> make_json_formatter();
 
 // A logfmt value: returned as is when it is a plain token, otherwise double-quoted with
 // backslash escapes for '"', '\\' and control characters.

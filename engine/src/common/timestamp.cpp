@@ -84,7 +84,9 @@ std::string Timestamp::to_rfc3339_millis() const {
 }
 
 std::int64_t Timestamp::millis_since(const Timestamp& earlier) const {
-    return (seconds - earlier.seconds) * 1000 + (nanos - earlier.nanos) / 1'000'000;
+    const std::int64_t nanos_apart =
+        (seconds - earlier.seconds) * 1'000'000'000 + (nanos - earlier.nanos);
+    return nanos_apart / 1'000'000;
 }
 
 Result<Timestamp> parse_rfc3339(std::string_view text) {

@@ -12,15 +12,6 @@
 namespace runbookd::daemon {
 namespace {
 
-YAML::Node member(const YAML::Node& map, std::string_view key) {
-    for (auto it = map.begin(); it != map.end(); ++it) {
-        if (it->first.IsScalar() && it->first.Scalar() == key) {
-            return it->second;
-        }
-    }
-    return YAML::Node(YAML::NodeType::Undefined);
-}
-
 // Typed readers over one config section; each records a located error on bad input.
 class Section {
   public:
@@ -28,9 +19,10 @@ class Section {
         : ctx_(ctx), node_(std::move(node)), name_(std::move(name)), base_(std::move(base)) {}
 
     bool check(const std::vector<std::string_view>& keys) {
-        return ctx_.check_mapping(node_, name_, keys);
+        // The top level has no name of its own; messages call it "config".
+        return ctx_.check_mapping(node_, name_.empty() ? std::string("config") : name_, keys);
     }
-    YAML::Node child(std::string_view key) const { return member(node_, key); }
+    YAML::Node child(std::string_view key) const { return find_key(node_, key); }
 
     void string(std::string_view key, std::string& out) {
         if (auto n = child(key); n.IsDefined()) {

@@ -206,7 +206,8 @@ void ChildProcess::start() {
     }
     pidfd_.assign(pidfd);
 
-    log_->debug("process started pid={} program={}", pid_, log::quote(result_.program));
+    log_->debug("process started {}pid={} program={}", spec_.log_context, pid_,
+                log::quote(result_.program));
     read(out_);
     read(err_);
     watch_exit();
@@ -257,8 +258,8 @@ void ChildProcess::on_leader_exit() {
     drain_timer_.expires_after(spec_.drain);
     drain_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
         if (!e && !self->finished_) {
-            self->log_->warn("output still open after exit pid={} drain_ms={}", self->pid_,
-                             self->spec_.drain.count());
+            self->log_->warn("output still open after exit {}pid={} drain_ms={}",
+                             self->spec_.log_context, self->pid_, self->spec_.drain.count());
             self->finish();
         }
     });
@@ -278,14 +279,14 @@ void ChildProcess::stop(std::string reason) {
     }
     stopping_ = true;
     stop_reason_ = std::move(reason);
-    log_->info("stopping process group pid={} signal={} reason={}", pid_,
+    log_->info("stopping process group {}pid={} signal={} reason={}", spec_.log_context, pid_,
                signal_name(spec_.stop_signal), log::quote(stop_reason_));
     kill_group(spec_.stop_signal);
     grace_timer_.expires_after(spec_.grace);
     grace_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
         if (!e && !self->finished_ && !self->leader_exited_) {
-            self->log_->warn("grace period expired, killing process group pid={} grace_ms={}",
-                             self->pid_, self->spec_.grace.count());
+            self->log_->warn("grace period expired, killing process group {}pid={} grace_ms={}",
+                             self->spec_.log_context, self->pid_, self->spec_.grace.count());
             self->result_.killed_after_grace = true;
             self->kill_group(SIGKILL);
         }
@@ -295,8 +296,8 @@ void ChildProcess::stop(std::string reason) {
 void ChildProcess::kill_group(int sig) {
     // The leader is not reaped before finish(), so its pid still names this group.
     if (pid_ > 0 && ::kill(-pid_, sig) != 0 && errno != ESRCH) {
-        log_->warn("signalling process group failed pid={} signal={} error={}", pid_,
-                   signal_name(sig), log::quote(std::strerror(errno)));
+        log_->warn("signalling process group failed {}pid={} signal={} error={}", spec_.log_context,
+                   pid_, signal_name(sig), log::quote(std::strerror(errno)));
     }
 }
 
@@ -332,7 +333,7 @@ void ChildProcess::finish() {
     result_.stdout_bytes = out_.capture.total_bytes();
     result_.stderr_bytes = err_.capture.total_bytes();
     result_.error = describe_ending(status);
-    log_->debug("process reaped pid={} status={} duration_ms={}", pid_, status,
+    log_->debug("process reaped {}pid={} status={} duration_ms={}", spec_.log_context, pid_, status,
                 result_.duration.count());
     asio::post(io_, [self = shared_from_this()] { self->done_(std::move(self->result_)); });
 }

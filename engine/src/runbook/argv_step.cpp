@@ -18,15 +18,6 @@ bool valid_env_name(std::string_view name) {
     });
 }
 
-YAML::Node member(const YAML::Node& map, std::string_view key) {
-    for (auto it = map.begin(); it != map.end(); ++it) {
-        if (it->first.IsScalar() && it->first.Scalar() == key) {
-            return it->second;
-        }
-    }
-    return YAML::Node(YAML::NodeType::Undefined);
-}
-
 class ArgvStepParser final : public StepParser {
   public:
     std::string_view kind() const override { return "argv"; }
@@ -36,9 +27,9 @@ class ArgvStepParser final : public StepParser {
                                             ParseContext& ctx) const override {
         auto config = std::make_shared<ArgvStepConfig>();
         const std::size_t errors_before = ctx.diagnostics().size();
-        parse_argv(member(step, "argv"), ctx, *config);
-        parse_env(member(step, "env"), ctx, *config);
-        if (const auto cwd = member(step, "cwd"); cwd.IsDefined()) {
+        parse_argv(find_key(step, "argv"), ctx, *config);
+        parse_env(find_key(step, "env"), ctx, *config);
+        if (const auto cwd = find_key(step, "cwd"); cwd.IsDefined()) {
             config->cwd = ctx.template_string(cwd, "cwd");
         }
         if (ctx.diagnostics().size() != errors_before) {

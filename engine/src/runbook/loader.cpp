@@ -45,18 +45,8 @@ const char* node_kind(const YAML::Node& node) {
     return "nothing";
 }
 
-// The value of `key` in a mapping that check_mapping() accepted, or an undefined node.
-YAML::Node member(const YAML::Node& map, std::string_view key) {
-    for (auto it = map.begin(); it != map.end(); ++it) {
-        if (it->first.IsScalar() && it->first.Scalar() == key) {
-            return it->second;
-        }
-    }
-    return YAML::Node(YAML::NodeType::Undefined);
-}
-
 void parse_name(const YAML::Node& root, ParseContext& ctx, const char* what, std::string& out) {
-    const YAML::Node node = member(root, "name");
+    const YAML::Node node = find_key(root, "name");
     if (!node.IsDefined()) {
         ctx.error(root, fmt::format("{} needs a name", what));
         return;
@@ -145,7 +135,7 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
     const StepParser* parser = nullptr;
     for (const auto& p : parsers) {
         kinds.push_back(p->kind());
-        if (member(node, p->kind()).IsDefined()) {
+        if (find_key(node, p->kind()).IsDefined()) {
             if (parser != nullptr) {
                 ctx.error(node, fmt::format("step has both {}: and {}: (a step has exactly one "
                                             "kind)",
@@ -170,10 +160,10 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
 
     parse_name(node, ctx, "step", step.name);
     step.kind = std::string(parser->kind());
-    if (const auto d = member(node, "description"); d.IsDefined()) {
+    if (const auto d = find_key(node, "description"); d.IsDefined()) {
         step.description = ctx.string(d, "description").value_or("");
     }
-    if (const auto t = member(node, "timeout"); t.IsDefined()) {
+    if (const auto t = find_key(node, "timeout"); t.IsDefined()) {
         step.timeout = ctx.duration(t, "timeout");
     }
     step.config = parser->parse(node, ctx);
@@ -198,9 +188,10 @@ void parse_steps(const YAML::Node& node, ParseContext& ctx, const StepParsers& p
         if (!step) {
             continue;
         }
+        // A step without a name has been reported already; it duplicates nothing.
         const auto [it, inserted] = seen.emplace(step->name, step->location);
-        if (!inserted) {
-            ctx.error(member(item, "name"),
+        if (!inserted && !step->name.empty()) {
+            ctx.error(find_key(item, "name"),
                       fmt::format("duplicate step name \"{}\" (first at line {})", step->name,
                                   it->second.line));
             continue;
@@ -221,15 +212,15 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
     ctx.check_mapping(root, "runbook",
                       {"name", "description", "matchers", "on", "timeout", "steps"});
     parse_name(root, ctx, "runbook", runbook->name);
-    if (const auto d = member(root, "description"); d.IsDefined()) {
+    if (const auto d = find_key(root, "description"); d.IsDefined()) {
         runbook->description = ctx.string(d, "description").value_or("");
     }
-    parse_matchers(member(root, "matchers"), ctx, *runbook);
-    parse_on(member(root, "on"), ctx, *runbook);
-    if (const auto t = member(root, "timeout"); t.IsDefined()) {
+    parse_matchers(find_key(root, "matchers"), ctx, *runbook);
+    parse_on(find_key(root, "on"), ctx, *runbook);
+    if (const auto t = find_key(root, "timeout"); t.IsDefined()) {
         runbook->timeout = ctx.duration(t, "timeout");
     }
-    const YAML::Node steps = member(root, "steps");
+    const YAML::Node steps = find_key(root, "steps");
     if (!steps.IsDefined()) {
         ctx.error(root, "runbook needs steps");
     }
@@ -238,6 +229,15 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
 }
 
 }  // namespace
+
+YAML::Node find_key(const YAML::Node& map, std::string_view key) {
+    for (auto it = map.begin(); it != map.end(); ++it) {
+        if (it->first.IsScalar() && it->first.Scalar() == key) {
+            return it->second;
+        }
+    }
+    return YAML::Node(YAML::NodeType::Undefined);
+}
 
 SourceLocation ParseContext::location(const YAML::Mark& mark) const {
     if (mark.is_null()) {

@@ -8,10 +8,11 @@ namespace {
 
 // The grammar of one matcher as Alertmanager defines it: a label name, an operator (=~ before
 // = so that = does not swallow the ~), and the rest as the raw value, surrounding white space
-// dropped.
+// dropped. Read as Latin-1 so that `.` takes any byte, as Go's `.` takes an invalid one: invalid
+// UTF-8 then reaches the check in unescape_value() and is reported as such.
 const re2::RE2& matcher_grammar() {
     static const re2::RE2 grammar(
-        R"(^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|=|!=|!~)\s*((?s).*?)\s*$)");
+        R"(^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|=|!=|!~)\s*((?s).*?)\s*$)", re2::RE2::Latin1);
     return grammar;
 }
 
@@ -179,7 +180,8 @@ Result<std::vector<Matcher>> Matcher::parse_list(std::string_view text) {
         text.remove_suffix(1);
     }
 
-    // Split on commas outside double quotes; a backslash escapes a quote.
+    // Split on commas outside double quotes; a backslash escapes a quote. As in Alertmanager, a
+    // comma inside quotes leaves a pending escape in place (`"x\,"` does not close the quote).
     std::vector<std::string> tokens;
     std::string token;
     bool inside_quotes = false;
@@ -198,7 +200,7 @@ Result<std::vector<Matcher>> Matcher::parse_list(std::string_view text) {
             }
         } else if (c == '\\') {
             escaped = !escaped;
-        } else {
+        } else if (c != ',') {
             escaped = false;
         }
         token += c;

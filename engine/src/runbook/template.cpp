@@ -112,7 +112,7 @@ Result<Template::Part> Template::parse_placeholder(std::string_view expr, std::s
     std::size_t pos = 0;
     skip_space(expr, pos);
     if (pos < expr.size() && expr[pos] == '"') {
-        auto text = read_string(expr, pos, offset);
+        auto text = read_string(expr, pos, offset + pos);
         if (!text) {
             return text.error();
         }

@@ -1,0 +1,121 @@
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "support/support.hpp"
+
+namespace {
+
+using namespace runbookd;
+using namespace std::chrono_literals;
+
+struct CommandResult {
+    int exit_code = -1;
+    std::string output;  // stdout and stderr together
+};
+
+CommandResult run_command(std::vector<std::string> argv) {
+    test::TempDir dir;
+    const std::string log = dir.file("out.log");
+    test::Subprocess process(std::move(argv), log);
+    const auto code = process.wait(20s);
+    REQUIRE(code.has_value());
+    return {*code, test::read_file(log)};
+}
+
+constexpr const char* kBroken = R"(name: broken
+matchers:
+  - alertname=~"(unclosed"
+steps:
+  - name: one
+    argv: [echo, hi]
+    retries: 3
+)";
+
+}  // namespace
+
+TEST_CASE("the bundled runbooks pass lint", "[cli]") {
+    auto r =
+        run_command({RUNBOOKCTL_BINARY, "lint", std::string(RUNBOOKD_SOURCE_DIR) + "/runbooks"});
+
+    INFO(r.output);
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.output, Catch::Contains("OK"));
+}
+
+TEST_CASE("lint prints every error with file:line:column and exits non-zero", "[cli]") {
+    test::TempDir dir;
+    const std::string file = dir.file("broken.yaml");
+    test::write_file(file, kBroken);
+
+    auto r = run_command({RUNBOOKCTL_BINARY, "lint", dir.path().string()});
+
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.output, Catch::Contains(file + ":3:5: bad regular expression"));
+    CHECK_THAT(r.output, Catch::Contains(file + ":7:5: unknown key \"retries\" in step"));
+    CHECK_THAT(r.output, Catch::Contains("2 errors"));
+}
+
+TEST_CASE("runbookd refuses to start on invalid runbooks, with the same messages", "[cli]") {
+    test::TempDir dir;
+    const std::string file = dir.file("runbooks/broken.yaml");
+    test::write_file(file, kBroken);
+
+    auto r = run_command({RUNBOOKD_BINARY, "--runbooks", dir.file("runbooks"), "--db",
+                          dir.file("x.db"), "--listen", "127.0.0.1:0"});
+
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Catch::Contains(file + ":3:5: bad regular expression"));
+    CHECK_THAT(r.output, Catch::Contains(file + ":7:5: unknown key \"retries\" in step"));
+}
+
+TEST_CASE("runbookd refuses a bad config file with file:line:column", "[cli]") {
+    test::TempDir dir;
+    test::write_file(dir.file("runbookd.yaml"), "listen: 127.0.0.1:0\nruns:\n  max_concurent: 4\n");
+
+    auto r = run_command({RUNBOOKD_BINARY, "--config", dir.file("runbookd.yaml")});
+
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.output, Catch::Contains(dir.file("runbookd.yaml") +
+                                         ":3:3: unknown key \"max_concurent\" in runs"));
+}
+
+TEST_CASE("runbookctl lists and shows runs", "[cli]") {
+    test::TestDaemon d(test::RunbookFiles{{"echo.yaml", R"(name: host-echo
+matchers: ['alertname="HostHighLoad"']
+steps:
+  - name: show
+    argv: [/bin/echo, "{{ alert.labels.instance }}"]
+)"}});
+    REQUIRE(d.post("/api/v1/webhooks/alertmanager",
+                   test::fixture("alertmanager/v4-firing-two-alerts.json"))
+                .ok());
+    REQUIRE(d.wait_runs_finished());
+
+    auto list = run_command({RUNBOOKCTL_BINARY, "--url", d.url(), "runs", "list"});
+    auto show = run_command({RUNBOOKCTL_BINARY, "--url", d.url(), "runs", "show", "1"});
+    auto json = run_command({RUNBOOKCTL_BINARY, "--url", d.url(), "-o", "json", "runs", "list"});
+    auto runbooks = run_command({RUNBOOKCTL_BINARY, "--url", d.url(), "runbooks", "list"});
+
+    CHECK(list.exit_code == 0);
+    CHECK_THAT(list.output,
+               Catch::Contains("succeeded  host-echo  HostHighLoad  ecdedf3a5612da28"));
+    CHECK(show.exit_code == 0);
+    CHECK_THAT(show.output, Catch::Contains("run 1  succeeded  runbook host-echo"));
+    CHECK_THAT(show.output, Catch::Contains("| node-1.example.internal:9100"));
+    CHECK(json.exit_code == 0);
+    CHECK(nlohmann::json::parse(json.output)["runs"].size() == 2);
+    CHECK_THAT(runbooks.output, Catch::Contains("host-echo  1      alertname=\"HostHighLoad\""));
+}
+
+TEST_CASE("runbookctl says when runbookd cannot be reached or the run does not exist", "[cli]") {
+    test::TestDaemon d(test::RunbookFiles{});
+    const std::string dead = fmt::format("http://127.0.0.1:{}", test::free_tcp_port());
+
+    auto unreachable = run_command({RUNBOOKCTL_BINARY, "--url", dead, "runs", "list"});
+    auto missing = run_command({RUNBOOKCTL_BINARY, "--url", d.url(), "runs", "show", "42"});
+
+    CHECK(unreachable.exit_code == 3);
+    CHECK_THAT(unreachable.output, Catch::Contains("cannot reach runbookd at " + dead));
+    CHECK(missing.exit_code == 1);
+    CHECK_THAT(missing.output, Catch::Contains("404: run 42 does not exist"));
+}

@@ -1,0 +1,336 @@
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include <catch2/catch.hpp>
+#include <sqlite3.h>
+
+#include <runbookd/step_parser.hpp>
+#include <runbookd/store.hpp>
+
+#include "support/support.hpp"
+
+namespace {
+
+using namespace runbookd;
+using namespace std::chrono_literals;
+using test::query;
+using test::query_value;
+
+constexpr const char* kRunbook = R"(name: disk
+matchers: ['alertname="DiskFull"']
+steps:
+  - name: df
+    argv: [df, -h]
+)";
+
+std::shared_ptr<const Runbook> load_runbook() {
+    auto loaded = load_runbook_text(kRunbook, "disk.yaml", builtin_step_parsers());
+    REQUIRE(loaded.errors.empty());
+    return loaded.runbooks.front();
+}
+
+std::unique_ptr<Store> open_store(const std::string& path) {
+    SqliteOptions options;
+    options.path = path;
+    options.busy_timeout_ms = 200;
+    auto store = open_sqlite_store(options);
+    if (!store) {
+        FAIL("open failed: " << store.error().message);
+    }
+    return std::move(*store);
+}
+
+Alert make_alert(const std::string& fingerprint) {
+    Alert a;
+    a.labels = {{"alertname", "DiskFull"}, {"instance", "db-1"}};
+    a.annotations = {{"summary", "disk is full"}};
+    a.starts_at = *parse_rfc3339("2026-12-04T15:49:26.5Z");
+    a.fingerprint = fingerprint;
+    return a;
+}
+
+std::shared_ptr<const DeliveryRecord> make_delivery(const Runbook& runbook, int alerts) {
+    auto d = std::make_shared<DeliveryRecord>();
+    d->received_at = Timestamp::now();
+    d->source = "alertmanager";
+    d->remote_addr = "127.0.0.1:5000";
+    d->user_agent = "Alertmanager/0.25.0";
+    d->body_bytes = 100;
+    d->body_sha256 = "abc";
+    d->receiver = "runbookd";
+    d->status = "firing";
+    for (int i = 0; i < alerts; ++i) {
+        d->alerts.push_back({make_alert("fp" + std::to_string(i)), AlertOutcome::RunStarted, ""});
+        d->runs.push_back({static_cast<std::size_t>(i), runbook.name, runbook.content_hash});
+    }
+    return d;
+}
+
+// Waits for an asynchronous store completion.
+template <typename T>
+Result<T> await_result(const std::function<void(Completion<T>)>& submit) {
+    std::promise<Result<T>> promise;
+    submit([&promise](Result<T> r) { promise.set_value(std::move(r)); });
+    return promise.get_future().get();
+}
+
+Status await_status(const std::function<void(StatusCompletion)>& submit) {
+    std::promise<Status> promise;
+    submit([&promise](Status s) { promise.set_value(std::move(s)); });
+    return promise.get_future().get();
+}
+
+DeliveryReceipt record(Store& store, std::shared_ptr<const DeliveryRecord> d) {
+    auto r = await_result<DeliveryReceipt>(
+        [&](Completion<DeliveryReceipt> done) { store.record_delivery(d, std::move(done)); });
+    REQUIRE(r.ok());
+    return *r;
+}
+
+// A fresh store with one runbook recorded, and short-hands for the run lifecycle.
+struct StoreFixture {
+    StoreFixture() : path(dir.file("audit.db")), store(open_store(path)), runbook(load_runbook()) {
+        REQUIRE(store->record_runbooks({runbook}).ok());
+    }
+
+    RunId queue_run() { return record(*store, make_delivery(*runbook, 1)).run_ids.at(0); }
+
+    Status start(RunId run) {
+        return await_status([&](StatusCompletion done) {
+            store->mark_run_started(run, Timestamp::now(), std::move(done));
+        });
+    }
+
+    AttemptId start_attempt(RunId run, std::vector<std::string> argv) {
+        AttemptStart start{run, "df", 0, 1, "argv", std::move(argv), "/", Timestamp::now()};
+        auto id = await_result<AttemptId>([&](Completion<AttemptId> done) {
+            store->record_attempt_start(start, std::move(done));
+        });
+        REQUIRE(id.ok());
+        return *id;
+    }
+
+    Status finish(RunId run, RunState state, const std::string& reason) {
+        return await_status([&](StatusCompletion done) {
+            store->finish_run(run, state, reason, Timestamp::now(), std::move(done));
+        });
+    }
+
+    test::TempDir dir;
+    std::string path;
+    std::unique_ptr<Store> store;
+    std::shared_ptr<const Runbook> runbook;
+};
+
+}  // namespace
+
+TEST_CASE("a new database is created and migrated once", "[store]") {
+    test::TempDir dir;
+    const auto path = dir.file("audit.db");
+
+    open_store(path)->close();
+    open_store(path)->close();
+
+    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1");
+    CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
+    for (const char* table :
+         {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
+        CHECK(query_value(path, std::string("SELECT count(*) FROM sqlite_schema WHERE name = '") +
+                                    table + "'") == "1");
+    }
+}
+
+TEST_CASE("a database from a newer runbookd is refused", "[store]") {
+    test::TempDir dir;
+    const auto path = dir.file("audit.db");
+    open_store(path)->close();
+    sqlite3* db = nullptr;
+    sqlite3_open(path.c_str(), &db);
+    sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (99, 'future', 'now')", nullptr, nullptr,
+                 nullptr);
+    sqlite3_close(db);
+
+    SqliteOptions options;
+    options.path = path;
+    auto store = open_sqlite_store(options);
+
+    REQUIRE_FALSE(store.ok());
+    CHECK_THAT(store.error().message, Catch::Contains("schema version 99 is newer"));
+}
+
+TEST_CASE("a delivery, its alerts and its runs are committed together", "[store]") {
+    StoreFixture f;
+    const auto& path = f.path;
+    auto& store = f.store;
+    const auto& runbook = f.runbook;
+
+    const auto receipt = record(*store, make_delivery(*runbook, 2));
+
+    CHECK(receipt.delivery_id == 1);
+    CHECK(receipt.alert_ids == std::vector<std::int64_t>{1, 2});
+    CHECK(receipt.run_ids == std::vector<RunId>{1, 2});
+    CHECK(
+        query(path, "SELECT source, user_agent, alert_count, body_sha256 FROM deliveries") ==
+        std::vector<std::vector<std::string>>{{"alertmanager", "Alertmanager/0.25.0", "2", "abc"}});
+    CHECK(query(path,
+                "SELECT fingerprint, status, starts_at, ends_at, labels FROM alerts WHERE "
+                "id = 1") ==
+          std::vector<std::vector<std::string>>{{"fp0", "firing", "2026-12-04T15:49:26.5Z", "NULL",
+                                                 R"({"alertname":"DiskFull","instance":"db-1"})"}});
+    CHECK(query(path,
+                "SELECT runbook, runbook_hash, trigger, alert_id, state FROM runs WHERE "
+                "id = 2") == std::vector<std::vector<std::string>>{
+                                 {"disk", runbook->content_hash, "alert", "2", "queued"}});
+    CHECK(query_value(path, "SELECT count(*) FROM events WHERE kind = 'run.queued'") == "2");
+}
+
+TEST_CASE("a run's lifecycle is recorded with its attempts and events", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+
+    REQUIRE(f.start(run).ok());
+    const AttemptId attempt = f.start_attempt(run, {"/usr/bin/df", "-h"});
+    AttemptEnd end;
+    end.exit_code = 1;
+    end.error = "exited with code 1";
+    end.finished_at = Timestamp::now();
+    end.duration_ms = 12;
+    end.stdout_excerpt = std::string("bin\xff\x00ary", 7);
+    end.stdout_bytes = 7;
+    REQUIRE(await_status([&](StatusCompletion done) {
+                f.store->record_attempt_end(run, attempt, end, std::move(done));
+            }).ok());
+    REQUIRE(f.finish(run, RunState::Failed, "step \"df\" failed").ok());
+
+    CHECK(query(f.path, "SELECT state, reason FROM runs") ==
+          std::vector<std::vector<std::string>>{{"failed", "step \"df\" failed"}});
+    CHECK(query(f.path, "SELECT step, argv, state, exit_code, signal, duration_ms FROM attempts") ==
+          std::vector<std::vector<std::string>>{
+              {"df", R"(["/usr/bin/df","-h"])", "failed", "1", "NULL", "12"}});
+    CHECK(query_value(f.path, "SELECT stdout_excerpt FROM attempts") ==
+          std::string("bin\xff\x00ary", 7));
+    CHECK(query_value(f.path,
+                      "SELECT group_concat(kind, ' ') FROM (SELECT kind FROM events "
+                      "ORDER BY id)") ==
+          "run.queued run.started attempt.started attempt.finished run.finished");
+
+    auto detail = f.store->get_run(run);
+    REQUIRE(detail.ok());
+    CHECK(detail->run.state == RunState::Failed);
+    REQUIRE(detail->alert.has_value());
+    CHECK(detail->alert->labels.at("instance") == "db-1");
+    REQUIRE(detail->attempts.size() == 1);
+    CHECK(detail->attempts[0].end->exit_code == 1);
+}
+
+TEST_CASE("a state change that contradicts the stored state is refused", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+
+    REQUIRE(f.start(run).ok());
+    const Status again = f.start(run);
+
+    REQUIRE_FALSE(again.ok());
+    CHECK(again.error().code == ErrorCode::InvalidArgument);
+}
+
+TEST_CASE("finishing a run fails the attempt it left running", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    REQUIRE(f.start(run).ok());
+    f.start_attempt(run, {"df"});
+
+    REQUIRE(f.finish(run, RunState::Failed, "interrupted").ok());
+
+    CHECK(query(f.path, "SELECT state, error FROM attempts") ==
+          std::vector<std::vector<std::string>>{{"failed", "interrupted"}});
+}
+
+TEST_CASE("concurrent writes from many threads are all committed", "[store]") {
+    StoreFixture f;
+    const auto& path = f.path;
+    auto& store = f.store;
+    const auto& runbook = f.runbook;
+    constexpr int kThreads = 4;
+    constexpr int kPerThread = 100;
+    std::atomic<int> ok{0};
+    std::atomic<int> done{0};
+
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&] {
+            for (int i = 0; i < kPerThread; ++i) {
+                store->record_delivery(make_delivery(*runbook, 2), [&](Result<DeliveryReceipt> r) {
+                    ok += r.ok() ? 1 : 0;
+                    ++done;
+                });
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    store->close();
+
+    CHECK(done == kThreads * kPerThread);
+    CHECK(ok == kThreads * kPerThread);
+    CHECK(query_value(path, "SELECT count(*) FROM deliveries") == "400");
+    CHECK(query_value(path, "SELECT count(*) FROM alerts") == "800");
+    CHECK(query_value(path, "SELECT count(*) FROM runs") == "800");
+}
+
+TEST_CASE("a locked database makes writes fail as unavailable, then recover", "[store]") {
+    StoreFixture f;
+    const auto& path = f.path;
+    auto& store = f.store;
+    const auto& runbook = f.runbook;
+    sqlite3* other = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &other) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK);
+
+    auto blocked = await_result<DeliveryReceipt>([&](Completion<DeliveryReceipt> d) {
+        store->record_delivery(make_delivery(*runbook, 1), std::move(d));
+    });
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(other);
+    auto after = await_result<DeliveryReceipt>([&](Completion<DeliveryReceipt> d) {
+        store->record_delivery(make_delivery(*runbook, 1), std::move(d));
+    });
+
+    REQUIRE_FALSE(blocked.ok());
+    CHECK(blocked.error().code == ErrorCode::Unavailable);
+    REQUIRE(after.ok());
+    CHECK(query_value(path, "SELECT count(*) FROM deliveries") == "1");
+    CHECK(query_value(path, "SELECT count(*) FROM runs") == "1");
+}
+
+TEST_CASE("runs can be listed by state and runbook, newest first", "[store]") {
+    StoreFixture f;
+    auto& store = f.store;
+    const auto& runbook = f.runbook;
+    record(*store, make_delivery(*runbook, 3));
+    REQUIRE(await_status([&](StatusCompletion d) {
+                store->finish_run(2, RunState::Cancelled, "test", Timestamp::now(), std::move(d));
+            }).ok());
+
+    RunFilter queued;
+    queued.state = RunState::Queued;
+    auto runs = store->list_runs(queued);
+    RunFilter by_name;
+    by_name.runbook = "disk";
+    by_name.limit = 2;
+    auto named = store->list_runs(by_name);
+
+    REQUIRE(runs.ok());
+    REQUIRE(runs->size() == 2);
+    CHECK((*runs)[0].id == 3);
+    CHECK((*runs)[1].id == 1);
+    CHECK((*runs)[0].alertname == "DiskFull");
+    REQUIRE(named.ok());
+    CHECK(named->size() == 2);
+    CHECK(*store->runs_in_state(RunState::Cancelled) == std::vector<RunId>{2});
+    CHECK(store->get_run(99).error().code == ErrorCode::NotFound);
+}

@@ -1,0 +1,112 @@
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "daemon/config.hpp"
+#include "daemon/daemon.hpp"
+#include "http/client.hpp"
+
+// Helpers shared by the tests: temporary directories, real child processes stopped by PID,
+// an in-process runbookd on a free loopback port, and direct reads of SQLite files.
+namespace runbookd::test {
+
+using namespace std::chrono_literals;
+
+// A fresh directory under $TMPDIR, removed with everything in it when the object goes.
+class TempDir {
+  public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+
+    const std::filesystem::path& path() const { return path_; }
+    std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+  private:
+    std::filesystem::path path_;
+};
+
+void write_file(const std::filesystem::path& path, const std::string& text);
+std::string read_file(const std::filesystem::path& path);
+// A file under tests/fixtures.
+std::string fixture(const std::string& relative);
+
+// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+// A TCP port on 127.0.0.1 that was free a moment ago (for programs that cannot report the
+// port they bound).
+std::uint16_t free_tcp_port();
+
+// A child process in its own process group, started by the test and stopped by PID (the group
+// gets SIGTERM, then SIGKILL) when the object goes.
+class Subprocess {
+  public:
+    // Starts argv with stdout and stderr appended to `log_file`. Extra environment entries
+    // ("NAME=value") are added to the test's own environment.
+    Subprocess(std::vector<std::string> argv, const std::string& log_file,
+               std::vector<std::string> extra_env = {});
+    ~Subprocess();
+    Subprocess(const Subprocess&) = delete;
+    Subprocess& operator=(const Subprocess&) = delete;
+
+    pid_t pid() const { return pid_; }
+    bool running();
+    // Sends `sig` to the process (not the group).
+    void signal(int sig);
+    // Waits for exit; returns the exit code, 128+signal when killed, or nullopt on timeout.
+    std::optional<int> wait(std::chrono::milliseconds timeout);
+    // SIGTERM to the group, then SIGKILL after `grace`; reaps the process.
+    void stop(std::chrono::milliseconds grace = 5s);
+
+  private:
+    pid_t pid_ = -1;
+    std::optional<int> status_;
+};
+
+// Rows of a query on a SQLite file, every column as text ("NULL" for NULL).
+std::vector<std::vector<std::string>> query(const std::string& db_path, const std::string& sql);
+// The single value of a query returning one row and one column.
+std::string query_value(const std::string& db_path, const std::string& sql);
+
+// Runbook files by name, as written to a test's runbooks directory.
+using RunbookFiles = std::map<std::string, std::string>;
+
+// runbookd running inside the test process on a free loopback port, with its own directory
+// holding `runbooks/` and the database.
+class TestDaemon {
+  public:
+    // `runbooks` maps file names to YAML text.
+    explicit TestDaemon(const RunbookFiles& runbooks,
+                        std::function<void(daemon::Config&)> adjust = {});
+    ~TestDaemon();
+
+    std::string url(const std::string& path = "") const;
+    const std::string& db() const { return db_path_; }
+    const TempDir& dir() const { return dir_; }
+    daemon::Daemon& daemon() { return *daemon_; }
+
+    Result<http::ClientResponse> get(const std::string& path) const;
+    Result<http::ClientResponse> post(const std::string& path, const std::string& body,
+                                      const std::string& content_type = "application/json") const;
+
+    // Waits until every run is finished (no run queued or running).
+    bool wait_runs_finished(std::chrono::milliseconds timeout = 20s) const;
+
+  private:
+    TempDir dir_;
+    std::string db_path_;
+    std::unique_ptr<daemon::Daemon> daemon_;
+};
+
+}  // namespace runbookd::test

@@ -1,0 +1,407 @@
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <runbookd/argv_step.hpp>
+#include <runbookd/step_parser.hpp>
+
+#include "support/support.hpp"
+
+using runbookd::ArgvStepConfig;
+using runbookd::builtin_step_parsers;
+using runbookd::Duration;
+using runbookd::load_runbook_dir;
+using runbookd::load_runbook_text;
+using runbookd::MatchType;
+using runbookd::test::TempDir;
+using runbookd::test::write_file;
+
+namespace {
+
+const char* const kValidRunbook = R"yaml(name: restart-api
+description: Restart the API service when it stops answering
+matchers:
+  - alertname="ApiDown"
+  - '{env=~"prod|staging", team!="db"}'
+on: [firing, resolved]
+timeout: 10m
+steps:
+  - name: status
+    description: Show the unit's state
+    argv: [systemctl, status, "{{ alert.labels.service | default \"api\" }}"]
+    timeout: 30s
+  - name: restart
+    argv: [systemctl, restart, api]
+    env:
+      LC_ALL: C
+      TARGET: "{{ alert.labels.instance }}"
+    cwd: /var/tmp
+)yaml";
+
+// A runbook named `name` with one step, as a file's text.
+std::string minimal_runbook(const std::string& name) {
+    return "name: " + name + "\nsteps:\n  - name: df\n    argv: [df, -h]\n";
+}
+
+// The diagnostics of loading `text` as disk.yaml, each as "file:line:column: message".
+std::vector<std::string> load_errors(const std::string& text) {
+    const auto result = load_runbook_text(text, "disk.yaml", builtin_step_parsers());
+    CHECK(result.runbooks.empty());
+    std::vector<std::string> errors;
+    for (const auto& e : result.errors) {
+        errors.push_back(e.to_string());
+    }
+    return errors;
+}
+
+std::vector<std::string> sources(const std::vector<runbookd::Template>& templates) {
+    std::vector<std::string> out;
+    for (const auto& t : templates) {
+        out.push_back(t.source());
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("a valid runbook loads with its runbook fields", "[runbook]") {
+    const auto result = load_runbook_text(kValidRunbook, "restart.yaml", builtin_step_parsers());
+
+    REQUIRE(result.errors.empty());
+    REQUIRE(result.runbooks.size() == 1);
+    const auto& runbook = *result.runbooks[0];
+    CHECK(runbook.name == "restart-api");
+    CHECK(runbook.description == "Restart the API service when it stops answering");
+    CHECK(runbook.source_file == "restart.yaml");
+    CHECK(runbook.source_text == kValidRunbook);
+    CHECK(runbook.on_firing);
+    CHECK(runbook.on_resolved);
+    CHECK(runbook.timeout == Duration{600'000});
+    REQUIRE(runbook.matchers.size() == 3);
+    CHECK(runbook.matchers[0].to_string() == R"(alertname="ApiDown")");
+    CHECK(runbook.matchers[1].to_string() == R"(env=~"prod|staging")");
+    CHECK(runbook.matchers[2].to_string() == R"(team!="db")");
+    CHECK(runbook.steps.size() == 2);
+}
+
+TEST_CASE("a valid runbook loads with every field of its steps", "[runbook]") {
+    const auto result = load_runbook_text(kValidRunbook, "restart.yaml", builtin_step_parsers());
+
+    REQUIRE(result.runbooks.size() == 1);
+    const auto& steps = result.runbooks[0]->steps;
+    REQUIRE(steps.size() == 2);
+    CHECK(steps[0].name == "status");
+    CHECK(steps[0].kind == "argv");
+    CHECK(steps[0].description == "Show the unit's state");
+    CHECK(steps[0].location.to_string() == "restart.yaml:9:5");
+    CHECK(steps[0].timeout == Duration{30'000});
+    const auto status = std::dynamic_pointer_cast<const ArgvStepConfig>(steps[0].config);
+    REQUIRE(status != nullptr);
+    CHECK(sources(status->argv) ==
+          std::vector<std::string>{"systemctl", "status",
+                                   "{{ alert.labels.service | default \"api\" }}"});
+    CHECK(status->env.empty());
+    CHECK_FALSE(status->cwd.has_value());
+    CHECK(steps[1].name == "restart");
+    CHECK(steps[1].description.empty());
+    CHECK(steps[1].location.to_string() == "restart.yaml:13:5");
+    CHECK_FALSE(steps[1].timeout.has_value());
+    const auto restart = std::dynamic_pointer_cast<const ArgvStepConfig>(steps[1].config);
+    REQUIRE(restart != nullptr);
+    CHECK(sources(restart->argv) == std::vector<std::string>{"systemctl", "restart", "api"});
+    REQUIRE(restart->env.size() == 2);
+    CHECK(restart->env[0].first == "LC_ALL");
+    CHECK(restart->env[0].second.source() == "C");
+    CHECK(restart->env[1].first == "TARGET");
+    CHECK(restart->env[1].second.source() == "{{ alert.labels.instance }}");
+    REQUIRE(restart->cwd.has_value());
+    CHECK(restart->cwd->source() == "/var/tmp");
+}
+
+TEST_CASE("a runbook without optional keys gets the defaults", "[runbook]") {
+    const auto result =
+        load_runbook_text(minimal_runbook("disk"), "disk.yaml", builtin_step_parsers());
+
+    REQUIRE(result.errors.empty());
+    REQUIRE(result.runbooks.size() == 1);
+    const auto& runbook = *result.runbooks[0];
+    CHECK(runbook.description.empty());
+    CHECK(runbook.matchers.empty());
+    CHECK(runbook.on_firing);
+    CHECK_FALSE(runbook.on_resolved);
+    CHECK_FALSE(runbook.timeout.has_value());
+    CHECK_FALSE(runbook.matches_labels({{"alertname", "Anything"}}));
+}
+
+TEST_CASE("on: accepts one status or a list of statuses", "[runbook]") {
+    SECTION("resolved only") {
+        const auto result = load_runbook_text(minimal_runbook("disk") + "on: resolved\n",
+                                              "disk.yaml", builtin_step_parsers());
+
+        REQUIRE(result.runbooks.size() == 1);
+        CHECK_FALSE(result.runbooks[0]->on_firing);
+        CHECK(result.runbooks[0]->on_resolved);
+    }
+    SECTION("a list with firing") {
+        const auto result = load_runbook_text(minimal_runbook("disk") + "on: [firing]\n",
+                                              "disk.yaml", builtin_step_parsers());
+
+        REQUIRE(result.runbooks.size() == 1);
+        CHECK(result.runbooks[0]->on_firing);
+        CHECK_FALSE(result.runbooks[0]->on_resolved);
+    }
+}
+
+TEST_CASE("content_hash is the SHA-256 of the file text", "[runbook]") {
+    // printf 'name: disk\nsteps:\n  - name: df\n    argv: [df, -h]\n' | sha256sum
+    const std::string text = minimal_runbook("disk");
+
+    const auto result = load_runbook_text(text, "disk.yaml", builtin_step_parsers());
+
+    REQUIRE(result.runbooks.size() == 1);
+    CHECK(result.runbooks[0]->content_hash ==
+          "ac4376f3fe6de0d60987b2253cbb6951d97d6e015efbb90b488920c64aafa98f");
+}
+
+TEST_CASE("runbook load errors give file, line, column and what is wrong", "[runbook]") {
+    struct Case {
+        const char* what;
+        std::string text;
+        std::vector<std::string> errors;
+    };
+    const std::vector<Case> cases = {
+        {"an unknown runbook key",
+         "name: disk\nstepz: []\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:2:1: unknown key \"stepz\" in runbook (expected one of: name, description, "
+          "matchers, on, timeout, steps)"}},
+        {"an unknown step key",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    retries: 3\n",
+         {"disk.yaml:5:5: unknown key \"retries\" in step (expected one of: name, description, "
+          "timeout, argv, env, cwd)"}},
+        {"a list where a string belongs",
+         "name: [disk, usage]\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:1:7: name: expected a string, got a list"}},
+        {"a mapping where a string belongs",
+         "name: disk\ndescription: {a: b}\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:2:14: description: expected a string, got a mapping"}},
+        {"a scalar where the argv list belongs",
+         "name: disk\nsteps:\n  - name: df\n    argv: df\n",
+         {"disk.yaml:4:11: argv: expected a non-empty list: the program, then its arguments"}},
+        {"a mapping where the matcher list belongs",
+         "name: disk\nmatchers: {job: node}\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:2:11: matchers: expected a list of matcher strings, got a mapping"}},
+        {"a step that is not a mapping",
+         "name: disk\nsteps:\n  - df -h\n",
+         {"disk.yaml:3:5: step: expected a mapping, got a scalar"}},
+        {"a duplicate runbook key",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\nname: other\n",
+         {"disk.yaml:5:1: duplicate key \"name\" (first at line 1)"}},
+        {"a duplicate step key",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    argv: [du]\n",
+         {"disk.yaml:5:5: duplicate key \"argv\" (first at line 4)"}},
+        {"a duplicate step name",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n  - name: df\n    argv: [df, -h]\n",
+         {"disk.yaml:5:11: duplicate step name \"df\" (first at line 3)"}},
+        {"bad matcher syntax",
+         "name: disk\nmatchers:\n  - severity=\"critical\"\n  - 'job==\"node\"'\nsteps:\n"
+         "  - name: df\n    argv: [df]\n",
+         {"disk.yaml:4:5: matcher value contains an unescaped double quote: =\"node\""}},
+        {"a bad regular expression",
+         "name: disk\nmatchers:\n  - instance=~\"node-(1\"\nsteps:\n  - name: df\n"
+         "    argv: [df]\n",
+         {"disk.yaml:3:5: bad regular expression in instance=~\"node-(1\": missing ): "
+          "^(?:node-(1)$"}},
+        {"a bad runbook timeout",
+         "name: disk\ntimeout: 5 minutes\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:2:10: timeout: \"5 minutes\" is not a positive duration (write e.g. 500ms, "
+          "30s, 5m, 1h30m)"}},
+        {"a step timeout without a unit",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    timeout: 30\n",
+         {"disk.yaml:5:14: timeout: \"30\" is not a positive duration (write e.g. 500ms, 30s, 5m, "
+          "1h30m)"}},
+        {"a zero step timeout",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    timeout: 0s\n",
+         {"disk.yaml:5:14: timeout: \"0s\" is not a positive duration (write e.g. 500ms, 30s, 5m, "
+          "1h30m)"}},
+        {"a missing runbook name",
+         "steps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:1:1: runbook needs a name"}},
+        {"a bad runbook name",
+         "name: disk usage\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:1:7: runbook name \"disk usage\" is not valid: use letters, digits, '-' and "
+          "'_', starting with a letter or digit, at most 128 characters"}},
+        {"missing steps",
+         "name: disk\ndescription: nothing to do\n",
+         {"disk.yaml:1:1: runbook needs steps"}},
+        {"empty steps",
+         "name: disk\nsteps: []\n",
+         {"disk.yaml:2:8: steps: expected a non-empty list of steps"}},
+        {"a missing step name",
+         "name: disk\nsteps:\n  - argv: [df]\n",
+         {"disk.yaml:3:5: step needs a name"}},
+        {"a step with no kind",
+         "name: disk\nsteps:\n  - name: df\n    description: what\n",
+         {"disk.yaml:3:5: step needs one key that gives its kind: argv"}},
+        {"an empty argv",
+         "name: disk\nsteps:\n  - name: df\n    argv: []\n",
+         {"disk.yaml:4:11: argv: expected a non-empty list: the program, then its arguments"}},
+        {"a placeholder in argv[0]",
+         "name: disk\nsteps:\n  - name: df\n    argv: [\"{{ alert.labels.tool }}\", -h]\n",
+         {"disk.yaml:4:12: argv: the program (first element) cannot contain placeholders: alert "
+          "values must not choose what runs"}},
+        {"an empty argv[0]",
+         "name: disk\nsteps:\n  - name: df\n    argv: ['', -h]\n",
+         {"disk.yaml:4:12: argv: the program (first element) is empty"}},
+        {"a bad placeholder in an argument",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df, '{{ alert.nope }}']\n",
+         {"disk.yaml:4:16: argv: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
+          "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
+          "alert.generator_url, run.id, run.runbook)"}},
+        {"a reserved RUNBOOK_ variable",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    env:\n      RUNBOOK_ID: x\n",
+         {"disk.yaml:6:7: env: \"RUNBOOK_ID\" is reserved: runbookd sets the RUNBOOK_* variables "
+          "itself"}},
+        {"a bad variable name",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    env:\n      1X: x\n",
+         {"disk.yaml:6:7: env: \"1X\" is not a valid variable name"}},
+        {"a bad template in an env value",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    env:\n      X: '{{ run.id'\n",
+         {"disk.yaml:6:10: env.X: placeholder opened at character 1 is not closed with }}"}},
+        {"an unknown alert status",
+         "name: disk\non: [firing, pending]\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:2:14: on: unknown alert status \"pending\" (expected firing or resolved)"}},
+        {"a root that is a list",
+         "- name: disk\n",
+         {"disk.yaml:1:1: a runbook file holds one mapping (name, matchers, steps, ...), got a "
+          "list"}},
+        {"an empty file", "", {"disk.yaml:1:1: the file is empty"}},
+        {"a YAML syntax error",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df, -h\n",
+         {"disk.yaml:5:1: YAML syntax error: end of sequence flow not found"}},
+        {"two documents in one file",
+         "name: one\nsteps:\n  - name: df\n    argv: [df]\n---\nname: two\n",
+         {"disk.yaml:6:1: a runbook file holds one YAML document; put each runbook in its own "
+          "file"}},
+    };
+
+    for (const auto& c : cases) {
+        CAPTURE(c.what, c.text);
+
+        const auto errors = load_errors(c.text);
+
+        CHECK(errors == c.errors);
+    }
+}
+
+TEST_CASE("each step without a name is reported once and not as a duplicate", "[runbook]") {
+    const std::string text = "name: disk\nsteps:\n  - argv: [df]\n  - argv: [du]\n";
+
+    const auto errors = load_errors(text);
+
+    CHECK(errors == std::vector<std::string>{"disk.yaml:3:5: step needs a name",
+                                             "disk.yaml:4:5: step needs a name"});
+}
+
+TEST_CASE("every error in a runbook file is reported in one load", "[runbook]") {
+    const std::string text =
+        "name: disk\n"                               // 1
+        "timeout: soon\n"                            // 2
+        "colour: red\n"                              // 3
+        "steps:\n"                                   // 4
+        "  - name: df\n"                             // 5
+        "    argv: [\"{{ alert.labels.tool }}\"]\n"  // 6
+        "  - name: du\n"                             // 7
+        "    argv: [du]\n"                           // 8
+        "    env: {RUNBOOK_RUN: x}\n"                // 9
+        "  - name: free\n"                           // 10
+        "    argv: [free]\n"                         // 11
+        "    timeout: later\n";                      // 12
+
+    const auto errors = load_errors(text);
+
+    CHECK(errors ==
+          std::vector<std::string>{
+              "disk.yaml:3:1: unknown key \"colour\" in runbook (expected one of: name, "
+              "description, matchers, on, timeout, steps)",
+              "disk.yaml:2:10: timeout: \"soon\" is not a positive duration (write e.g. 500ms, "
+              "30s, 5m, 1h30m)",
+              "disk.yaml:6:12: argv: the program (first element) cannot contain placeholders: "
+              "alert values must not choose what runs",
+              "disk.yaml:9:11: env: \"RUNBOOK_RUN\" is reserved: runbookd sets the RUNBOOK_* "
+              "variables itself",
+              "disk.yaml:12:14: timeout: \"later\" is not a positive duration (write e.g. 500ms, "
+              "30s, 5m, 1h30m)",
+          });
+}
+
+TEST_CASE("a runbook directory loads every yaml file and skips other and hidden files",
+          "[runbook]") {
+    TempDir dir;
+    write_file(dir.path() / "b-disk.yaml", minimal_runbook("disk"));
+    write_file(dir.path() / "a-load.yml", minimal_runbook("load"));
+    write_file(dir.path() / "notes.txt", "not: [a runbook");
+    write_file(dir.path() / "README.md", "# runbooks\n");
+    write_file(dir.path() / "disk.yaml.bak", minimal_runbook("disk"));
+    write_file(dir.path() / ".hidden.yaml", "not: [a runbook");
+    write_file(dir.path() / ".disk.yaml.swp", "not: [a runbook");
+
+    const auto result = load_runbook_dir(dir.path(), builtin_step_parsers());
+
+    CHECK(result.errors.empty());
+    REQUIRE(result.runbooks.size() == 2);
+    CHECK(result.runbooks[0]->name == "load");
+    CHECK(result.runbooks[0]->source_file == dir.file("a-load.yml"));
+    CHECK(result.runbooks[1]->name == "disk");
+    CHECK(result.runbooks[1]->source_file == dir.file("b-disk.yaml"));
+}
+
+TEST_CASE("two files with the same runbook name are reported and the first one is kept",
+          "[runbook]") {
+    TempDir dir;
+    write_file(dir.path() / "a.yaml", minimal_runbook("disk"));
+    write_file(dir.path() / "b.yaml", minimal_runbook("disk"));
+
+    const auto result = load_runbook_dir(dir.path(), builtin_step_parsers());
+
+    REQUIRE(result.runbooks.size() == 1);
+    CHECK(result.runbooks[0]->source_file == dir.file("a.yaml"));
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].to_string() == dir.file("b.yaml") + ": runbook name \"disk\" is " +
+                                              "already used by " + dir.file("a.yaml"));
+}
+
+TEST_CASE("errors in one runbook file name that file and leave the others loaded", "[runbook]") {
+    TempDir dir;
+    write_file(dir.path() / "good.yaml", minimal_runbook("disk"));
+    write_file(dir.path() / "bad.yaml", "name: load\nsteps: []\n");
+
+    const auto result = load_runbook_dir(dir.path(), builtin_step_parsers());
+
+    REQUIRE(result.runbooks.size() == 1);
+    CHECK(result.runbooks[0]->name == "disk");
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].to_string() ==
+          dir.file("bad.yaml") + ":2:8: steps: expected a non-empty list of steps");
+}
+
+TEST_CASE("a runbook directory that does not exist is an error", "[runbook]") {
+    TempDir dir;
+
+    const auto result = load_runbook_dir(dir.path() / "missing", builtin_step_parsers());
+
+    CHECK(result.runbooks.empty());
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].to_string() ==
+          (dir.path() / "missing").string() + ": cannot read runbooks: not a directory");
+}
+
+TEST_CASE("an empty runbook directory loads no runbooks and no errors", "[runbook]") {
+    TempDir dir;
+
+    const auto result = load_runbook_dir(dir.path(), builtin_step_parsers());
+
+    CHECK(result.runbooks.empty());
+    CHECK(result.errors.empty());
+}
