@@ -1,6 +1,8 @@
 #include "exec/process.hpp"
 
 #include <chrono>
+#include <filesystem>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -8,6 +10,8 @@
 #include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "support/support.hpp"
@@ -61,6 +65,36 @@ bool process_gone(pid_t pid) {
     } catch (const std::exception&) {
         return true;
     }
+}
+
+// Children of this test process that have exited but were never reaped.
+int zombie_children() {
+    int count = 0;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+        const std::string name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) {
+            continue;
+        }
+        std::string stat;
+        try {
+            stat = runbookd::test::read_file(entry.path() / "stat");
+        } catch (const std::exception&) {
+            continue;
+        }
+        const auto close = stat.rfind(')');
+        if (close == std::string::npos) {
+            continue;
+        }
+        std::istringstream fields(stat.substr(close + 2));
+        char state = 0;
+        long ppid = 0;
+        fields >> state >> ppid;
+        if (state == 'Z' && ppid == ::getpid()) {
+            UNSCOPED_INFO("zombie child " << name << " " << stat.substr(0, close + 1));
+            ++count;
+        }
+    }
+    return count;
 }
 
 }  // namespace
@@ -127,6 +161,16 @@ TEST_CASE("spawn errors name the path and the cause and start nothing", "[proces
 
         CHECK(r.ending == ProcessResult::Ending::SpawnFailed);
         CHECK_THAT(r.error, Catch::Contains("script.sh") && Catch::Contains("Permission denied"));
+    }
+    SECTION("script whose interpreter is missing (exec itself fails)") {
+        runbookd::test::write_file(dir.file("script.sh"), "#!/nonexistent/interpreter\n");
+        REQUIRE(::chmod(dir.file("script.sh").c_str(), 0755) == 0);
+
+        auto r = run(spec_for({dir.file("script.sh")}));
+
+        CHECK(r.ending == ProcessResult::Ending::SpawnFailed);
+        CHECK_THAT(r.error,
+                   Catch::Contains("script.sh") && Catch::Contains("No such file or directory"));
     }
     SECTION("working directory that does not exist") {
         auto spec = spec_for({"/bin/true"});
@@ -259,4 +303,31 @@ TEST_CASE("signal dispositions are reset to defaults in the child", "[process]")
     // SIGPIPE is bit 13 (mask 0x1000); the shell may ignore nothing else by default.
     const auto hex = r.stdout_excerpt.substr(r.stdout_excerpt.find_first_of("0123456789abcdef"));
     CHECK((std::stoull(hex, nullptr, 16) & 0x1000ULL) == 0);
+}
+
+TEST_CASE("a step runs at the configured nice value", "[process]") {
+    auto spec = spec_for({"/bin/sh", "-c", "cut -d ' ' -f 19 /proc/self/stat"});
+    spec.nice = 7;
+    const int own = ::getpriority(PRIO_PROCESS, 0);
+
+    auto r = run(spec);
+
+    CHECK(r.succeeded());
+    CHECK(std::stoi(r.stdout_excerpt) == std::max(own, 7));
+}
+
+TEST_CASE("every child is reaped even after a failed exec", "[process]") {
+    runbookd::test::TempDir dir;
+    runbookd::test::write_file(dir.file("script.sh"), "#!/nonexistent/interpreter\n");
+    REQUIRE(::chmod(dir.file("script.sh").c_str(), 0755) == 0);
+
+    for (int i = 0; i < 5; ++i) {
+        run(spec_for({dir.file("script.sh")}));
+        run(spec_for({"/bin/sh", "-c", "exit 1"}));
+        auto timed_out = spec_for({"/bin/sleep", "30"});
+        timed_out.timeout = 50ms;
+        run(timed_out);
+    }
+
+    CHECK(zombie_children() == 0);
 }

@@ -77,12 +77,6 @@ Result<T> await_result(const std::function<void(Completion<T>)>& submit) {
     return promise.get_future().get();
 }
 
-Status await_status(const std::function<void(StatusCompletion)>& submit) {
-    std::promise<Status> promise;
-    submit([&promise](Status s) { promise.set_value(std::move(s)); });
-    return promise.get_future().get();
-}
-
 DeliveryReceipt record(Store& store, std::shared_ptr<const DeliveryRecord> d) {
     auto r = await_result<DeliveryReceipt>(
         [&](Completion<DeliveryReceipt> done) { store.record_delivery(d, std::move(done)); });
@@ -98,25 +92,35 @@ struct StoreFixture {
 
     RunId queue_run() { return record(*store, make_delivery(*runbook, 1)).run_ids.at(0); }
 
-    Status start(RunId run) {
-        return await_status([&](StatusCompletion done) {
-            store->mark_run_started(run, Timestamp::now(), std::move(done));
+    Result<AttemptId> progress(RunProgress p) {
+        return await_result<AttemptId>([&](Completion<AttemptId> done) {
+            store->record_progress(std::move(p), std::move(done));
         });
     }
 
+    Status start(RunId run) {
+        RunProgress p;
+        p.run = run;
+        p.started = Timestamp::now();
+        auto r = progress(std::move(p));
+        return r ? Status() : Status(r.error());
+    }
+
     AttemptId start_attempt(RunId run, std::vector<std::string> argv) {
-        AttemptStart start{run, "df", 0, 1, "argv", std::move(argv), "/", Timestamp::now()};
-        auto id = await_result<AttemptId>([&](Completion<AttemptId> done) {
-            store->record_attempt_start(start, std::move(done));
-        });
+        RunProgress p;
+        p.run = run;
+        p.next = AttemptStart{run, "df", 0, 1, "argv", std::move(argv), "/", Timestamp::now()};
+        auto id = progress(std::move(p));
         REQUIRE(id.ok());
         return *id;
     }
 
     Status finish(RunId run, RunState state, const std::string& reason) {
-        return await_status([&](StatusCompletion done) {
-            store->finish_run(run, state, reason, Timestamp::now(), std::move(done));
-        });
+        RunProgress p;
+        p.run = run;
+        p.finished = RunProgress::Finish{state, reason, Timestamp::now()};
+        auto r = progress(std::move(p));
+        return r ? Status() : Status(r.error());
     }
 
     test::TempDir dir;
@@ -200,9 +204,10 @@ TEST_CASE("a run's lifecycle is recorded with its attempts and events", "[store]
     end.duration_ms = 12;
     end.stdout_excerpt = std::string("bin\xff\x00ary", 7);
     end.stdout_bytes = 7;
-    REQUIRE(await_status([&](StatusCompletion done) {
-                f.store->record_attempt_end(run, attempt, end, std::move(done));
-            }).ok());
+    RunProgress ended;
+    ended.run = run;
+    ended.ended = std::make_pair(attempt, end);
+    REQUIRE(f.progress(std::move(ended)).ok());
     REQUIRE(f.finish(run, RunState::Failed, "step \"df\" failed").ok());
 
     CHECK(query(f.path, "SELECT state, reason FROM runs") ==
@@ -312,9 +317,7 @@ TEST_CASE("runs can be listed by state and runbook, newest first", "[store]") {
     auto& store = f.store;
     const auto& runbook = f.runbook;
     record(*store, make_delivery(*runbook, 3));
-    REQUIRE(await_status([&](StatusCompletion d) {
-                store->finish_run(2, RunState::Cancelled, "test", Timestamp::now(), std::move(d));
-            }).ok());
+    REQUIRE(f.finish(2, RunState::Cancelled, "test").ok());
 
     RunFilter queued;
     queued.state = RunState::Queued;
@@ -333,4 +336,85 @@ TEST_CASE("runs can be listed by state and runbook, newest first", "[store]") {
     CHECK(named->size() == 2);
     CHECK(*store->runs_in_state(RunState::Cancelled) == std::vector<RunId>{2});
     CHECK(store->get_run(99).error().code == ErrorCode::NotFound);
+}
+
+TEST_CASE("one progress write closes an attempt, opens the next and can end the run", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    REQUIRE(f.start(run).ok());
+    const AttemptId first = f.start_attempt(run, {"/bin/true"});
+    AttemptEnd ok;
+    ok.succeeded = true;
+    ok.exit_code = 0;
+    ok.finished_at = Timestamp::now();
+    AttemptEnd not_rendered;
+    not_rendered.error = "cannot prepare the step: label \"x\" is missing from the alert";
+    not_rendered.finished_at = Timestamp::now();
+
+    RunProgress p;
+    p.run = run;
+    p.ended = std::make_pair(first, ok);
+    p.next = AttemptStart{run, "second", 1, 1, "argv", {}, "/", Timestamp::now()};
+    p.next_end = not_rendered;
+    p.finished = RunProgress::Finish{RunState::Failed, "step \"second\" failed", Timestamp::now()};
+    auto second = f.progress(std::move(p));
+
+    REQUIRE(second.ok());
+    CHECK(*second == first + 1);
+    CHECK(query(f.path, "SELECT step_index, state, exit_code, error FROM attempts ORDER BY id") ==
+          std::vector<std::vector<std::string>>{
+              {"0", "succeeded", "0", ""},
+              {"1", "failed", "NULL",
+               "cannot prepare the step: label \"x\" is missing from the "
+               "alert"}});
+    CHECK(query_value(f.path, "SELECT state FROM runs") == "failed");
+}
+
+TEST_CASE("a progress write that contradicts the stored state changes nothing", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    RunProgress p;
+    p.run = run;
+    p.next = AttemptStart{run, "df", 0, 1, "argv", {"df"}, "/", Timestamp::now()};
+    p.ended = std::make_pair(AttemptId{77}, AttemptEnd{});
+
+    auto r = f.progress(std::move(p));
+
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == ErrorCode::InvalidArgument);
+    CHECK(query_value(f.path, "SELECT count(*) FROM attempts") == "0");
+    CHECK(query_value(f.path, "SELECT count(*) FROM events WHERE kind != 'run.queued'") == "0");
+}
+
+TEST_CASE("a failing write does not take down the others committed with it", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    // Hold the write lock so that the next writes queue up and are committed as one batch.
+    sqlite3* other = nullptr;
+    REQUIRE(sqlite3_open(f.path.c_str(), &other) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+    std::promise<Result<DeliveryReceipt>> first, good;
+    std::promise<Result<AttemptId>> bad;
+
+    f.store->record_delivery(make_delivery(*f.runbook, 1),
+                             [&](Result<DeliveryReceipt> r) { first.set_value(std::move(r)); });
+    std::this_thread::sleep_for(30ms);
+    RunProgress contradiction;
+    contradiction.run = run;
+    contradiction.ended = std::make_pair(AttemptId{99}, AttemptEnd{});
+    f.store->record_progress(contradiction,
+                             [&](Result<AttemptId> r) { bad.set_value(std::move(r)); });
+    f.store->record_delivery(make_delivery(*f.runbook, 1),
+                             [&](Result<DeliveryReceipt> r) { good.set_value(std::move(r)); });
+    std::this_thread::sleep_for(30ms);
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(other);
+
+    CHECK(first.get_future().get().ok());
+    CHECK(bad.get_future().get().error().code == ErrorCode::InvalidArgument);
+    auto receipt = good.get_future().get();
+    REQUIRE(receipt.ok());
+    CHECK(query_value(f.path, "SELECT count(*) FROM deliveries") == "3");
+    CHECK(query_value(f.path, "SELECT count(*) FROM runs WHERE id = " +
+                                  std::to_string(receipt->run_ids.at(0))) == "1");
 }

@@ -100,6 +100,30 @@ struct AttemptEnd {
     std::int64_t stderr_bytes = 0;
 };
 
+// One step of a run's progress, written as one transaction so that a run costs one commit per
+// step plus one: the parts present apply in this order.
+//   started:   queued → running
+//   ended:     the attempt in flight ended
+//   next:      the next attempt starts (its id comes back in the completion)
+//   next_end:  ...and ended before starting anything (e.g. a missing label)
+//   finished:  the run ends; any attempt still running is closed with the same reason
+// Every part checks the state it expects (a run must be queued to start, an attempt running to
+// end); a mismatch fails the whole write with InvalidArgument.
+struct RunProgress {
+    struct Finish {
+        RunState state = RunState::Failed;
+        std::string reason;
+        Timestamp at;
+    };
+
+    RunId run = 0;
+    std::optional<Timestamp> started;
+    std::optional<std::pair<AttemptId, AttemptEnd>> ended;
+    std::optional<AttemptStart> next;
+    std::optional<AttemptEnd> next_end;
+    std::optional<Finish> finished;
+};
+
 struct AttemptRecord {
     AttemptId id = 0;
     AttemptStart start;
@@ -157,12 +181,9 @@ class Store {
 
     virtual void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                  Completion<DeliveryReceipt> done) = 0;
-    virtual void mark_run_started(RunId run, Timestamp at, StatusCompletion done) = 0;
-    virtual void record_attempt_start(AttemptStart start, Completion<AttemptId> done) = 0;
-    virtual void record_attempt_end(RunId run, AttemptId attempt, AttemptEnd end,
-                                    StatusCompletion done) = 0;
-    virtual void finish_run(RunId run, RunState state, std::string reason, Timestamp at,
-                            StatusCompletion done) = 0;
+    // Records one step of a run's progress in one transaction (see RunProgress). Completes
+    // with the id of `progress.next`, or 0 when it has none.
+    virtual void record_progress(RunProgress progress, Completion<AttemptId> done) = 0;
 
     virtual Result<RunContext> load_run(RunId run) = 0;
     virtual Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) = 0;

@@ -128,11 +128,14 @@ void read_sections(Section& root, Config& c) {
         r.duration("shutdown_grace", c.shutdown_grace);
     }
     if (auto e = root.sub("exec");
-        e.present() && e.check({"kill_grace", "output_drain", "output_excerpt", "cwd"})) {
+        e.present() && e.check({"kill_grace", "output_drain", "output_excerpt", "cwd", "nice"})) {
         e.duration("kill_grace", c.process.grace);
         e.duration("output_drain", c.process.drain);
         e.bytes("output_excerpt", c.process.excerpt_bytes);
         e.string("cwd", c.process.cwd);
+        std::size_t nice = static_cast<std::size_t>(c.process.nice);
+        e.count("nice", nice, 0, 19);
+        c.process.nice = static_cast<int>(nice);
     }
     if (auto s = root.sub("store"); s.present() && s.check({"synchronous", "busy_timeout"})) {
         std::string sync = c.synchronous_full ? "full" : "normal";

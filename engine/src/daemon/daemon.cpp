@@ -106,14 +106,16 @@ Status Daemon::start() {
         return s;
     }
 
-    p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler);
-    p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get()};
-    api::add_routes(p.router, p.api);
     http::ServerOptions http_options = config_.http;
     if (auto s = parse_listen(config_.listen, http_options.host, http_options.port); !s) {
         return s;
     }
     p.server = std::make_unique<http::Server>(http_options, p.router);
+    p.intake = std::make_unique<intake::AlertmanagerIntake>(
+        *p.store, p.catalog, *p.scheduler,
+        [server = p.server.get()](std::function<void()> work) { server->post(std::move(work)); });
+    p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get()};
+    api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {
         return s;
     }

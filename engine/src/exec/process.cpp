@@ -1,3 +1,9 @@
+// Boost.Process forks by default. fork() from a multi-threaded daemon write-protects every
+// page for copy-on-write and interrupts the other cores to flush their TLBs; under load that
+// cost more than the rest of a step's start. vfork() shares the address space until exec, so
+// Boost.Process needs this switch before its headers to offer it (see docs/execution.md).
+#define BOOST_POSIX_HAS_VFORK 1
+
 #include "exec/process.hpp"
 
 #include <array>
@@ -13,6 +19,7 @@
 #include <boost/process/exe.hpp>
 #include <boost/process/extend.hpp>
 #include <boost/process/io.hpp>
+#include <boost/process/posix.hpp>
 #include <boost/process/start_dir.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -37,16 +44,35 @@ namespace bp = boost::process;
 // threads, and one of them may hold the allocator's lock at the moment of fork.
 struct ChildSetup : bp::extend::handler {
     char** envp = nullptr;
+    int nice = 0;
 
     template <typename Executor>
     void on_setup(Executor& exec) const {
         exec.env = envp;
     }
 
+    // When exec fails, Boost.Process reports the error but only polls once for the child's
+    // exit (WNOHANG) before forgetting its pid, so the child would stay a zombie. It has
+    // already called _exit by then: wait for it here, while the pid is still known.
+    template <typename Executor>
+    void on_error(Executor& exec, const std::error_code& /*error*/) const {
+        if (exec.pid > 0) {
+            int status = 0;
+            while (::waitpid(exec.pid, &status, 0) < 0 && errno == EINTR) {
+            }
+        }
+    }
+
     template <typename Executor>
     void on_exec_setup(Executor& /*exec*/) const {
         // Own process group, so that a stop reaches every descendant that stays in it.
         ::setpgid(0, 0);
+
+        // Steps yield the CPU to runbookd itself, so that a busy step cannot starve intake,
+        // probes or the audit writer. Raising the nice value needs no privilege.
+        if (nice > 0) {
+            ::setpriority(PRIO_PROCESS, 0, nice);
+        }
 
         // Signal mask and dispositions are inherited across exec; start from defaults.
         sigset_t none;
@@ -179,12 +205,15 @@ void ChildProcess::start() {
     envp.push_back(nullptr);
     ChildSetup setup;
     setup.envp = envp.data();
+    setup.nice = spec_.nice;
     const std::vector<std::string> args(spec_.argv.begin() + 1, spec_.argv.end());
 
     std::error_code ec;
+    auto stdin_null = (bp::std_in < bp::null);
+    auto stdout_pipe = (bp::std_out > out_.pipe);
+    auto stderr_pipe = (bp::std_err > err_.pipe);
     bp::child child(bp::exe = result_.program, bp::args = args, bp::start_dir = spec_.cwd,
-                    bp::std_in<bp::null, bp::std_out> out_.pipe, bp::std_err > err_.pipe, setup,
-                    ec);
+                    stdin_null, stdout_pipe, stderr_pipe, setup, bp::posix::use_vfork, ec);
     if (ec) {
         fail_to_start(fmt::format("cannot start {}: {}", result_.program, ec.message()));
         return;

@@ -23,6 +23,7 @@ struct ProcessSpec {
     int stop_signal = SIGTERM;
     Millis drain{2'000};               // after the program exits, how long its output may stay open
     std::size_t excerpt_bytes = 8192;  // per stream, split between head and tail
+    int nice = 0;                      // added to the child's nice value (0-19)
     // Fields naming the attempt on every log line about this process, e.g.
     // "run=4 step=df attempt=1 " (with a trailing space), or empty.
     std::string log_context;

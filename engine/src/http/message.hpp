@@ -90,6 +90,10 @@ class Server {
 
     // Binds and starts the worker threads. Fails when the address cannot be bound.
     Status start();
+
+    // Runs `work` on one of the server's threads (for completions that build responses, so that
+    // they do not run on the thread that completed them).
+    void post(std::function<void()> work);
     std::uint16_t port() const;
 
     // Stops accepting, waits up to `drain` for requests in progress to be answered, then

@@ -309,6 +309,10 @@ std::uint16_t Server::port() const {
     return impl_->bound_port;
 }
 
+void Server::post(std::function<void()> work) {
+    asio::post(impl_->io, std::move(work));
+}
+
 void Server::stop(std::chrono::milliseconds drain) {
     auto& im = *impl_;
     if (im.stopping.exchange(true)) {

@@ -80,8 +80,13 @@ Json summary(const DeliveryRecord& record, const DeliveryReceipt& receipt) {
 }  // namespace
 
 AlertmanagerIntake::AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
-                                       run::Scheduler& scheduler)
-    : store_(store), catalog_(std::move(catalog)), scheduler_(scheduler), log_(log::get("alert")) {}
+                                       run::Scheduler& scheduler,
+                                       std::function<void(std::function<void()>)> defer)
+    : store_(store),
+      catalog_(std::move(catalog)),
+      scheduler_(scheduler),
+      defer_(std::move(defer)),
+      log_(log::get("alert")) {}
 
 void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeReply)> reply) {
     auto parsed = parse_notification(delivery.body);
@@ -121,26 +126,34 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
     match_alerts(*catalog_, record);
 
     auto shared = std::make_shared<const DeliveryRecord>(std::move(record));
-    store_.record_delivery(shared, [this, shared,
-                                    reply = std::move(reply)](Result<DeliveryReceipt> receipt) {
-        if (!receipt) {
-            log_->error("recording delivery failed, answering 503 error={}",
-                        log::quote(receipt.error().message));
-            reply(IntakeReply{503, error_body("store_unavailable",
-                                              "the delivery could not be recorded; nothing from "
-                                              "it will run: " +
-                                                  receipt.error().message,
-                                              "")});
-            return;
-        }
-        log_->info("delivery recorded delivery={} receiver={} alerts={} runs={}",
-                   receipt->delivery_id, log::quote(shared->receiver), shared->alerts.size(),
-                   receipt->run_ids.size());
-        if (!receipt->run_ids.empty()) {
-            scheduler_.enqueue(receipt->run_ids);
-        }
-        reply(IntakeReply{200, dump(summary(*shared, *receipt))});
-    });
+    store_.record_delivery(
+        shared, [this, shared, reply = std::move(reply)](Result<DeliveryReceipt> receipt) mutable {
+            // On the store's thread: queue the runs at once, build the answer elsewhere.
+            if (receipt && !receipt->run_ids.empty()) {
+                scheduler_.enqueue(receipt->run_ids);
+            }
+            defer_([this, shared, reply = std::move(reply), receipt = std::move(receipt)] {
+                answer(*shared, receipt, reply);
+            });
+        });
+}
+
+void AlertmanagerIntake::answer(const DeliveryRecord& record,
+                                const Result<DeliveryReceipt>& receipt,
+                                const std::function<void(IntakeReply)>& reply) {
+    if (!receipt) {
+        log_->error("recording delivery failed, answering 503 error={}",
+                    log::quote(receipt.error().message));
+        reply(IntakeReply{503, error_body("store_unavailable",
+                                          "the delivery could not be recorded; nothing from it "
+                                          "will run: " +
+                                              receipt.error().message,
+                                          "")});
+        return;
+    }
+    log_->info("delivery recorded delivery={} receiver={} alerts={} runs={}", receipt->delivery_id,
+               log::quote(record.receiver), record.alerts.size(), receipt->run_ids.size());
+    reply(IntakeReply{200, dump(summary(record, *receipt))});
 }
 
 }  // namespace runbookd::intake

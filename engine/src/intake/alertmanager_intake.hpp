@@ -29,16 +29,22 @@ struct IntakeReply {
 // the runs and answers. Stateless apart from the catalog; safe to call from any thread.
 class AlertmanagerIntake {
   public:
+    // `defer` runs work on a thread that may build responses (the HTTP threads): the store
+    // completes writes on its own thread, which must stay free for the next commit.
     AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
-                       run::Scheduler& scheduler);
+                       run::Scheduler& scheduler, std::function<void(std::function<void()>)> defer);
 
     // `reply` runs exactly once, possibly on another thread.
     void handle(Delivery delivery, std::function<void(IntakeReply)> reply);
 
   private:
+    void answer(const DeliveryRecord& record, const Result<DeliveryReceipt>& receipt,
+                const std::function<void(IntakeReply)>& reply);
+
     Store& store_;
     std::shared_ptr<const RunbookCatalog> catalog_;
     run::Scheduler& scheduler_;
+    std::function<void(std::function<void()>)> defer_;
     std::shared_ptr<spdlog::logger> log_;
 };
 

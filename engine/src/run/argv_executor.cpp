@@ -96,6 +96,7 @@ class ArgvExecutor final : public StepExecutor {
         spec.grace = defaults_.grace;
         spec.drain = defaults_.drain;
         spec.excerpt_bytes = defaults_.excerpt_bytes;
+        spec.nice = defaults_.nice;
         spec.log_context =
             fmt::format("run={} step={} attempt={} ", ctx.run_id, ctx.step->name, ctx.attempt);
         return std::unique_ptr<Attempt>(std::make_unique<ArgvAttempt>(runner_, std::move(spec)));

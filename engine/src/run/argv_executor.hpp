@@ -22,6 +22,7 @@ struct ProcessDefaults {
     exec::Millis grace{5'000};
     exec::Millis drain{2'000};
     std::size_t excerpt_bytes = 8192;
+    int nice = 0;  // exec.nice: steps can run below runbookd's own priority
 };
 
 // Runs `argv:` steps as child processes through the ProcessRunner.

@@ -17,8 +17,9 @@ constexpr std::chrono::milliseconds kMaxRetry{30'000};
 
 }  // namespace
 
-// One run in progress: loads it, marks it running, runs its steps in order and stops at the
-// first failure, recording every transition in the store before taking the next one.
+// One run in progress: loads it, runs its steps in order and stops at the first failure.
+// Each transition is committed before the next begins, and the transitions between two steps
+// (one attempt ends, the next starts) go to the store as one write (RunProgress).
 //
 // Every member function runs on the scheduler's io_context thread.
 class RunExecution : public std::enable_shared_from_this<RunExecution> {
@@ -31,13 +32,13 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     void stop(RunState state, std::string reason);
 
   private:
-    using Submit = std::function<void(StatusCompletion)>;
-
-    void next_step();
-    void start_attempt(Result<std::unique_ptr<Attempt>> prepared);
+    void on_started();
+    void advance(RunProgress progress);
+    void start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id);
     void on_outcome(AttemptOutcome outcome);
-    void finish(RunState state, std::string reason);
-    void persist(std::string what, Submit submit, std::function<void()> then);
+    void finish(RunProgress progress, RunState state, std::string reason);
+    void persist(RunProgress progress, std::function<void(AttemptId)> then);
+    void retry_later(std::function<void()> again);
     void abandon(const std::string& why);
     const StepSpec& step() const { return runbook_->steps[step_index_]; }
 
@@ -48,7 +49,6 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     std::size_t step_index_ = 0;
     std::unique_ptr<Attempt> attempt_;
     AttemptId attempt_id_ = 0;
-    Timestamp attempt_started_at_;
     std::chrono::steady_clock::time_point attempt_started_;
     std::chrono::steady_clock::time_point run_started_;
     asio::steady_timer deadline_;
@@ -65,14 +65,7 @@ void RunExecution::begin() {
         if (loaded.error().code == ErrorCode::Unavailable) {
             sched_.log_->warn("loading run failed, will retry run={} error={}", id_,
                               log::quote(loaded.error().message));
-            retry_timer_.expires_after(retry_delay_);
-            retry_delay_ = std::min(retry_delay_ * 2, kMaxRetry);
-            retry_timer_.async_wait(
-                [self = shared_from_this()](const boost::system::error_code& e) {
-                    if (!e) {
-                        self->begin();
-                    }
-                });
+            retry_later([self = shared_from_this()] { self->begin(); });
             return;
         }
         abandon(loaded.error().message);
@@ -83,40 +76,37 @@ void RunExecution::begin() {
         abandon(fmt::format("run is {}, not queued", run_state_name(ctx_.state)));
         return;
     }
+    run_started_ = std::chrono::steady_clock::now();
     std::string error;
     runbook_ = sched_.resolve_runbook(ctx_.runbook, ctx_.runbook_hash, error);
     if (!runbook_) {
-        finish(RunState::Failed, error);
+        finish(RunProgress{}, RunState::Failed, error);
         return;
     }
+    on_started();
+    RunProgress progress;
+    progress.started = Timestamp::now();
+    advance(std::move(progress));
+}
 
-    const Timestamp now = Timestamp::now();
-    persist(
-        "marking the run started",
-        [this, now](StatusCompletion cb) {
-            sched_.store_.mark_run_started(id_, now, std::move(cb));
-        },
-        [this] {
-            run_started_ = std::chrono::steady_clock::now();
-            const Duration timeout =
-                runbook_->timeout.value_or(sched_.options_.default_run_timeout);
-            sched_.log_->info("run started run={} runbook={} alertname={} fingerprint={}", id_,
-                              runbook_->name,
-                              log::quote(ctx_.alert ? ctx_.alert->labels.count("alertname")
-                                                          ? ctx_.alert->labels.at("alertname")
-                                                          : ""
-                                                    : ""),
-                              ctx_.alert ? ctx_.alert->fingerprint : "");
-            deadline_.expires_after(timeout);
-            deadline_.async_wait(
-                [self = shared_from_this(), timeout](const boost::system::error_code& e) {
-                    if (!e) {
-                        self->stop(RunState::Failed,
-                                   fmt::format("run timed out after {}", format_duration(timeout)));
-                    }
-                });
-            next_step();
-        });
+void RunExecution::on_started() {
+    std::string alertname;
+    if (ctx_.alert) {
+        if (auto it = ctx_.alert->labels.find("alertname"); it != ctx_.alert->labels.end()) {
+            alertname = it->second;
+        }
+    }
+    sched_.log_->info("run started run={} runbook={} alertname={} fingerprint={}", id_,
+                      runbook_->name, log::quote(alertname),
+                      log::quote(ctx_.alert ? ctx_.alert->fingerprint : ""));
+    const Duration timeout = runbook_->timeout.value_or(sched_.options_.default_run_timeout);
+    deadline_.expires_after(timeout);
+    deadline_.async_wait([self = shared_from_this(), timeout](const boost::system::error_code& e) {
+        if (!e) {
+            self->stop(RunState::Failed,
+                       fmt::format("run timed out after {}", format_duration(timeout)));
+        }
+    });
 }
 
 void RunExecution::stop(RunState state, std::string reason) {
@@ -131,21 +121,23 @@ void RunExecution::stop(RunState state, std::string reason) {
     }
 }
 
-void RunExecution::next_step() {
+// Writes `progress` (what just happened) together with what comes next: the next step's
+// attempt, or the end of the run.
+void RunExecution::advance(RunProgress progress) {
     if (stop_state_) {
-        finish(*stop_state_, stop_reason_);
+        finish(std::move(progress), *stop_state_, stop_reason_);
         return;
     }
     if (step_index_ >= runbook_->steps.size()) {
-        finish(RunState::Succeeded, "");
+        finish(std::move(progress), RunState::Succeeded, "");
         return;
     }
     const StepSpec& s = step();
     StepExecutor* executor = sched_.executor_for(s.kind);
     if (executor == nullptr) {
-        finish(RunState::Failed, fmt::format("step \"{}\" has kind {}, which this runbookd cannot "
-                                             "execute",
-                                             s.name, s.kind));
+        finish(std::move(progress), RunState::Failed,
+               fmt::format("step \"{}\" has kind {}, which this runbookd cannot execute", s.name,
+                           s.kind));
         return;
     }
     AttemptContext context;
@@ -156,58 +148,51 @@ void RunExecution::next_step() {
     context.attempt = 1;
     context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
     context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
-    start_attempt(executor->prepare(context));
+    auto prepared = executor->prepare(context);
+
+    AttemptStart start;
+    start.run_id = id_;
+    start.step = s.name;
+    start.step_index = static_cast<int>(step_index_);
+    start.attempt = 1;
+    start.kind = s.kind;
+    start.started_at = Timestamp::now();
+    if (!prepared) {
+        // Nothing starts: the attempt is recorded as begun and failed in the same write.
+        AttemptEnd end;
+        end.error = fmt::format("cannot prepare the step: {}", prepared.error().message);
+        end.finished_at = start.started_at;
+        const std::string reason = fmt::format("step \"{}\" failed: {}", s.name, end.error);
+        progress.next = std::move(start);
+        progress.next_end = std::move(end);
+        finish(std::move(progress), RunState::Failed, reason);
+        return;
+    }
+    start.argv = (*prepared)->argv();
+    start.cwd = (*prepared)->cwd();
+    progress.next = std::move(start);
+    auto attempt = std::make_shared<std::unique_ptr<Attempt>>(std::move(*prepared));
+    persist(std::move(progress),
+            [this, attempt](AttemptId id) { start_attempt(std::move(*attempt), id); });
 }
 
-void RunExecution::start_attempt(Result<std::unique_ptr<Attempt>> prepared) {
-    AttemptStart record;
-    record.run_id = id_;
-    record.step = step().name;
-    record.step_index = static_cast<int>(step_index_);
-    record.attempt = 1;
-    record.kind = step().kind;
-    if (prepared) {
-        record.argv = (*prepared)->argv();
-        record.cwd = (*prepared)->cwd();
-    }
-    record.started_at = Timestamp::now();
-    attempt_started_at_ = record.started_at;
+void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id) {
+    attempt_id_ = id;
     attempt_started_ = std::chrono::steady_clock::now();
-
-    auto shared = std::make_shared<Result<std::unique_ptr<Attempt>>>(std::move(prepared));
-    persist(
-        "recording the attempt start",
-        [this, record](StatusCompletion cb) {
-            sched_.store_.record_attempt_start(record, [this, cb](Result<AttemptId> r) {
-                if (!r) {
-                    cb(r.error());
-                    return;
-                }
-                attempt_id_ = *r;  // read only after the completion is posted back
-                cb({});
-            });
-        },
-        [this, shared, argv = record.argv] {
-            if (!*shared) {
-                AttemptOutcome outcome;
-                outcome.error = fmt::format("cannot prepare the step: {}", shared->error().message);
-                on_outcome(std::move(outcome));
-                return;
-            }
-            if (stop_state_) {
-                AttemptOutcome outcome;
-                outcome.cancelled = true;
-                outcome.error = stop_reason_ + "; the step was not started";
-                on_outcome(std::move(outcome));
-                return;
-            }
-            sched_.log_->info("attempt started run={} step={} attempt=1 argv={}", id_, step().name,
-                              log::quote(fmt::format("{}", fmt::join(argv, " "))));
-            attempt_ = std::move(shared->value());
-            attempt_->start([self = shared_from_this()](AttemptOutcome outcome) {
-                self->on_outcome(std::move(outcome));
-            });
-        });
+    if (stop_state_) {
+        // Stopped while the attempt was being recorded: close it without starting anything.
+        AttemptOutcome outcome;
+        outcome.cancelled = true;
+        outcome.error = stop_reason_ + "; the step was not started";
+        on_outcome(std::move(outcome));
+        return;
+    }
+    sched_.log_->info("attempt started run={} step={} attempt=1 argv={}", id_, step().name,
+                      log::quote(fmt::format("{}", fmt::join(attempt->argv(), " "))));
+    attempt_ = std::move(attempt);
+    attempt_->start([self = shared_from_this()](AttemptOutcome outcome) {
+        self->on_outcome(std::move(outcome));
+    });
 }
 
 void RunExecution::on_outcome(AttemptOutcome outcome) {
@@ -215,7 +200,7 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     end.succeeded = outcome.succeeded;
     end.exit_code = outcome.exit_code;
     end.signal = outcome.signal;
-    end.error = outcome.error;
+    end.error = std::move(outcome.error);
     end.finished_at = Timestamp::now();
     end.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - attempt_started_)
@@ -224,86 +209,74 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     end.stderr_excerpt = std::move(outcome.stderr_excerpt);
     end.stdout_bytes = outcome.stdout_bytes;
     end.stderr_bytes = outcome.stderr_bytes;
+    attempt_.reset();
+    sched_.log_->info(
+        "attempt finished run={} step={} attempt=1 succeeded={} exit_code={} "
+        "signal={} duration_ms={} error={}",
+        id_, step().name, end.succeeded, end.exit_code ? std::to_string(*end.exit_code) : "none",
+        end.signal ? std::to_string(*end.signal) : "none", end.duration_ms, log::quote(end.error));
 
     const bool succeeded = end.succeeded;
-    const std::string error = end.error;
-    auto summary = fmt::format(
-        "run={} step={} attempt=1 succeeded={} exit_code={} signal={} "
-        "duration_ms={}",
-        id_, step().name, succeeded, end.exit_code ? std::to_string(*end.exit_code) : "none",
-        end.signal ? std::to_string(*end.signal) : "none", end.duration_ms);
-    persist(
-        "recording the attempt end",
-        [this, end = std::move(end)](StatusCompletion cb) {
-            sched_.store_.record_attempt_end(id_, attempt_id_, end, std::move(cb));
-        },
-        [this, succeeded, error, summary] {
-            attempt_.reset();
-            sched_.log_->info("attempt finished {} error={}", summary, log::quote(error));
-            if (stop_state_) {
-                finish(*stop_state_, stop_reason_);
-            } else if (succeeded) {
-                ++step_index_;
-                next_step();
-            } else {
-                finish(RunState::Failed, fmt::format("step \"{}\" failed: {}", step().name, error));
-            }
-        });
+    const std::string reason = fmt::format("step \"{}\" failed: {}", step().name, end.error);
+    RunProgress progress;
+    progress.ended = std::make_pair(attempt_id_, std::move(end));
+    if (stop_state_) {
+        finish(std::move(progress), *stop_state_, stop_reason_);
+    } else if (!succeeded) {
+        finish(std::move(progress), RunState::Failed, reason);
+    } else {
+        ++step_index_;
+        advance(std::move(progress));
+    }
 }
 
-void RunExecution::finish(RunState state, std::string reason) {
-    if (finished_) {
-        return;
-    }
+void RunExecution::finish(RunProgress progress, RunState state, std::string reason) {
     finished_ = true;
     deadline_.cancel();
-    persist(
-        "finishing the run",
-        [this, state, reason](StatusCompletion cb) {
-            sched_.store_.finish_run(id_, state, reason, Timestamp::now(), std::move(cb));
-        },
-        [this, state, reason] {
-            const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - run_started_);
-            sched_.log_->info("run finished run={} state={} duration_ms={} reason={}", id_,
-                              run_state_name(state), elapsed.count(), log::quote(reason));
-            sched_.on_run_finished(id_);
-        });
+    progress.finished = RunProgress::Finish{state, reason, Timestamp::now()};
+    persist(std::move(progress), [this, state, reason](AttemptId) {
+        const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - run_started_);
+        sched_.log_->info("run finished run={} state={} duration_ms={} reason={}", id_,
+                          run_state_name(state), elapsed.count(), log::quote(reason));
+        sched_.on_run_finished(id_);
+    });
 }
 
-// Submits a store write and continues with `then` once it is durable. While the store is
+// Submits `progress` and continues with `then` once it is durable. While the store is
 // unavailable (disk full, database locked) the write is retried with growing delays: the run
-// waits rather than acting on a state that was never recorded.
-void RunExecution::persist(std::string what, Submit submit, std::function<void()> then) {
+// waits rather than act on a state that was never recorded.
+void RunExecution::persist(RunProgress progress, std::function<void(AttemptId)> then) {
+    progress.run = id_;
     auto self = shared_from_this();
-    submit([self, what = std::move(what), submit, then = std::move(then)](Status s) mutable {
-        asio::post(
-            self->sched_.io_, [self, s = std::move(s), what = std::move(what),
-                               submit = std::move(submit), then = std::move(then)]() mutable {
-                if (s) {
+    auto shared = std::make_shared<RunProgress>(progress);
+    sched_.store_.record_progress(
+        std::move(progress), [self, shared, then = std::move(then)](Result<AttemptId> r) mutable {
+            asio::post(self->sched_.io_, [self, shared, then = std::move(then), r = std::move(r)] {
+                if (r) {
                     self->retry_delay_ = kFirstRetry;
-                    then();
+                    then(*r);
                     return;
                 }
-                if (s.error().code != ErrorCode::Unavailable) {
-                    self->abandon(fmt::format("{} failed: {}", what, s.error().message));
+                if (r.error().code != ErrorCode::Unavailable) {
+                    self->abandon(fmt::format("recording progress failed: {}", r.error().message));
                     return;
                 }
                 self->sched_.log_->warn(
-                    "store write failed, will retry run={} what={} delay_ms={} "
-                    "error={}",
-                    self->id_, log::quote(what), self->retry_delay_.count(),
-                    log::quote(s.error().message));
-                self->retry_timer_.expires_after(self->retry_delay_);
-                self->retry_delay_ = std::min(self->retry_delay_ * 2, kMaxRetry);
-                self->retry_timer_.async_wait(
-                    [self, what = std::move(what), submit = std::move(submit),
-                     then = std::move(then)](const boost::system::error_code& e) mutable {
-                        if (!e) {
-                            self->persist(std::move(what), std::move(submit), std::move(then));
-                        }
-                    });
+                    "store write failed, will retry run={} delay_ms={} error={}", self->id_,
+                    self->retry_delay_.count(), log::quote(r.error().message));
+                self->retry_later([self, shared, then] { self->persist(*shared, then); });
             });
+        });
+}
+
+void RunExecution::retry_later(std::function<void()> again) {
+    retry_timer_.expires_after(retry_delay_);
+    retry_delay_ = std::min(retry_delay_ * 2, kMaxRetry);
+    retry_timer_.async_wait([again = std::move(again)](const boost::system::error_code& e) {
+        if (!e) {
+            again();
+        }
     });
 }
 
@@ -352,15 +325,19 @@ Status Scheduler::recover() {
         // per step whether to resume; until then an interrupted run is failed for a human to
         // look at.
         log_->warn("run interrupted by a restart run={}", id);
-        store_.finish_run(id, RunState::Failed,
-                          "interrupted: runbookd stopped while the run was in progress; its "
-                          "last step may have been left running",
-                          Timestamp::now(), [logger = log_, id](Status s) {
-                              if (!s) {
-                                  logger->error("failing interrupted run failed run={} error={}",
-                                                id, log::quote(s.error().message));
-                              }
-                          });
+        RunProgress progress;
+        progress.run = id;
+        progress.finished =
+            RunProgress::Finish{RunState::Failed,
+                                "interrupted: runbookd stopped while the run was in progress; "
+                                "its last step may have been left running",
+                                Timestamp::now()};
+        store_.record_progress(std::move(progress), [logger = log_, id](Result<AttemptId> r) {
+            if (!r) {
+                logger->error("failing interrupted run failed run={} error={}", id,
+                              log::quote(r.error().message));
+            }
+        });
     }
     auto queued = store_.runs_in_state(RunState::Queued);
     if (!queued) {

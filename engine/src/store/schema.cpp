@@ -38,8 +38,6 @@ CREATE TABLE alerts (
     outcome        TEXT NOT NULL,
     outcome_detail TEXT NOT NULL
 ) STRICT;
-CREATE INDEX alerts_by_episode ON alerts (fingerprint, starts_at);
-CREATE INDEX alerts_by_delivery ON alerts (delivery_id);
 
 CREATE TABLE runbook_versions (
     content_hash    TEXT PRIMARY KEY,
@@ -64,7 +62,6 @@ CREATE TABLE runs (
     finished_at  TEXT
 ) STRICT;
 CREATE INDEX runs_by_runbook ON runs (runbook, id);
-CREATE INDEX runs_unfinished ON runs (state) WHERE state IN ('queued', 'running');
 
 CREATE TABLE attempts (
     id             INTEGER PRIMARY KEY,
@@ -98,7 +95,6 @@ CREATE TABLE events (
     attempt_id  INTEGER REFERENCES attempts(id),
     detail      TEXT NOT NULL
 ) STRICT;
-CREATE INDEX events_by_run ON events (run_id, id);
 )sql"},
     };
     return all;

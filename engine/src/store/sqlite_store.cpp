@@ -54,6 +54,101 @@ std::optional<Timestamp> parse_stored_time(const std::optional<std::string>& tex
     return parse_stored_time(*text);
 }
 
+std::string dump_json(const Json& j) {
+    return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// A delivery with every text column rendered, ready for the writer to bind.
+struct DeliveryWrite {
+    struct AlertText {
+        std::string labels;
+        std::string annotations;
+        std::string starts_at;
+        std::optional<std::string> ends_at;
+    };
+    std::shared_ptr<const DeliveryRecord> record;
+    std::string received_at;
+    std::string warnings_json;
+    std::vector<std::string> warning_events;
+    std::vector<AlertText> alerts;
+    std::vector<std::string> run_events;
+};
+
+DeliveryWrite prepare_delivery(std::shared_ptr<const DeliveryRecord> record) {
+    DeliveryWrite w;
+    const DeliveryRecord& r = *record;
+    w.received_at = r.received_at.to_rfc3339_millis();
+    w.warnings_json = dump_json(Json(r.warnings));
+    for (const auto& warning : r.warnings) {
+        w.warning_events.push_back(dump_json(Json{{"warning", warning}}));
+    }
+    for (const auto& entry : r.alerts) {
+        const Alert& a = entry.alert;
+        std::optional<std::string> ends;
+        if (a.ends_at) {
+            ends = a.ends_at->to_rfc3339();
+        }
+        w.alerts.push_back(
+            {to_json(a.labels), to_json(a.annotations), a.starts_at.to_rfc3339(), std::move(ends)});
+    }
+    for (const auto& run : r.runs) {
+        w.run_events.push_back(dump_json(Json{{"runbook", run.runbook}, {"trigger", "alert"}}));
+    }
+    w.record = std::move(record);
+    return w;
+}
+
+std::string attempt_end_detail(const AttemptEnd& e) {
+    Json detail = {{"succeeded", e.succeeded}, {"duration_ms", e.duration_ms}};
+    if (e.exit_code) {
+        detail["exit_code"] = *e.exit_code;
+    }
+    if (e.signal) {
+        detail["signal"] = *e.signal;
+    }
+    if (!e.error.empty()) {
+        detail["error"] = e.error;
+    }
+    return dump_json(detail);
+}
+
+// A run's progress with every text column rendered, ready for the writer to bind.
+struct ProgressWrite {
+    RunProgress progress;
+    std::string started_at;
+    std::string ended_at, ended_detail;
+    std::string next_argv, next_started_at, next_detail;
+    std::string next_end_at, next_end_detail;
+    std::string finished_at, finished_detail;
+};
+
+ProgressWrite prepare_progress(RunProgress p) {
+    ProgressWrite w;
+    if (p.started) {
+        w.started_at = p.started->to_rfc3339_millis();
+    }
+    if (p.ended) {
+        w.ended_at = p.ended->second.finished_at.to_rfc3339_millis();
+        w.ended_detail = attempt_end_detail(p.ended->second);
+    }
+    if (p.next) {
+        w.next_argv = dump_json(Json(p.next->argv));
+        w.next_started_at = p.next->started_at.to_rfc3339_millis();
+        w.next_detail = dump_json(Json{{"step", p.next->step}, {"attempt", p.next->attempt}});
+    }
+    if (p.next_end) {
+        w.next_end_at = p.next_end->finished_at.to_rfc3339_millis();
+        w.next_end_detail = attempt_end_detail(*p.next_end);
+    }
+    if (p.finished) {
+        w.finished_at = p.finished->at.to_rfc3339_millis();
+        w.finished_detail = dump_json(
+            Json{{"state", run_state_name(p.finished->state)}, {"reason", p.finished->reason}});
+    }
+    w.progress = std::move(p);
+    return w;
+}
+
 // The writer's prepared statements, compiled once: the delivery path runs them thousands of
 // times a second.
 struct WriterStatements {
@@ -67,7 +162,14 @@ struct WriterStatements {
 struct PendingWrite {
     std::function<Status()> apply;
     std::function<void(Status)> finish;
+    std::chrono::steady_clock::time_point queued_at{};
 };
+
+// Deliveries have a caller waiting on the other end (Alertmanager, with its own timeout and
+// retries); run progress only paces the next step of a run. Under load the writer therefore
+// commits waiting deliveries first, and takes run progress along once it has waited this
+// long, or whenever no delivery is waiting.
+constexpr std::chrono::milliseconds kProgressMaxDelay{20};
 
 class SqliteStore final : public Store {
   public:
@@ -86,12 +188,7 @@ class SqliteStore final : public Store {
 
     void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                          Completion<DeliveryReceipt> done) override;
-    void mark_run_started(RunId run, Timestamp at, StatusCompletion done) override;
-    void record_attempt_start(AttemptStart start, Completion<AttemptId> done) override;
-    void record_attempt_end(RunId run, AttemptId attempt, AttemptEnd end,
-                            StatusCompletion done) override;
-    void finish_run(RunId run, RunState state, std::string reason, Timestamp at,
-                    StatusCompletion done) override;
+    void record_progress(RunProgress progress, Completion<AttemptId> done) override;
 
     Result<RunContext> load_run(RunId run) override;
     Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override;
@@ -103,13 +200,18 @@ class SqliteStore final : public Store {
   private:
     class Reader;
 
-    void submit(PendingWrite write);
+    void submit(std::deque<PendingWrite>& queue, PendingWrite write);
+    void take(std::deque<PendingWrite>& queue, std::vector<PendingWrite>& batch) const;
     void writer_loop();
     void commit_batch(std::vector<PendingWrite>& batch);
-    Status insert_event(std::string_view kind, const Timestamp& at,
+    Status apply_isolated(std::vector<PendingWrite>& batch, std::vector<Status>& results);
+    Status insert_event(std::string_view kind, std::string_view at,
                         std::optional<std::int64_t> delivery, std::optional<std::int64_t> run,
-                        std::optional<std::int64_t> attempt, const Json& detail);
-    Status apply_delivery(const DeliveryRecord& record, DeliveryReceipt& receipt);
+                        std::optional<std::int64_t> attempt, std::string_view detail);
+    Status apply_delivery(const DeliveryWrite& write, DeliveryReceipt& receipt);
+    Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
+    Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
+                       const std::string& detail);
     Status update_one(Statement& stmt, std::string_view what);
 
     Result<Database> acquire_reader();
@@ -123,7 +225,8 @@ class SqliteStore final : public Store {
 
     std::mutex mutex_;
     std::condition_variable cv_;
-    std::deque<PendingWrite> queue_;
+    std::deque<PendingWrite> deliveries_;  // see kProgressMaxDelay
+    std::deque<PendingWrite> progress_;
     bool closing_ = false;
     std::mutex join_mutex_;
     std::thread thread_;
@@ -275,11 +378,12 @@ Status SqliteStore::prepare_writer() {
     return {};
 }
 
-void SqliteStore::submit(PendingWrite write) {
+void SqliteStore::submit(std::deque<PendingWrite>& queue, PendingWrite write) {
     {
         std::lock_guard lock(mutex_);
         if (!closing_) {
-            queue_.push_back(std::move(write));
+            write.queued_at = std::chrono::steady_clock::now();
+            queue.push_back(std::move(write));
             cv_.notify_one();
             return;
         }
@@ -292,13 +396,16 @@ void SqliteStore::writer_loop() {
     for (;;) {
         {
             std::unique_lock lock(mutex_);
-            cv_.wait(lock, [this] { return !queue_.empty() || closing_; });
-            if (queue_.empty()) {
+            cv_.wait(lock,
+                     [this] { return !deliveries_.empty() || !progress_.empty() || closing_; });
+            if (deliveries_.empty() && progress_.empty()) {
                 return;
             }
-            while (!queue_.empty() && batch.size() < options_.max_batch) {
-                batch.push_back(std::move(queue_.front()));
-                queue_.pop_front();
+            take(deliveries_, batch);
+            const auto now = std::chrono::steady_clock::now();
+            if (batch.empty() ||
+                (!progress_.empty() && now - progress_.front().queued_at >= kProgressMaxDelay)) {
+                take(progress_, batch);
             }
         }
         commit_batch(batch);
@@ -306,23 +413,32 @@ void SqliteStore::writer_loop() {
     }
 }
 
-// Runs every write of the batch in one transaction, each inside its own savepoint so that a
-// failing write does not take the others down, then commits once: one fsync for the batch.
+void SqliteStore::take(std::deque<PendingWrite>& queue, std::vector<PendingWrite>& batch) const {
+    while (!queue.empty() && batch.size() < options_.max_batch) {
+        batch.push_back(std::move(queue.front()));
+        queue.pop_front();
+    }
+}
+
+// Commits the batch in one transaction: one fsync for many writes. The fast path applies the
+// writes one after another; if one of them fails, the transaction is rolled back and the batch
+// applied again with a savepoint around each write, so that the failing write is the only one
+// that fails. Writes rebuild their results from scratch, so applying one twice is safe.
 void SqliteStore::commit_batch(std::vector<PendingWrite>& batch) {
     std::vector<Status> results(batch.size());
     Status tx = ws_.begin.run();
+    bool all_applied = true;
     if (tx) {
-        for (std::size_t i = 0; i < batch.size(); ++i) {
-            if (auto s = ws_.savepoint.run(); !s) {
-                results[i] = s;
-                continue;
-            }
+        for (std::size_t i = 0; i < batch.size() && all_applied; ++i) {
             results[i] = batch[i].apply();
-            if (!results[i]) {
-                (void)ws_.rollback_to.run();
-            }
-            (void)ws_.release.run();
+            all_applied = results[i].ok();
         }
+        if (!all_applied) {
+            (void)ws_.rollback.run();
+            tx = apply_isolated(batch, results);
+        }
+    }
+    if (tx) {
         tx = ws_.commit.run();
         if (!tx) {
             (void)ws_.rollback.run();
@@ -337,6 +453,25 @@ void SqliteStore::commit_batch(std::vector<PendingWrite>& batch) {
     }
 }
 
+// The slow path of commit_batch(): a new transaction with each write in its own savepoint.
+Status SqliteStore::apply_isolated(std::vector<PendingWrite>& batch, std::vector<Status>& results) {
+    if (auto s = ws_.begin.run(); !s) {
+        return s;
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (auto s = ws_.savepoint.run(); !s) {
+            results[i] = s;
+            continue;
+        }
+        results[i] = batch[i].apply();
+        if (!results[i]) {
+            (void)ws_.rollback_to.run();
+        }
+        (void)ws_.release.run();
+    }
+    return {};
+}
+
 void SqliteStore::close() {
     {
         std::lock_guard lock(mutex_);
@@ -349,16 +484,16 @@ void SqliteStore::close() {
     }
 }
 
-Status SqliteStore::insert_event(std::string_view kind, const Timestamp& at,
+Status SqliteStore::insert_event(std::string_view kind, std::string_view at,
                                  std::optional<std::int64_t> delivery,
                                  std::optional<std::int64_t> run,
-                                 std::optional<std::int64_t> attempt, const Json& detail) {
-    return ws_.insert_event.bind(1, std::string_view(at.to_rfc3339_millis()))
+                                 std::optional<std::int64_t> attempt, std::string_view detail) {
+    return ws_.insert_event.bind(1, at)
         .bind(2, kind)
         .bind(3, delivery)
         .bind(4, run)
         .bind(5, attempt)
-        .bind(6, std::string_view(detail.dump(-1, ' ', false, Json::error_handler_t::replace)))
+        .bind(6, detail)
         .run();
 }
 
@@ -373,10 +508,9 @@ Status SqliteStore::update_one(Statement& stmt, std::string_view what) {
     return {};
 }
 
-Status SqliteStore::apply_delivery(const DeliveryRecord& r, DeliveryReceipt& receipt) {
-    const std::string received = r.received_at.to_rfc3339_millis();
-    const Json warnings = r.warnings;
-    Status s = ws_.insert_delivery.bind(1, std::string_view(received))
+Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& receipt) {
+    const DeliveryRecord& r = *w.record;
+    Status s = ws_.insert_delivery.bind(1, std::string_view(w.received_at))
                    .bind(2, std::string_view(r.source))
                    .bind(3, std::string_view(r.remote_addr))
                    .bind(4, std::string_view(r.user_agent))
@@ -388,15 +522,15 @@ Status SqliteStore::apply_delivery(const DeliveryRecord& r, DeliveryReceipt& rec
                    .bind(10, std::string_view(r.body_sha256))
                    .bind(11, static_cast<std::int64_t>(r.alerts.size()))
                    .bind(12, r.truncated_alerts)
-                   .bind(13, std::string_view(warnings.dump()))
+                   .bind(13, std::string_view(w.warnings_json))
                    .run();
     if (!s) {
         return s;
     }
     receipt.delivery_id = writer_db_.last_insert_id();
-    for (const auto& w : r.warnings) {
-        if (s = insert_event("delivery.warning", r.received_at, receipt.delivery_id, std::nullopt,
-                             std::nullopt, Json{{"warning", w}});
+    for (const auto& detail : w.warning_events) {
+        if (s = insert_event("delivery.warning", w.received_at, receipt.delivery_id, std::nullopt,
+                             std::nullopt, detail);
             !s) {
             return s;
         }
@@ -404,20 +538,16 @@ Status SqliteStore::apply_delivery(const DeliveryRecord& r, DeliveryReceipt& rec
 
     for (std::size_t i = 0; i < r.alerts.size(); ++i) {
         const auto& entry = r.alerts[i];
-        const Alert& a = entry.alert;
-        std::optional<std::string> ends;
-        if (a.ends_at) {
-            ends = a.ends_at->to_rfc3339();
-        }
+        const auto& text = w.alerts[i];
         s = ws_.insert_alert.bind(1, receipt.delivery_id)
                 .bind(2, static_cast<std::int64_t>(i))
-                .bind(3, std::string_view(a.fingerprint))
-                .bind(4, std::string_view(alert_status_name(a.status)))
-                .bind(5, std::string_view(a.starts_at.to_rfc3339()))
-                .bind(6, ends)
-                .bind(7, std::string_view(to_json(a.labels)))
-                .bind(8, std::string_view(to_json(a.annotations)))
-                .bind(9, std::string_view(a.generator_url))
+                .bind(3, std::string_view(entry.alert.fingerprint))
+                .bind(4, std::string_view(alert_status_name(entry.alert.status)))
+                .bind(5, std::string_view(text.starts_at))
+                .bind(6, text.ends_at)
+                .bind(7, std::string_view(text.labels))
+                .bind(8, std::string_view(text.annotations))
+                .bind(9, std::string_view(entry.alert.generator_url))
                 .bind(10, std::string_view(alert_outcome_name(entry.outcome)))
                 .bind(11, std::string_view(entry.outcome_detail))
                 .run();
@@ -427,19 +557,20 @@ Status SqliteStore::apply_delivery(const DeliveryRecord& r, DeliveryReceipt& rec
         receipt.alert_ids.push_back(writer_db_.last_insert_id());
     }
 
-    for (const auto& run : r.runs) {
+    for (std::size_t i = 0; i < r.runs.size(); ++i) {
+        const auto& run = r.runs[i];
         s = ws_.insert_run.bind(1, std::string_view(run.runbook))
                 .bind(2, std::string_view(run.runbook_hash))
                 .bind(3, receipt.alert_ids.at(run.alert_index))
-                .bind(4, std::string_view(received))
+                .bind(4, std::string_view(w.received_at))
                 .run();
         if (!s) {
             return s;
         }
         const RunId id = writer_db_.last_insert_id();
         receipt.run_ids.push_back(id);
-        if (s = insert_event("run.queued", r.received_at, receipt.delivery_id, id, std::nullopt,
-                             Json{{"runbook", run.runbook}, {"trigger", "alert"}});
+        if (s = insert_event("run.queued", w.received_at, receipt.delivery_id, id, std::nullopt,
+                             w.run_events[i]);
             !s) {
             return s;
         }
@@ -449,128 +580,129 @@ Status SqliteStore::apply_delivery(const DeliveryRecord& r, DeliveryReceipt& rec
 
 void SqliteStore::record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                   Completion<DeliveryReceipt> done) {
+    // Everything that does not need the database is turned into text here, on the caller's
+    // thread, so that the single writer thread only binds and steps.
+    auto write = std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record)));
     auto receipt = std::make_shared<DeliveryReceipt>();
-    submit(PendingWrite{[this, record = std::move(record), receipt] {
-                            *receipt = DeliveryReceipt{};
-                            return apply_delivery(*record, *receipt);
-                        },
-                        [receipt, done = std::move(done)](Status s) {
-                            if (!s) {
-                                done(s.error());
-                                return;
-                            }
-                            done(std::move(*receipt));
-                        }});
+    submit(deliveries_, PendingWrite{[this, write, receipt] {
+                                         *receipt = DeliveryReceipt{};
+                                         return apply_delivery(*write, *receipt);
+                                     },
+                                     [receipt, done = std::move(done)](Status s) {
+                                         if (!s) {
+                                             done(s.error());
+                                             return;
+                                         }
+                                         done(std::move(*receipt));
+                                     }});
 }
 
-void SqliteStore::mark_run_started(RunId run, Timestamp at, StatusCompletion done) {
-    submit(PendingWrite{
-        [this, run, at] {
-            ws_.start_run.bind(1, std::string_view(at.to_rfc3339_millis())).bind(2, run);
-            if (auto s = update_one(ws_.start_run, fmt::format("starting run {}", run)); !s) {
-                return s;
-            }
-            return insert_event("run.started", at, std::nullopt, run, std::nullopt, Json::object());
-        },
-        std::move(done)});
+Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& e,
+                                const std::string& at, const std::string& detail) {
+    const auto opt = [](const std::optional<int>& v) {
+        return v ? std::optional<std::int64_t>(*v) : std::nullopt;
+    };
+    ws_.end_attempt.bind(1, std::string_view(e.succeeded ? "succeeded" : "failed"))
+        .bind(2, opt(e.exit_code))
+        .bind(3, opt(e.signal))
+        .bind(4, std::string_view(e.error))
+        .bind(5, std::string_view(at))
+        .bind(6, e.duration_ms)
+        .bind(7, e.stdout_bytes)
+        .bind(8, e.stderr_bytes)
+        .bind_blob(9, e.stdout_excerpt)
+        .bind_blob(10, e.stderr_excerpt)
+        .bind(11, attempt)
+        .bind(12, run);
+    if (auto s = update_one(ws_.end_attempt, fmt::format("ending attempt {}", attempt)); !s) {
+        return s;
+    }
+    return insert_event("attempt.finished", at, std::nullopt, run, attempt, detail);
 }
 
-void SqliteStore::record_attempt_start(AttemptStart start, Completion<AttemptId> done) {
-    auto shared = std::make_shared<std::pair<AttemptStart, AttemptId>>(std::move(start), 0);
-    submit(PendingWrite{
-        [this, shared] {
-            const AttemptStart& a = shared->first;
-            const Json argv = a.argv;
-            Status s = ws_.insert_attempt.bind(1, a.run_id)
-                           .bind(2, std::string_view(a.step))
-                           .bind(3, std::int64_t{a.step_index})
-                           .bind(4, std::int64_t{a.attempt})
-                           .bind(5, std::string_view(a.kind))
-                           .bind(6, std::string_view(
-                                        argv.dump(-1, ' ', false, Json::error_handler_t::replace)))
-                           .bind(7, std::string_view(a.cwd))
-                           .bind(8, std::string_view(a.started_at.to_rfc3339_millis()))
-                           .run();
-            if (!s) {
+Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
+    const RunProgress& p = w.progress;
+    const RunId run = p.run;
+    if (p.started) {
+        ws_.start_run.bind(1, std::string_view(w.started_at)).bind(2, run);
+        if (auto s = update_one(ws_.start_run, fmt::format("starting run {}", run)); !s) {
+            return s;
+        }
+        if (auto s =
+                insert_event("run.started", w.started_at, std::nullopt, run, std::nullopt, "{}");
+            !s) {
+            return s;
+        }
+    }
+    if (p.ended) {
+        if (auto s = end_attempt(run, p.ended->first, p.ended->second, w.ended_at, w.ended_detail);
+            !s) {
+            return s;
+        }
+    }
+    if (p.next) {
+        const AttemptStart& a = *p.next;
+        Status s = ws_.insert_attempt.bind(1, run)
+                       .bind(2, std::string_view(a.step))
+                       .bind(3, std::int64_t{a.step_index})
+                       .bind(4, std::int64_t{a.attempt})
+                       .bind(5, std::string_view(a.kind))
+                       .bind(6, std::string_view(w.next_argv))
+                       .bind(7, std::string_view(a.cwd))
+                       .bind(8, std::string_view(w.next_started_at))
+                       .run();
+        if (!s) {
+            return s;
+        }
+        next_id = writer_db_.last_insert_id();
+        if (s = insert_event("attempt.started", w.next_started_at, std::nullopt, run, next_id,
+                             w.next_detail);
+            !s) {
+            return s;
+        }
+        if (p.next_end) {
+            if (s = end_attempt(run, next_id, *p.next_end, w.next_end_at, w.next_end_detail); !s) {
                 return s;
             }
-            shared->second = writer_db_.last_insert_id();
-            return insert_event("attempt.started", a.started_at, std::nullopt, a.run_id,
-                                shared->second, Json{{"step", a.step}, {"attempt", a.attempt}});
-        },
-        [shared, done = std::move(done)](Status s) {
-            if (!s) {
-                done(s.error());
-                return;
-            }
-            done(shared->second);
-        }});
+        }
+    }
+    if (p.finished) {
+        const auto& f = *p.finished;
+        ws_.finish_run.bind(1, std::string_view(run_state_name(f.state)))
+            .bind(2, std::string_view(f.reason))
+            .bind(3, std::string_view(w.finished_at))
+            .bind(4, run);
+        if (auto s = update_one(ws_.finish_run, fmt::format("finishing run {}", run)); !s) {
+            return s;
+        }
+        // A finished run has no attempt left running (after a crash, the one in flight).
+        if (auto s = ws_.fail_open_attempts.bind(1, std::string_view(f.reason))
+                         .bind(2, std::string_view(w.finished_at))
+                         .bind(3, run)
+                         .run();
+            !s) {
+            return s;
+        }
+        return insert_event("run.finished", w.finished_at, std::nullopt, run, std::nullopt,
+                            w.finished_detail);
+    }
+    return {};
 }
 
-void SqliteStore::record_attempt_end(RunId run, AttemptId attempt, AttemptEnd end,
-                                     StatusCompletion done) {
-    auto shared = std::make_shared<AttemptEnd>(std::move(end));
-    submit(PendingWrite{
-        [this, run, attempt, shared] {
-            const AttemptEnd& e = *shared;
-            auto opt = [](const std::optional<int>& v) {
-                return v ? std::optional<std::int64_t>(*v) : std::nullopt;
-            };
-            ws_.end_attempt.bind(1, std::string_view(e.succeeded ? "succeeded" : "failed"))
-                .bind(2, opt(e.exit_code))
-                .bind(3, opt(e.signal))
-                .bind(4, std::string_view(e.error))
-                .bind(5, std::string_view(e.finished_at.to_rfc3339_millis()))
-                .bind(6, e.duration_ms)
-                .bind(7, e.stdout_bytes)
-                .bind(8, e.stderr_bytes)
-                .bind_blob(9, e.stdout_excerpt)
-                .bind_blob(10, e.stderr_excerpt)
-                .bind(11, attempt)
-                .bind(12, run);
-            if (auto s = update_one(ws_.end_attempt, fmt::format("ending attempt {}", attempt));
-                !s) {
-                return s;
-            }
-            Json detail = {{"succeeded", e.succeeded}, {"duration_ms", e.duration_ms}};
-            if (e.exit_code) {
-                detail["exit_code"] = *e.exit_code;
-            }
-            if (e.signal) {
-                detail["signal"] = *e.signal;
-            }
-            if (!e.error.empty()) {
-                detail["error"] = e.error;
-            }
-            return insert_event("attempt.finished", e.finished_at, std::nullopt, run, attempt,
-                                detail);
-        },
-        std::move(done)});
-}
-
-void SqliteStore::finish_run(RunId run, RunState state, std::string reason, Timestamp at,
-                             StatusCompletion done) {
-    submit(PendingWrite{
-        [this, run, state, reason = std::move(reason), at] {
-            ws_.finish_run.bind(1, std::string_view(run_state_name(state)))
-                .bind(2, std::string_view(reason))
-                .bind(3, std::string_view(at.to_rfc3339_millis()))
-                .bind(4, run);
-            if (auto s = update_one(ws_.finish_run, fmt::format("finishing run {}", run)); !s) {
-                return s;
-            }
-            // A finished run has no attempt left running (after a crash, the one in flight).
-            if (auto s = ws_.fail_open_attempts.bind(1, std::string_view(reason))
-                             .bind(2, std::string_view(at.to_rfc3339_millis()))
-                             .bind(3, run)
-                             .run();
-                !s) {
-                return s;
-            }
-            return insert_event("run.finished", at, std::nullopt, run, std::nullopt,
-                                Json{{"state", run_state_name(state)}, {"reason", reason}});
-        },
-        std::move(done)});
+void SqliteStore::record_progress(RunProgress progress, Completion<AttemptId> done) {
+    auto write = std::make_shared<ProgressWrite>(prepare_progress(std::move(progress)));
+    auto next_id = std::make_shared<AttemptId>(0);
+    submit(progress_, PendingWrite{[this, write, next_id] {
+                                       *next_id = 0;
+                                       return apply_progress(*write, *next_id);
+                                   },
+                                   [next_id, done = std::move(done)](Status s) {
+                                       if (!s) {
+                                           done(s.error());
+                                           return;
+                                       }
+                                       done(*next_id);
+                                   }});
 }
 
 Status SqliteStore::record_runbooks(const std::vector<std::shared_ptr<const Runbook>>& runbooks) {
@@ -916,6 +1048,10 @@ const char* alert_outcome_name(AlertOutcome outcome) {
 }
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options) {
+    // SQLite counts memory under a global mutex unless told not to; runbookd never reads the
+    // counters. Only possible before SQLite initialises, so later calls may fail harmlessly.
+    static std::once_flag configured;
+    std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
     auto db = Database::open(options.path, false, options.busy_timeout_ms);
     if (!db) {
         return db.error();
