@@ -195,6 +195,7 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
         http::Response response;
         response.status = r.status;
         response.body = std::move(r.body);
+        response.render_body = std::move(r.render_body);
         respond(std::move(response));
     });
 }

@@ -111,9 +111,7 @@ Status Daemon::start() {
         return s;
     }
     p.server = std::make_unique<http::Server>(http_options, p.router);
-    p.intake = std::make_unique<intake::AlertmanagerIntake>(
-        *p.store, p.catalog, *p.scheduler,
-        [server = p.server.get()](std::function<void()> work) { server->post(std::move(work)); });
+    p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler);
     p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get()};
     api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {

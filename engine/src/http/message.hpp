@@ -37,6 +37,10 @@ struct Response {
     unsigned status = 200;
     std::string content_type = "application/json";
     std::string body;
+    // When set, produces the body on the connection's own thread just before writing, so that
+    // a handler completing on another thread (the store's) can answer without doing the work
+    // there and without an extra hop.
+    std::function<std::string()> render_body;
     std::vector<std::pair<std::string, std::string>> headers;
     bool close = false;  // close the connection after this response
 };
@@ -91,9 +95,6 @@ class Server {
     // Binds and starts the worker threads. Fails when the address cannot be bound.
     Status start();
 
-    // Runs `work` on one of the server's threads (for completions that build responses, so that
-    // they do not run on the thread that completed them).
-    void post(std::function<void()> work);
     std::uint16_t port() const;
 
     // Stops accepting, waits up to `drain` for requests in progress to be answered, then

@@ -208,7 +208,7 @@ class Session : public std::enable_shared_from_this<Session> {
         for (const auto& [k, v] : r.headers) {
             res->set(k, v);
         }
-        res->body() = std::move(r.body);
+        res->body() = r.render_body ? r.render_body() : std::move(r.body);
         const bool keep = keep_alive_ && !close_after && !r.close && !server_.stopping;
         res->keep_alive(keep);
         res->prepare_payload();
@@ -307,10 +307,6 @@ Status Server::start() {
 
 std::uint16_t Server::port() const {
     return impl_->bound_port;
-}
-
-void Server::post(std::function<void()> work) {
-    asio::post(impl_->io, std::move(work));
 }
 
 void Server::stop(std::chrono::milliseconds drain) {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/hash.hpp"
+#include "common/json_text.hpp"
 #include "common/log.hpp"
 
 namespace runbookd::intake {
@@ -54,39 +55,50 @@ void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
     }
 }
 
-Json summary(const DeliveryRecord& record, const DeliveryReceipt& receipt) {
-    Json runs = Json::array();
+// The 200 answer, written directly (this runs for every delivery).
+std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt) {
+    std::string out = fmt::format(R"({{"delivery_id":{},"alerts_received":{},"runs_started":{},)"
+                                  R"("runs":[)",
+                                  receipt.delivery_id, record.alerts.size(), record.runs.size());
     for (std::size_t i = 0; i < record.runs.size(); ++i) {
         const auto& alert = record.alerts[record.runs[i].alert_index].alert;
-        runs.push_back({{"run_id", receipt.run_ids[i]},
-                        {"runbook", record.runs[i].runbook},
-                        {"fingerprint", alert.fingerprint}});
+        out += fmt::format(R"({}{{"run_id":{},"runbook":)", i == 0 ? "" : ",", receipt.run_ids[i]);
+        json_text::append_string(out, record.runs[i].runbook);
+        out += R"(,"fingerprint":)";
+        json_text::append_string(out, alert.fingerprint);
+        out += '}';
     }
-    Json not_acted = Json::array();
+    out += R"(],"not_acted_on":[)";
+    bool first = true;
     for (const auto& entry : record.alerts) {
         if (entry.outcome == AlertOutcome::RunStarted) {
             continue;
         }
-        not_acted.push_back({{"fingerprint", entry.alert.fingerprint},
-                             {"status", alert_status_name(entry.alert.status)},
-                             {"reason", alert_outcome_name(entry.outcome)},
-                             {"detail", entry.outcome_detail}});
+        out += first ? R"({"fingerprint":)" : R"(,{"fingerprint":)";
+        first = false;
+        json_text::append_string(out, entry.alert.fingerprint);
+        out +=
+            fmt::format(R"(,"status":"{}","reason":"{}","detail":)",
+                        alert_status_name(entry.alert.status), alert_outcome_name(entry.outcome));
+        json_text::append_string(out, entry.outcome_detail);
+        out += '}';
     }
-    return Json{{"delivery_id", receipt.delivery_id}, {"alerts_received", record.alerts.size()},
-                {"runs_started", record.runs.size()}, {"runs", runs},
-                {"not_acted_on", not_acted},          {"warnings", record.warnings}};
+    out += R"(],"warnings":[)";
+    for (std::size_t i = 0; i < record.warnings.size(); ++i) {
+        if (i > 0) {
+            out += ',';
+        }
+        json_text::append_string(out, record.warnings[i]);
+    }
+    out += "]}\n";
+    return out;
 }
 
 }  // namespace
 
 AlertmanagerIntake::AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
-                                       run::Scheduler& scheduler,
-                                       std::function<void(std::function<void()>)> defer)
-    : store_(store),
-      catalog_(std::move(catalog)),
-      scheduler_(scheduler),
-      defer_(std::move(defer)),
-      log_(log::get("alert")) {}
+                                       run::Scheduler& scheduler)
+    : store_(store), catalog_(std::move(catalog)), scheduler_(scheduler), log_(log::get("alert")) {}
 
 void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeReply)> reply) {
     auto parsed = parse_notification(delivery.body);
@@ -94,7 +106,7 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
         const Error& e = parsed.error();
         log_->warn("notification rejected remote={} field={} error={}",
                    log::quote(delivery.remote_addr), log::quote(e.where), log::quote(e.message));
-        reply(IntakeReply{400, error_body("invalid_payload", e.describe(), e.where)});
+        reply(IntakeReply{400, error_body("invalid_payload", e.describe(), e.where), {}});
         return;
     }
     Notification& n = *parsed;
@@ -127,33 +139,31 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
 
     auto shared = std::make_shared<const DeliveryRecord>(std::move(record));
     store_.record_delivery(
-        shared, [this, shared, reply = std::move(reply)](Result<DeliveryReceipt> receipt) mutable {
-            // On the store's thread: queue the runs at once, build the answer elsewhere.
-            if (receipt && !receipt->run_ids.empty()) {
+        shared, [this, shared, reply = std::move(reply)](Result<DeliveryReceipt> receipt) {
+            // On the store's thread, which must stay free for the next commit: queue the runs and
+            // leave building the answer to the connection's thread.
+            if (!receipt) {
+                log_->error("recording delivery failed, answering 503 error={}",
+                            log::quote(receipt.error().message));
+                reply(IntakeReply{503,
+                                  error_body("store_unavailable",
+                                             "the delivery could not be recorded; nothing from it "
+                                             "will run: " +
+                                                 receipt.error().message,
+                                             ""),
+                                  {}});
+                return;
+            }
+            log_->info("delivery recorded delivery={} receiver={} alerts={} runs={}",
+                       receipt->delivery_id, log::quote(shared->receiver), shared->alerts.size(),
+                       receipt->run_ids.size());
+            if (!receipt->run_ids.empty()) {
                 scheduler_.enqueue(receipt->run_ids);
             }
-            defer_([this, shared, reply = std::move(reply), receipt = std::move(receipt)] {
-                answer(*shared, receipt, reply);
-            });
+            reply(IntakeReply{200, {}, [shared, done = std::move(*receipt)] {
+                                  return summary(*shared, done);
+                              }});
         });
-}
-
-void AlertmanagerIntake::answer(const DeliveryRecord& record,
-                                const Result<DeliveryReceipt>& receipt,
-                                const std::function<void(IntakeReply)>& reply) {
-    if (!receipt) {
-        log_->error("recording delivery failed, answering 503 error={}",
-                    log::quote(receipt.error().message));
-        reply(IntakeReply{503, error_body("store_unavailable",
-                                          "the delivery could not be recorded; nothing from it "
-                                          "will run: " +
-                                              receipt.error().message,
-                                          "")});
-        return;
-    }
-    log_->info("delivery recorded delivery={} receiver={} alerts={} runs={}", receipt->delivery_id,
-               log::quote(record.receiver), record.alerts.size(), receipt->run_ids.size());
-    reply(IntakeReply{200, dump(summary(record, *receipt))});
 }
 
 }  // namespace runbookd::intake

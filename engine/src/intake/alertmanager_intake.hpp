@@ -22,6 +22,8 @@ struct Delivery {
 struct IntakeReply {
     unsigned status = 200;
     std::string body;  // JSON
+    // Set instead of `body` when the body is better built on the answering thread.
+    std::function<std::string()> render_body;
 };
 
 // Receives Alertmanager notifications: parses them, matches each alert against the runbooks,
@@ -29,22 +31,16 @@ struct IntakeReply {
 // the runs and answers. Stateless apart from the catalog; safe to call from any thread.
 class AlertmanagerIntake {
   public:
-    // `defer` runs work on a thread that may build responses (the HTTP threads): the store
-    // completes writes on its own thread, which must stay free for the next commit.
     AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
-                       run::Scheduler& scheduler, std::function<void(std::function<void()>)> defer);
+                       run::Scheduler& scheduler);
 
     // `reply` runs exactly once, possibly on another thread.
     void handle(Delivery delivery, std::function<void(IntakeReply)> reply);
 
   private:
-    void answer(const DeliveryRecord& record, const Result<DeliveryReceipt>& receipt,
-                const std::function<void(IntakeReply)>& reply);
-
     Store& store_;
     std::shared_ptr<const RunbookCatalog> catalog_;
     run::Scheduler& scheduler_;
-    std::function<void(std::function<void()>)> defer_;
     std::shared_ptr<spdlog::logger> log_;
 };
 

@@ -8,6 +8,7 @@
 
 #include <runbookd/store.hpp>
 
+#include "common/json_text.hpp"
 #include "common/log.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
@@ -20,14 +21,6 @@ using sqlite::Database;
 using sqlite::Statement;
 
 constexpr std::size_t kMaxIdleReaders = 8;
-
-std::string to_json(const LabelSet& labels) {
-    Json object = Json::object();
-    for (const auto& [k, v] : labels) {
-        object[k] = v;
-    }
-    return object.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
 
 LabelSet labels_from_json(const std::string& text) {
     LabelSet out;
@@ -88,8 +81,8 @@ DeliveryWrite prepare_delivery(std::shared_ptr<const DeliveryRecord> record) {
         if (a.ends_at) {
             ends = a.ends_at->to_rfc3339();
         }
-        w.alerts.push_back(
-            {to_json(a.labels), to_json(a.annotations), a.starts_at.to_rfc3339(), std::move(ends)});
+        w.alerts.push_back({json_text::label_set(a.labels), json_text::label_set(a.annotations),
+                            a.starts_at.to_rfc3339(), std::move(ends)});
     }
     for (const auto& run : r.runs) {
         w.run_events.push_back(dump_json(Json{{"runbook", run.runbook}, {"trigger", "alert"}}));

@@ -1,0 +1,102 @@
+#include "common/json_text.hpp"
+
+#include <fmt/format.h>
+
+namespace runbookd::json_text {
+namespace {
+
+// Length of the valid UTF-8 sequence starting at `i`, or 0 when the byte starts none.
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    std::uint32_t min = 0;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+        n = 3;
+        min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (i + n > s.size()) {
+        return 0;
+    }
+    std::uint32_t code = c & (0xffu >> (n + 1));
+    for (std::size_t k = 1; k < n; ++k) {
+        const auto cc = static_cast<unsigned char>(s[i + k]);
+        if ((cc & 0xc0) != 0x80) {
+            return 0;
+        }
+        code = (code << 6) | (cc & 0x3fu);
+    }
+    if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
+        return 0;
+    }
+    return n;
+}
+
+}  // namespace
+
+void append_string(std::string& out, std::string_view value) {
+    out += '"';
+    for (std::size_t i = 0; i < value.size();) {
+        const char c = value[i];
+        const auto u = static_cast<unsigned char>(c);
+        if (u >= 0x80) {
+            const std::size_t n = utf8_length(value, i);
+            if (n == 0) {
+                out += "\\ufffd";
+                ++i;
+            } else {
+                out.append(value.substr(i, n));
+                i += n;
+            }
+            continue;
+        }
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                if (u < 0x20 || u == 0x7f) {
+                    out += fmt::format("\\u{:04x}", u);
+                } else {
+                    out += c;
+                }
+        }
+        ++i;
+    }
+    out += '"';
+}
+
+std::string label_set(const LabelSet& labels) {
+    std::string out = "{";
+    for (const auto& [name, value] : labels) {
+        if (out.size() > 1) {
+            out += ',';
+        }
+        append_string(out, name);
+        out += ':';
+        append_string(out, value);
+    }
+    out += '}';
+    return out;
+}
+
+}  // namespace runbookd::json_text
