@@ -35,7 +35,7 @@ TEST_CASE("strings are written as JSON that parses back to the same text", "[jso
 
 TEST_CASE("invalid UTF-8 bytes become U+FFFD and the rest is kept", "[json_text]") {
     CHECK(as_json("a\xff"
-                 "b") == "\"a\\ufffdb\"");
+                  "b") == "\"a\\ufffdb\"");
     CHECK(as_json("\xc3") == "\"\\ufffd\"");
     CHECK(as_json("\xed\xa0\x80") == "\"\\ufffd\\ufffd\\ufffd\"");
     CHECK(as_json("\xc0\xaf") == "\"\\ufffd\\ufffd\"");

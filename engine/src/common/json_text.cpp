@@ -3,11 +3,11 @@
 #include <fmt/format.h>
 
 namespace runbookd::json_text {
-namespace {
-
-// Length of the valid UTF-8 sequence starting at `i`, or 0 when the byte starts none.
-std::size_t utf8_length(std::string_view s, std::size_t i) {
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
     const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+        return 1;
+    }
     std::size_t n = 0;
     std::uint32_t min = 0;
     if (c >= 0xc2 && c <= 0xdf) {
@@ -39,7 +39,16 @@ std::size_t utf8_length(std::string_view s, std::size_t i) {
     return n;
 }
 
-}  // namespace
+bool valid_utf8(std::string_view text) {
+    for (std::size_t i = 0; i < text.size();) {
+        const std::size_t n = utf8_sequence_length(text, i);
+        if (n == 0) {
+            return false;
+        }
+        i += n;
+    }
+    return true;
+}
 
 void append_string(std::string& out, std::string_view value) {
     out += '"';
@@ -47,7 +56,7 @@ void append_string(std::string& out, std::string_view value) {
         const char c = value[i];
         const auto u = static_cast<unsigned char>(c);
         if (u >= 0x80) {
-            const std::size_t n = utf8_length(value, i);
+            const std::size_t n = utf8_sequence_length(value, i);
             if (n == 0) {
                 out += "\\ufffd";
                 ++i;

@@ -9,6 +9,13 @@
 // document first would cost more than the rest of the work.
 namespace runbookd::json_text {
 
+// Length of the well-formed UTF-8 sequence starting at byte `i` (1 for ASCII), or 0 when
+// the bytes there are not one (overlong forms, surrogates and values above U+10FFFF included).
+std::size_t utf8_sequence_length(std::string_view text, std::size_t i);
+
+// True when all of `text` is well-formed UTF-8.
+bool valid_utf8(std::string_view text);
+
 // Appends `value` as a JSON string: quoted, with '"', '\\' and control characters escaped and
 // any invalid UTF-8 byte replaced by U+FFFD.
 void append_string(std::string& out, std::string_view value);

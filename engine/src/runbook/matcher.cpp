@@ -3,6 +3,8 @@
 
 #include <runbookd/matcher.hpp>
 
+#include "common/json_text.hpp"
+
 namespace runbookd {
 namespace {
 
@@ -14,47 +16,6 @@ const re2::RE2& matcher_grammar() {
     static const re2::RE2 grammar(
         R"(^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|=|!=|!~)\s*((?s).*?)\s*$)", re2::RE2::Latin1);
     return grammar;
-}
-
-bool valid_utf8(std::string_view text) {
-    std::size_t i = 0;
-    while (i < text.size()) {
-        const auto c = static_cast<unsigned char>(text[i]);
-        std::size_t extra = 0;
-        std::uint32_t min = 0;
-        if (c < 0x80) {
-            ++i;
-            continue;
-        }
-        if ((c & 0xe0) == 0xc0) {
-            extra = 1;
-            min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            extra = 2;
-            min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            extra = 3;
-            min = 0x10000;
-        } else {
-            return false;
-        }
-        if (i + extra >= text.size()) {
-            return false;
-        }
-        std::uint32_t code = c & (0x3fu >> extra);
-        for (std::size_t k = 1; k <= extra; ++k) {
-            const auto cc = static_cast<unsigned char>(text[i + k]);
-            if ((cc & 0xc0) != 0x80) {
-                return false;
-            }
-            code = (code << 6) | (cc & 0x3fu);
-        }
-        if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
-            return false;
-        }
-        i += extra + 1;
-    }
-    return true;
 }
 
 Error bad_matcher(std::string message) {
@@ -71,7 +32,7 @@ Result<std::string> unescape_value(std::string_view raw_with_quotes) {
         raw.remove_prefix(1);
         expect_closing_quote = true;
     }
-    if (!valid_utf8(raw)) {
+    if (!json_text::valid_utf8(raw)) {
         return bad_matcher(fmt::format("matcher value is not valid UTF-8: {}", raw_with_quotes));
     }
     std::string value;
