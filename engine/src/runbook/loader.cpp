@@ -304,7 +304,7 @@ bool ParseContext::check_mapping(const YAML::Node& node, std::string_view what,
     bool ok = true;
     std::map<std::string, int> seen;
     for (auto it = node.begin(); it != node.end(); ++it) {
-        const YAML::Node& key = it->first;
+        const YAML::Node key = it->first;  // a copy: `it->` yields a temporary
         if (!key.IsScalar()) {
             error(key, fmt::format("{}: keys must be strings", what));
             ok = false;
