@@ -1,3 +1,6 @@
+#include <csignal>
+#include <thread>
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -118,4 +121,68 @@ TEST_CASE("runbookctl says when runbookd cannot be reached or the run does not e
     CHECK_THAT(unreachable.output, Catch::Contains("cannot reach runbookd at " + dead));
     CHECK(missing.exit_code == 1);
     CHECK_THAT(missing.output, Catch::Contains("404: run 42 does not exist"));
+}
+
+TEST_CASE("lint warns about a runbook that no alert can start but passes it", "[cli]") {
+    test::TempDir dir;
+    test::write_file(dir.file("manual.yaml"),
+                     "name: manual\nsteps:\n  - name: one\n    argv: [/bin/true]\n");
+
+    auto r = run_command({RUNBOOKCTL_BINARY, "lint", dir.path().string()});
+
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.output,
+               Catch::Contains(dir.file("manual.yaml") + ":1:1: warning: runbook has no matchers"));
+}
+
+TEST_CASE("bad usage exits 2 with the problem named", "[cli]") {
+    auto no_command = run_command({RUNBOOKCTL_BINARY});
+    auto bad_limit = run_command({RUNBOOKCTL_BINARY, "runs", "list", "--limit", "x"});
+    auto missing_config = run_command({RUNBOOKD_BINARY, "--config", "/nonexistent/runbookd.yaml"});
+
+    CHECK(no_command.exit_code == 2);
+    CHECK(bad_limit.exit_code == 2);
+    CHECK_THAT(bad_limit.output, Catch::Contains("--limit"));
+    CHECK(missing_config.exit_code == 2);
+    CHECK_THAT(missing_config.output, Catch::Contains("/nonexistent/runbookd.yaml"));
+}
+
+TEST_CASE("a second SIGTERM cancels the active runs instead of waiting out the grace", "[cli]") {
+    test::TempDir dir;
+    test::write_file(dir.file("runbooks/slow.yaml"), R"(name: slow
+matchers: ['alertname="HostHighLoad"']
+steps:
+  - name: wait
+    argv: [sleep, "60"]
+)");
+    test::write_file(dir.file("runbookd.yaml"), "runs:\n  shutdown_grace: 60s\n");
+    const std::uint16_t port = test::free_tcp_port();
+    const std::string db = dir.file("runbookd.db");
+    test::Subprocess daemon(
+        {RUNBOOKD_BINARY, "--config", dir.file("runbookd.yaml"), "--listen",
+         fmt::format("127.0.0.1:{}", port), "--runbooks", dir.file("runbooks"), "--db", db},
+        dir.file("runbookd.log"));
+    const std::string url = fmt::format("http://127.0.0.1:{}", port);
+    REQUIRE(test::wait_until([&] { return http::send_request("GET", url + "/").ok(); }, 10s));
+    REQUIRE(http::send_request("POST", url + "/api/v1/webhooks/alertmanager",
+                               test::fixture("alertmanager/v4-firing-two-alerts.json"),
+                               {{"Content-Type", "application/json"}})
+                .ok());
+    REQUIRE(test::wait_until(
+        [&] {
+            return test::query_value(db, "SELECT count(*) FROM runs WHERE state = 'running'") ==
+                   "2";
+        },
+        5s));
+
+    daemon.signal(SIGTERM);
+    std::this_thread::sleep_for(300ms);
+    daemon.signal(SIGTERM);
+    const auto code = daemon.wait(10s);
+
+    INFO(test::read_file(dir.file("runbookd.log")));
+    CHECK(code == 0);
+    CHECK(test::query(db, "SELECT DISTINCT state, reason FROM runs") ==
+          std::vector<std::vector<std::string>>{
+              {"cancelled", "cancelled: runbookd was told a second time to stop"}});
 }

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <runbookd/step_parser.hpp>
 #include <runbookd/store.hpp>
@@ -417,4 +418,36 @@ TEST_CASE("a failing write does not take down the others committed with it", "[s
     CHECK(query_value(f.path, "SELECT count(*) FROM deliveries") == "3");
     CHECK(query_value(f.path, "SELECT count(*) FROM runs WHERE id = " +
                                   std::to_string(receipt->run_ids.at(0))) == "1");
+}
+
+TEST_CASE("a database is used by one runbookd at a time", "[store]") {
+    test::TempDir dir;
+    const auto path = dir.file("audit.db");
+    SqliteOptions options;
+    options.path = path;
+
+    auto first = open_sqlite_store(options);
+    auto second = open_sqlite_store(options);
+    REQUIRE(first.ok());
+    (*first)->close();
+    first = make_error(ErrorCode::Cancelled, "closed");
+    auto third = open_sqlite_store(options);
+
+    REQUIRE_FALSE(second.ok());
+    CHECK_THAT(second.error().message,
+               Catch::Contains("it is in use by another runbookd (pid " +
+                               std::to_string(::getpid()) + ", lock " + path + ".lock)"));
+    CHECK(third.ok());
+}
+
+TEST_CASE("a database in a missing directory is refused with the path", "[store]") {
+    test::TempDir dir;
+    SqliteOptions options;
+    options.path = dir.file("no/such/dir/audit.db");
+
+    auto store = open_sqlite_store(options);
+
+    REQUIRE_FALSE(store.ok());
+    CHECK_THAT(store.error().message,
+               Catch::Contains(options.path + ".lock: No such file or directory"));
 }

@@ -318,3 +318,24 @@ TEST_CASE("parse_byte_size reads binary units and plain byte counts", "[config]"
         CHECK(bytes == c.bytes);
     }
 }
+
+TEST_CASE("a typo in a section does not hide its other errors, listed in line order", "[config]") {
+    TempDir dir;
+    Config config;
+
+    const auto status = load(dir,
+                             "http:\n  threads: 0\nruns:\n  max_concurent: 2\n"
+                             "  shutdown_grace: soon\nexec:\n  nice: 25\n",
+                             config);
+
+    REQUIRE_FALSE(status.ok());
+    const std::string file = config_path(dir);
+    CHECK(status.error().message ==
+          file + ":2:12: http.threads: expected a whole number from 1 to 64, got \"0\"\n" + file +
+              ":4:3: unknown key \"max_concurent\" in runs (expected one of: max_concurrent, "
+              "default_step_timeout, default_run_timeout, shutdown_grace)\n" +
+              file +
+              ":5:19: runs.shutdown_grace: \"soon\" is not a positive duration (write e.g. "
+              "500ms, 30s, 5m, 1h30m)\n" +
+              file + ":7:9: exec.nice: expected a whole number from 0 to 19, got \"25\"");
+}

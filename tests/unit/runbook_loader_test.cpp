@@ -368,7 +368,7 @@ TEST_CASE("two files with the same runbook name are reported and the first one i
     REQUIRE(result.runbooks.size() == 1);
     CHECK(result.runbooks[0]->source_file == dir.file("a.yaml"));
     REQUIRE(result.errors.size() == 1);
-    CHECK(result.errors[0].to_string() == dir.file("b.yaml") + ": runbook name \"disk\" is " +
+    CHECK(result.errors[0].to_string() == dir.file("b.yaml") + ":1:7: runbook name \"disk\" is " +
                                               "already used by " + dir.file("a.yaml"));
 }
 
@@ -394,7 +394,7 @@ TEST_CASE("a runbook directory that does not exist is an error", "[runbook]") {
     CHECK(result.runbooks.empty());
     REQUIRE(result.errors.size() == 1);
     CHECK(result.errors[0].to_string() ==
-          (dir.path() / "missing").string() + ": cannot read runbooks: not a directory");
+          (dir.path() / "missing").string() + ": cannot read runbooks: no such directory");
 }
 
 TEST_CASE("an empty runbook directory loads no runbooks and no errors", "[runbook]") {
@@ -404,4 +404,22 @@ TEST_CASE("an empty runbook directory loads no runbooks and no errors", "[runboo
 
     CHECK(result.runbooks.empty());
     CHECK(result.errors.empty());
+}
+
+TEST_CASE("a runbook without matchers loads with a warning that no alert starts it", "[loader]") {
+    for (const char* matchers : {"", "matchers:\n", "matchers: []\n"}) {
+        CAPTURE(matchers);
+        const std::string text = std::string("name: manual-only\n") + matchers +
+                                 "steps:\n  - name: one\n    argv: [/bin/true]\n";
+
+        auto result =
+            runbookd::load_runbook_text(text, "manual.yaml", runbookd::builtin_step_parsers());
+
+        CHECK(result.errors.empty());
+        REQUIRE(result.runbooks.size() == 1);
+        REQUIRE(result.warnings.size() == 1);
+        CHECK(result.warnings[0].to_string() ==
+              "manual.yaml:1:1: runbook has no matchers, so no alert will ever start it (write "
+              "e.g. alertname=\"...\")");
+    }
 }

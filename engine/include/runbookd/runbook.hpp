@@ -50,6 +50,7 @@ struct StepSpec {
 // A loaded, validated runbook. Immutable once loaded and shared by every run that uses it.
 struct Runbook {
     std::string name;
+    SourceLocation name_location;
     std::string description;
     std::string source_file;
     std::string source_text;

@@ -29,6 +29,8 @@ class ParseContext {
     SourceLocation location(const YAML::Mark& mark) const;
     void error(const YAML::Node& at, std::string message);
     void error(SourceLocation at, std::string message);
+    // Something that loads but is probably not what the author meant.
+    void warning(const YAML::Node& at, std::string message);
 
     std::optional<std::string> string(const YAML::Node& node, std::string_view what);
     std::optional<Duration> duration(const YAML::Node& node, std::string_view what);
@@ -40,11 +42,13 @@ class ParseContext {
 
     const std::string& file() const { return file_; }
     std::vector<Diagnostic>& diagnostics() { return diagnostics_; }
+    std::vector<Diagnostic>& warnings() { return warnings_; }
     bool failed() const { return !diagnostics_.empty(); }
 
   private:
     std::string file_;
     std::vector<Diagnostic> diagnostics_;
+    std::vector<Diagnostic> warnings_;
 };
 
 // Parses the keys of one step kind. A step has exactly one key naming its kind (`argv:`);
@@ -72,6 +76,7 @@ StepParsers builtin_step_parsers();
 struct LoadResult {
     std::vector<std::shared_ptr<const Runbook>> runbooks;
     std::vector<Diagnostic> errors;
+    std::vector<Diagnostic> warnings;  // loaded anyway, e.g. a runbook no alert can start
 };
 
 // Loads every `*.yaml` and `*.yml` file directly in `dir` (hidden files skipped), one runbook

@@ -15,6 +15,7 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
 
 struct Options {
@@ -22,14 +23,29 @@ struct Options {
     std::string output = "table";
 };
 
+// A value for one table cell or one line: control characters (from alert labels, say) are
+// shown escaped, so that no value can break the layout or forge a line.
 std::string text_of(const Json& v) {
     if (v.is_null()) {
         return "-";
     }
-    if (v.is_string()) {
-        return v.get<std::string>();
+    if (!v.is_string()) {
+        return v.dump();
     }
-    return v.dump();
+    std::string out;
+    for (const char c : v.get<std::string>()) {
+        const auto u = static_cast<unsigned char>(c);
+        if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else if (u < 0x20 || u == 0x7f) {
+            out += fmt::format("\\x{:02x}", u);
+        } else {
+            out += c;
+        }
+    }
+    return out;
 }
 
 // Prints rows as left-aligned columns, each as wide as its widest cell.
@@ -86,6 +102,9 @@ int lint(const std::string& dir) {
     auto result = runbookd::load_runbook_dir(dir, runbookd::builtin_step_parsers());
     for (const auto& e : result.errors) {
         std::cout << e.to_string() << "\n";
+    }
+    for (const auto& w : result.warnings) {
+        std::cout << w.location.to_string() << ": warning: " << w.message << "\n";
     }
     if (!result.errors.empty()) {
         std::cerr << fmt::format("runbookctl: {} error{} in {}\n", result.errors.size(),
@@ -256,7 +275,14 @@ int main(int argc, char** argv) {
     runbooks_cmd->require_subcommand(1);
     auto* runbooks_list_cmd = runbooks_cmd->add_subcommand("list", "list loaded runbooks");
 
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::Success& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        app.exit(e);
+        return kExitUsage;
+    }
     while (!o.url.empty() && o.url.back() == '/') {
         o.url.pop_back();
     }

@@ -1,5 +1,6 @@
 #include "daemon/config.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
@@ -106,29 +107,29 @@ void read_sections(Section& root, Config& c) {
     root.path("runbooks", c.runbooks_dir);
     root.path("db", c.db_path);
 
-    if (auto log = root.sub("log"); log.present() && log.check({"level", "format"})) {
+    if (auto log = root.sub("log"); log.present()) {
+        log.check({"level", "format"});
         log.string("level", c.log_level);
         log.string("format", c.log_format);
     }
-    if (auto h = root.sub("http");
-        h.present() &&
-        h.check({"body_limit", "threads", "max_connections", "idle_timeout", "request_timeout"})) {
+    if (auto h = root.sub("http"); h.present()) {
+        h.check({"body_limit", "threads", "max_connections", "idle_timeout", "request_timeout"});
         h.bytes("body_limit", c.http.body_limit);
         h.count("threads", c.http.threads, 1, 64);
         h.count("max_connections", c.http.max_connections, 1, 100'000);
         h.duration("idle_timeout", c.http.idle_timeout);
         h.duration("request_timeout", c.http.request_timeout);
     }
-    if (auto r = root.sub("runs");
-        r.present() && r.check({"max_concurrent", "default_step_timeout", "default_run_timeout",
-                                "shutdown_grace"})) {
+    if (auto r = root.sub("runs"); r.present()) {
+        r.check(
+            {"max_concurrent", "default_step_timeout", "default_run_timeout", "shutdown_grace"});
         r.count("max_concurrent", c.runs.max_concurrent_runs, 1, 10'000);
         r.duration("default_step_timeout", c.runs.default_step_timeout);
         r.duration("default_run_timeout", c.runs.default_run_timeout);
         r.duration("shutdown_grace", c.shutdown_grace);
     }
-    if (auto e = root.sub("exec");
-        e.present() && e.check({"kill_grace", "output_drain", "output_excerpt", "cwd", "nice"})) {
+    if (auto e = root.sub("exec"); e.present()) {
+        e.check({"kill_grace", "output_drain", "output_excerpt", "cwd", "nice"});
         e.duration("kill_grace", c.process.grace);
         e.duration("output_drain", c.process.drain);
         e.bytes("output_excerpt", c.process.excerpt_bytes);
@@ -137,7 +138,8 @@ void read_sections(Section& root, Config& c) {
         e.count("nice", nice, 0, 19);
         c.process.nice = static_cast<int>(nice);
     }
-    if (auto s = root.sub("store"); s.present() && s.check({"synchronous", "busy_timeout"})) {
+    if (auto s = root.sub("store"); s.present()) {
+        s.check({"synchronous", "busy_timeout"});
         std::string sync = c.synchronous_full ? "full" : "normal";
         s.string("synchronous", sync);
         if (sync != "full" && sync != "normal") {
@@ -176,8 +178,13 @@ Status load_config_file(const std::string& path, Config& config) {
         read_sections(section, config);
     }
     if (ctx.failed()) {
+        auto& diagnostics = ctx.diagnostics();
+        std::stable_sort(diagnostics.begin(), diagnostics.end(), [](const auto& a, const auto& b) {
+            return std::pair(a.location.line, a.location.column) <
+                   std::pair(b.location.line, b.location.column);
+        });
         std::string message;
-        for (const auto& d : ctx.diagnostics()) {
+        for (const auto& d : diagnostics) {
             message += (message.empty() ? "" : "\n") + d.to_string();
         }
         return make_error(ErrorCode::InvalidArgument, message);

@@ -42,6 +42,10 @@ struct Daemon::Parts {
 
 Result<std::shared_ptr<const RunbookCatalog>> load_catalog(const std::string& dir) {
     auto loaded = load_runbook_dir(dir, builtin_step_parsers());
+    for (const auto& w : loaded.warnings) {
+        log::get("runbook")->warn("runbook warning where={} warning={}",
+                                  log::quote(w.location.to_string()), log::quote(w.message));
+    }
     if (!loaded.errors.empty()) {
         std::string message;
         for (const auto& d : loaded.errors) {
@@ -120,6 +124,14 @@ Status Daemon::start() {
     log->info("listening address={}:{} version={}", http_options.host, p.server->port(),
               RUNBOOKD_VERSION);
     return {};
+}
+
+void Daemon::hurry() {
+    if (parts_->scheduler) {
+        log::get("main")->warn("cancelling active runs now count={}",
+                               parts_->scheduler->active_runs());
+        parts_->scheduler->cancel_active("cancelled: runbookd was told a second time to stop");
+    }
 }
 
 void Daemon::shutdown() {

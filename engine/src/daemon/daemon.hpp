@@ -36,6 +36,9 @@ class Daemon {
     // store. Safe to call more than once.
     void shutdown();
 
+    // During shutdown: stop waiting for active runs and cancel them now. Any thread.
+    void hurry();
+
   private:
     struct Parts;
     Config config_;

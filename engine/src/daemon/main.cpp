@@ -1,6 +1,8 @@
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
@@ -35,6 +37,8 @@ int main(int argc, char** argv) {
     std::string listen, runbooks, db, log_level, log_format;
 
     CLI::App app{"runbookd: runs incident runbooks when Alertmanager fires"};
+    // A flag given twice takes its last value, so wrappers can pass defaults and users override.
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     app.set_version_flag("--version", std::string("runbookd ") + RUNBOOKD_VERSION);
     app.add_option("--config", config_file, "YAML configuration file")->check(CLI::ExistingFile);
     app.add_option("--listen", listen, "HTTP listen address HOST:PORT (default 127.0.0.1:9095)");
@@ -42,7 +46,14 @@ int main(int argc, char** argv) {
     app.add_option("--db", db, "SQLite database file (default runbookd.db)");
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)");
     app.add_option("--log-format", log_format, "text or json (default text)");
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::Success& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        app.exit(e);
+        return kExitConfig;
+    }
 
     if (!config_file.empty()) {
         if (auto s = runbookd::daemon::load_config_file(config_file, config); !s) {
@@ -81,7 +92,22 @@ int main(int argc, char** argv) {
 
     int sig = 0;
     sigwait(&signals, &sig);
-    log->info("shutting down signal={}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    daemon.shutdown();
+    log->info("shutting down signal={} grace_ms={}", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+              config.shutdown_grace.count());
+
+    // Shut down on another thread, so that a second signal can still be heard: it cancels the
+    // active runs instead of waiting out their grace period.
+    std::atomic<bool> stopped{false};
+    std::thread stopper([&] {
+        daemon.shutdown();
+        stopped = true;
+    });
+    const timespec poll{0, 200'000'000};
+    while (!stopped) {
+        if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+            daemon.hurry();
+        }
+    }
+    stopper.join();
     return 0;
 }

@@ -4,6 +4,7 @@
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
 
@@ -187,8 +188,10 @@ void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id)
         on_outcome(std::move(outcome));
         return;
     }
-    sched_.log_->info("attempt started run={} step={} attempt=1 argv={}", id_, step().name,
-                      log::quote(fmt::format("{}", fmt::join(attempt->argv(), " "))));
+    sched_.log_->info(
+        "attempt started run={} step={} attempt=1 argv={}", id_, step().name,
+        log::quote(nlohmann::json(attempt->argv())
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     attempt_ = std::move(attempt);
     attempt_->start([self = shared_from_this()](AttemptOutcome outcome) {
         self->on_outcome(std::move(outcome));
@@ -391,11 +394,16 @@ void Scheduler::drain(Duration grace, std::function<void()> done) {
             if (e) {
                 return;
             }
-            for (auto& [id, execution] : active_) {
-                execution->stop(RunState::Cancelled,
-                                "cancelled: runbookd shut down while the run was in progress");
-            }
+            cancel_active("cancelled: runbookd shut down while the run was in progress");
         });
+    });
+}
+
+void Scheduler::cancel_active(std::string reason) {
+    asio::post(io_, [this, reason = std::move(reason)] {
+        for (auto& [id, execution] : active_) {
+            execution->stop(RunState::Cancelled, reason);
+        }
     });
 }
 

@@ -52,6 +52,10 @@ class Scheduler {
     // active runs to finish, cancels those still going, and calls `done` once none is active.
     void drain(Duration grace, std::function<void()> done);
 
+    // Stops every active run now (their steps get the stop signal, then SIGKILL after the kill
+    // grace); the runs end cancelled with `reason`. Any thread.
+    void cancel_active(std::string reason);
+
     std::size_t active_runs() const { return active_count_.load(); }
     std::size_t queued_runs() const { return queued_count_.load(); }
 

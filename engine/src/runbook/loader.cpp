@@ -212,10 +212,16 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
     ctx.check_mapping(root, "runbook",
                       {"name", "description", "matchers", "on", "timeout", "steps"});
     parse_name(root, ctx, "runbook", runbook->name);
+    runbook->name_location = ctx.location(find_key(root, "name"));
     if (const auto d = find_key(root, "description"); d.IsDefined()) {
         runbook->description = ctx.string(d, "description").value_or("");
     }
     parse_matchers(find_key(root, "matchers"), ctx, *runbook);
+    if (runbook->matchers.empty()) {
+        ctx.warning(root,
+                    "runbook has no matchers, so no alert will ever start it (write e.g. "
+                    "alertname=\"...\")");
+    }
     parse_on(find_key(root, "on"), ctx, *runbook);
     if (const auto t = find_key(root, "timeout"); t.IsDefined()) {
         runbook->timeout = ctx.duration(t, "timeout");
@@ -256,6 +262,10 @@ void ParseContext::error(const YAML::Node& at, std::string message) {
 
 void ParseContext::error(SourceLocation at, std::string message) {
     diagnostics_.push_back(Diagnostic{std::move(at), std::move(message)});
+}
+
+void ParseContext::warning(const YAML::Node& at, std::string message) {
+    warnings_.push_back(Diagnostic{location(at), std::move(message)});
 }
 
 std::optional<std::string> ParseContext::string(const YAML::Node& node, std::string_view what) {
@@ -348,6 +358,7 @@ LoadResult load_runbook_text(std::string_view text, const std::string& file,
                   "its own file");
     }
     auto runbook = parse_runbook(documents[0], ctx, parsers);
+    result.warnings = std::move(ctx.warnings());
     if (ctx.failed() || runbook == nullptr) {
         result.errors = std::move(ctx.diagnostics());
         return result;
@@ -365,7 +376,9 @@ LoadResult load_runbook_dir(const std::filesystem::path& dir, const StepParsers&
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) {
         result.errors.push_back(Diagnostic{SourceLocation{dir.string(), 0, 0},
-                                           "cannot read runbooks: not a directory"});
+                                           fs::exists(dir, ec)
+                                               ? "cannot read runbooks: not a directory"
+                                               : "cannot read runbooks: no such directory"});
         return result;
     }
 
@@ -408,11 +421,14 @@ LoadResult load_runbook_dir(const std::filesystem::path& dir, const StepParsers&
         for (auto& e : loaded.errors) {
             result.errors.push_back(std::move(e));
         }
+        for (auto& w : loaded.warnings) {
+            result.warnings.push_back(std::move(w));
+        }
         for (auto& r : loaded.runbooks) {
             const auto [it, inserted] = names.emplace(r->name, file);
             if (!inserted) {
                 result.errors.push_back(Diagnostic{
-                    SourceLocation{file, 0, 0},
+                    r->name_location,
                     fmt::format("runbook name \"{}\" is already used by {}", r->name, it->second)});
                 continue;
             }

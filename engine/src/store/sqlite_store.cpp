@@ -1,10 +1,16 @@
+#include <array>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <runbookd/store.hpp>
 
@@ -142,6 +148,55 @@ ProgressWrite prepare_progress(RunProgress p) {
     return w;
 }
 
+// Exclusive ownership of a database file by one runbookd: a second daemon on the same file
+// would recover the first one's runs as interrupted and run its queued runs a second time.
+// flock() on "<db>.lock", held for the life of the store and released by the kernel when the
+// process dies, so a crash never leaves a stale lock behind.
+class OwnerLock {
+  public:
+    OwnerLock() = default;
+    OwnerLock(const OwnerLock&) = delete;
+    OwnerLock& operator=(const OwnerLock&) = delete;
+    OwnerLock(OwnerLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    ~OwnerLock() {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+    }
+
+    static Result<OwnerLock> acquire(const std::string& db_path) {
+        const std::string path = db_path + ".lock";
+        OwnerLock lock;
+        lock.fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (lock.fd_ < 0) {
+            return make_error(ErrorCode::Unavailable,
+                              fmt::format("opening database {} failed: cannot create lock file "
+                                          "{}: {}",
+                                          db_path, path, std::strerror(errno)));
+        }
+        if (::flock(lock.fd_, LOCK_EX | LOCK_NB) != 0) {
+            std::array<char, 32> pid{};
+            const ssize_t n = ::pread(lock.fd_, pid.data(), pid.size() - 1, 0);
+            const std::string holder = n > 0 ? std::string(pid.data(), static_cast<std::size_t>(n))
+                                             : std::string("unknown");
+            return make_error(ErrorCode::Unavailable,
+                              fmt::format("opening database {} failed: it is in use by another "
+                                          "runbookd (pid {}, lock {}); two daemons on one "
+                                          "database would run the same runs twice",
+                                          db_path, holder, path));
+        }
+        const std::string pid = std::to_string(::getpid());
+        if (::ftruncate(lock.fd_, 0) != 0 ||
+            ::pwrite(lock.fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+            // The lock holds without the pid in it; the pid only helps people.
+        }
+        return lock;
+    }
+
+  private:
+    int fd_ = -1;
+};
+
 // The writer's prepared statements, compiled once: the delivery path runs them thousands of
 // times a second.
 struct WriterStatements {
@@ -166,8 +221,11 @@ constexpr std::chrono::milliseconds kProgressMaxDelay{20};
 
 class SqliteStore final : public Store {
   public:
-    SqliteStore(SqliteOptions options, Database writer)
-        : options_(std::move(options)), writer_db_(std::move(writer)), log_(log::get("store")) {}
+    SqliteStore(SqliteOptions options, OwnerLock lock, Database writer)
+        : options_(std::move(options)),
+          lock_(std::move(lock)),
+          writer_db_(std::move(writer)),
+          log_(log::get("store")) {}
 
     ~SqliteStore() override { close(); }
 
@@ -212,6 +270,7 @@ class SqliteStore final : public Store {
     std::vector<AttemptRecord> read_attempts(Database& db, RunId run, Status& status);
 
     SqliteOptions options_;
+    OwnerLock lock_;
     Database writer_db_;
     WriterStatements ws_;
     std::shared_ptr<spdlog::logger> log_;
@@ -1045,6 +1104,10 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options) {
     // counters. Only possible before SQLite initialises, so later calls may fail harmlessly.
     static std::once_flag configured;
     std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+    auto lock = OwnerLock::acquire(options.path);
+    if (!lock) {
+        return lock.error();
+    }
     auto db = Database::open(options.path, false, options.busy_timeout_ms);
     if (!db) {
         return db.error();
@@ -1056,7 +1119,7 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options) {
     if (auto s = migrate(*db, log::get("store")); !s) {
         return s.error();
     }
-    auto store = std::make_unique<SqliteStore>(options, std::move(*db));
+    auto store = std::make_unique<SqliteStore>(options, std::move(*lock), std::move(*db));
     if (auto s = store->prepare_writer(); !s) {
         return s.error();
     }
