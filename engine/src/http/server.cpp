@@ -256,6 +256,9 @@ void Server::Impl::accept() {
             socket.close(ignored);
         } else {
             ++connections;
+            // Answers are single small writes after a request; do not let Nagle hold them back.
+            beast::error_code ignored;
+            socket.set_option(tcp::no_delay(true), ignored);
             std::make_shared<Session>(std::move(socket), *this)->start();
         }
         accept();
