@@ -73,6 +73,10 @@ Status Daemon::start() {
     // 4. HTTP last: nothing is accepted before everything behind it works.
     auto log = log::get("main");
     auto& p = *parts_;
+    http::ServerOptions http_options = config_.http;
+    if (auto s = parse_listen(config_.listen, http_options.host, http_options.port); !s) {
+        return s;
+    }
     auto catalog = load_catalog(config_.runbooks_dir);
     if (!catalog) {
         return make_error(ErrorCode::InvalidArgument,
@@ -110,10 +114,6 @@ Status Daemon::start() {
         return s;
     }
 
-    http::ServerOptions http_options = config_.http;
-    if (auto s = parse_listen(config_.listen, http_options.host, http_options.port); !s) {
-        return s;
-    }
     p.server = std::make_unique<http::Server>(http_options, p.router);
     p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler);
     p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get()};
@@ -121,8 +121,9 @@ Status Daemon::start() {
     if (auto s = p.server->start(); !s) {
         return s;
     }
-    log->info("listening address={}:{} version={}", http_options.host, p.server->port(),
-              RUNBOOKD_VERSION);
+    const bool v6 = http_options.host.find(':') != std::string::npos;
+    log->info("listening address={}{}{}:{} version={}", v6 ? "[" : "", http_options.host,
+              v6 ? "]" : "", p.server->port(), RUNBOOKD_VERSION);
     return {};
 }
 
