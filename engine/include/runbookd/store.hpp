@@ -162,7 +162,6 @@ struct RunFilter {
 
 template <typename T>
 using Completion = std::function<void(Result<T>)>;
-using StatusCompletion = std::function<void(Status)>;
 
 // The durable record of deliveries, alerts, runs and attempts (the audit trail).
 //

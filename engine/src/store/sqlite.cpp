@@ -63,10 +63,6 @@ Status Database::exec(std::string_view sql) {
     return {};
 }
 
-std::string Database::last_error() const {
-    return sqlite3_errmsg(db_);
-}
-
 Statement::~Statement() {
     if (stmt_ != nullptr) {
         sqlite3_finalize(stmt_);

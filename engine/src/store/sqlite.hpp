@@ -25,7 +25,6 @@ class Database {
 
     Status exec(std::string_view sql);
     sqlite3* handle() const { return db_; }
-    std::string last_error() const;
     std::int64_t last_insert_id() const { return sqlite3_last_insert_rowid(db_); }
 
   private:
