@@ -469,3 +469,103 @@ steps:
     CHECK(test::wait_until(
         [&] { return query_value(db, "SELECT state FROM runs WHERE id = 2") == "running"; }, 5s));
 }
+
+namespace {
+
+constexpr const char* kSleepRunbook = R"(name: slow
+matchers:
+  - alertname="Slow"
+steps:
+  - name: nap
+    argv: [/bin/sleep, "30"]
+)";
+
+std::string slow_payload(const std::string& instance) {
+    return alert_payload({{"alertname", "Slow"}, {"instance", instance}});
+}
+
+std::string run_state(const TestDaemon& d, std::int64_t id) {
+    return query_value(d.db(), "SELECT state FROM runs WHERE id = " + std::to_string(id));
+}
+
+}  // namespace
+
+TEST_CASE("cancelling a running run stops its step and records who cancelled", "[http][cancel]") {
+    TestDaemon d(RunbookFiles{{"slow.yaml", kSleepRunbook}},
+                 [](daemon::Config& c) { c.process.grace = 2s; });
+    auto posted = body_of(d.post("/api/v1/webhooks/alertmanager", slow_payload("a")));
+    const std::int64_t id = posted["runs"].at(0)["run_id"];
+    REQUIRE(test::wait_until([&] { return run_state(d, id) == "running"; }, 5s));
+    REQUIRE(test::wait_until(
+        [&] { return query_value(d.db(), "SELECT count(*) FROM attempts") == "1"; }, 5s));
+
+    const auto asked = std::chrono::steady_clock::now();
+    auto r = d.post("/api/v1/runs/" + std::to_string(id) + "/cancel",
+                    R"({"actor": "alice", "reason": "wrong host"})");
+    REQUIRE(r.ok());
+    CHECK(r->status == 202);
+    CHECK(body_of(r)["stopping"] == true);
+
+    REQUIRE(test::wait_until([&] { return run_state(d, id) == "cancelled"; }, 5s));
+    // sleep dies of SIGTERM at once: no need for the 2 s grace.
+    CHECK(std::chrono::steady_clock::now() - asked < 2s);
+    auto run = body_of(d.get("/api/v1/runs/" + std::to_string(id)));
+    CHECK(run["cancelled_by"] == "alice");
+    CHECK(run["reason"] == "cancelled by alice: wrong host");
+    REQUIRE(run["attempts"].size() == 1);
+    CHECK(run["attempts"][0]["signal"] == 15);
+    CHECK(run["attempts"][0]["exit_code"].is_null());
+    CHECK(query_value(d.db(),
+                      "SELECT json_extract(detail, '$.cancelled_by') FROM events WHERE "
+                      "kind = 'run.finished'") == "alice");
+
+    auto again = d.post("/api/v1/runs/" + std::to_string(id) + "/cancel", "");
+    REQUIRE(again.ok());
+    CHECK(again->status == 409);
+    CHECK(body_of(again)["error"]["code"] == "failed_precondition");
+}
+
+TEST_CASE("cancelling a queued run ends it before it starts", "[http][cancel]") {
+    TestDaemon d(RunbookFiles{{"slow.yaml", kSleepRunbook}},
+                 [](daemon::Config& c) { c.runs.max_concurrent_runs = 1; });
+    const std::int64_t first =
+        body_of(d.post("/api/v1/webhooks/alertmanager", slow_payload("a")))["runs"].at(0)["run_id"];
+    const std::int64_t second =
+        body_of(d.post("/api/v1/webhooks/alertmanager", slow_payload("b")))["runs"].at(0)["run_id"];
+    REQUIRE(test::wait_until([&] { return run_state(d, first) == "running"; }, 5s));
+    CHECK(run_state(d, second) == "queued");
+
+    auto r = d.post("/api/v1/runs/" + std::to_string(second) + "/cancel", "");
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+    CHECK(body_of(r)["state"] == "cancelled");
+    CHECK(run_state(d, second) == "cancelled");
+    CHECK(query_value(d.db(), "SELECT cancelled_by FROM runs WHERE id = " + std::to_string(second))
+              .starts_with("http:127.0.0.1:"));
+    CHECK(query_value(d.db(), "SELECT count(*) FROM attempts WHERE run_id = " +
+                                  std::to_string(second)) == "0");
+
+    REQUIRE(body_of(d.post("/api/v1/runs/" + std::to_string(first) + "/cancel", ""))["stopping"] ==
+            true);
+    CHECK(d.wait_runs_finished(5s));
+    CHECK(run_state(d, second) == "cancelled");
+}
+
+TEST_CASE("cancel requests with bad input get a JSON error", "[http][cancel]") {
+    TestDaemon d(RunbookFiles{{"slow.yaml", kSleepRunbook}});
+
+    auto unknown = d.post("/api/v1/runs/999/cancel", "");
+    REQUIRE(unknown.ok());
+    CHECK(unknown->status == 404);
+    auto bad_id = d.post("/api/v1/runs/abc/cancel", "");
+    REQUIRE(bad_id.ok());
+    CHECK(bad_id->status == 400);
+    CHECK(body_of(bad_id)["error"]["field"] == "id");
+    auto bad_body = d.post("/api/v1/runs/1/cancel", R"({"actor": 5})");
+    REQUIRE(bad_body.ok());
+    CHECK(bad_body->status == 400);
+    CHECK(body_of(bad_body)["error"]["field"] == "actor");
+    auto not_json = d.post("/api/v1/runs/1/cancel", "[1]");
+    REQUIRE(not_json.ok());
+    CHECK(not_json->status == 400);
+}

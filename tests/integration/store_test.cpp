@@ -119,7 +119,7 @@ struct StoreFixture {
     Status finish(RunId run, RunState state, const std::string& reason) {
         RunProgress p;
         p.run = run;
-        p.finished = RunProgress::Finish{state, reason, Timestamp::now()};
+        p.finished = RunProgress::Finish{state, reason, Timestamp::now(), ""};
         auto r = progress(std::move(p));
         return r ? Status() : Status(r.error());
     }
@@ -139,7 +139,7 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
     open_store(path)->close();
 
-    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1");
+    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1,2");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -357,7 +357,8 @@ TEST_CASE("one progress write closes an attempt, opens the next and can end the 
     p.ended = std::make_pair(first, ok);
     p.next = AttemptStart{run, "second", 1, 1, "argv", {}, "/", Timestamp::now()};
     p.next_end = not_rendered;
-    p.finished = RunProgress::Finish{RunState::Failed, "step \"second\" failed", Timestamp::now()};
+    p.finished =
+        RunProgress::Finish{RunState::Failed, "step \"second\" failed", Timestamp::now(), ""};
     auto second = f.progress(std::move(p));
 
     REQUIRE(second.ok());
@@ -450,4 +451,95 @@ TEST_CASE("a database in a missing directory is refused with the path", "[store]
     REQUIRE_FALSE(store.ok());
     CHECK_THAT(store.error().message,
                Catch::Contains(options.path + ".lock: No such file or directory"));
+}
+
+TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    f.store->close();
+    f.store.reset();
+    // Turn the file back into what a version 1 runbookd left.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(f.path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "ALTER TABLE attempts DROP COLUMN output_path;"
+                         "ALTER TABLE attempts DROP COLUMN output_bytes;"
+                         "ALTER TABLE attempts DROP COLUMN output_truncated;"
+                         "ALTER TABLE runs DROP COLUMN cancelled_by;"
+                         "DELETE FROM schema_migrations WHERE version = 2;",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+
+    auto store = open_store(f.path);
+    CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") == "1,2");
+    auto detail = store->get_run(run);
+    REQUIRE(detail.ok());
+    CHECK(detail->run.state == RunState::Queued);
+    CHECK(detail->run.cancelled_by.empty());
+}
+
+TEST_CASE("a waiting run keeps its reason until it starts", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    RunProgress p;
+    p.run = run;
+    p.waiting = "waiting for lock \"restart-db-1\" held by run 7";
+    REQUIRE(f.progress(std::move(p)).ok());
+    CHECK(query_value(f.path, "SELECT state || ' ' || reason FROM runs WHERE id = " +
+                                  std::to_string(run)) ==
+          "queued waiting for lock \"restart-db-1\" held by run 7");
+    CHECK(query_value(f.path, "SELECT count(*) FROM events WHERE kind = 'run.waiting'") == "1");
+
+    REQUIRE(f.start(run).ok());
+    CHECK(query_value(f.path, "SELECT state || '|' || reason FROM runs WHERE id = " +
+                                  std::to_string(run)) == "running|");
+    // A run that is no longer queued cannot be marked waiting.
+    RunProgress again;
+    again.run = run;
+    again.waiting = "late";
+    auto r = f.progress(std::move(again));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == ErrorCode::InvalidArgument);
+}
+
+TEST_CASE("an attempt's transitions and output file are recorded", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    REQUIRE(f.start(run).ok());
+    const AttemptId attempt = f.start_attempt(run, {"/bin/sleep", "60"});
+
+    AttemptEnd end;
+    end.signal = 9;
+    end.timed_out = true;
+    end.error = "timed out after 100 ms; sent SIGTERM to the process group, then SIGKILL";
+    end.finished_at = Timestamp::now();
+    end.transitions = {{Timestamp::now(), "stop_signal_sent", "sent SIGTERM: timed out"},
+                       {Timestamp::now(), "grace_expired", "after 50 ms"},
+                       {Timestamp::now(), "killed", "sent SIGKILL"}};
+    end.output_path = "/var/lib/runbookd/artifacts/1/0.1.log";
+    end.output_stored_bytes = 1024;
+    end.output_truncated = true;
+    RunProgress p;
+    p.run = run;
+    p.ended = std::make_pair(attempt, end);
+    p.finished = RunProgress::Finish{RunState::Cancelled, "cancelled by alice: wrong host",
+                                     Timestamp::now(), "alice"};
+    REQUIRE(f.progress(std::move(p)).ok());
+
+    CHECK(query_value(f.path,
+                      "SELECT group_concat(kind, ' ') FROM (SELECT kind FROM events "
+                      "WHERE attempt_id = " +
+                          std::to_string(attempt) + " ORDER BY id)") ==
+          "attempt.started attempt.stop_signal_sent attempt.grace_expired attempt.killed "
+          "attempt.finished");
+    auto detail = f.store->get_run(run);
+    REQUIRE(detail.ok());
+    CHECK(detail->run.cancelled_by == "alice");
+    CHECK(detail->run.state == RunState::Cancelled);
+    REQUIRE(detail->attempts.size() == 1);
+    REQUIRE(detail->attempts[0].end.has_value());
+    CHECK(detail->attempts[0].end->output_path == end.output_path);
+    CHECK(detail->attempts[0].end->output_stored_bytes == 1024);
+    CHECK(detail->attempts[0].end->output_truncated);
+    CHECK(detail->attempts[0].end->signal == 9);
 }

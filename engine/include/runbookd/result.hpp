@@ -12,7 +12,8 @@ namespace runbookd {
 enum class ErrorCode {
     InvalidArgument,  // the input is wrong; retrying the same input fails again
     NotFound,
-    Unavailable,  // a dependency (database, disk) failed; retrying later may work
+    FailedPrecondition,  // the target is not in a state that allows it (a finished run)
+    Unavailable,         // a dependency (database, disk) failed; retrying later may work
     Cancelled,
     DeadlineExceeded,
     Internal,

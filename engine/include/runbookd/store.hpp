@@ -86,6 +86,14 @@ struct AttemptStart {
     Timestamp started_at;
 };
 
+// Something that happened to an attempt's processes: the stop signal sent, the grace period
+// expired, the group killed, output truncated. Recorded as events of the attempt.
+struct AttemptTransition {
+    Timestamp at;
+    std::string kind;  // e.g. "stop_signal_sent"; the event kind is "attempt." + kind
+    std::string detail;
+};
+
 // How an attempt ended.
 struct AttemptEnd {
     bool succeeded = false;
@@ -98,10 +106,18 @@ struct AttemptEnd {
     std::string stderr_excerpt;
     std::int64_t stdout_bytes = 0;
     std::int64_t stderr_bytes = 0;
+    bool timed_out = false;
+    bool cancelled = false;
+    std::vector<AttemptTransition> transitions;
+    // The full output (stdout and stderr in arrival order) as a file, up to the cap.
+    std::string output_path;  // empty when none was written
+    std::int64_t output_stored_bytes = 0;
+    bool output_truncated = false;
 };
 
 // One step of a run's progress, written as one transaction so that a run costs one commit per
 // step plus one: the parts present apply in this order.
+//   waiting:   the run stays queued, for this reason (a lock, the runbook's concurrency)
 //   started:   queued → running
 //   ended:     the attempt in flight ended
 //   next:      the next attempt starts (its id comes back in the completion)
@@ -114,9 +130,11 @@ struct RunProgress {
         RunState state = RunState::Failed;
         std::string reason;
         Timestamp at;
+        std::string cancelled_by;  // who cancelled the run; empty when runbookd itself ended it
     };
 
     RunId run = 0;
+    std::optional<std::string> waiting;
     std::optional<Timestamp> started;
     std::optional<std::pair<AttemptId, AttemptEnd>> ended;
     std::optional<AttemptStart> next;
@@ -139,6 +157,7 @@ struct RunSummary {
     std::string actor;
     RunState state = RunState::Queued;
     std::string reason;
+    std::string cancelled_by;
     std::optional<std::int64_t> alert_id;
     std::string fingerprint;
     std::string alertname;

@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/hash.hpp"
+#include "common/json_text.hpp"
+
 namespace runbookd::api {
 namespace {
 
@@ -30,6 +33,7 @@ Json run_json(const RunSummary& r) {
                 {"actor", r.actor},
                 {"state", run_state_name(r.state)},
                 {"reason", r.reason},
+                {"cancelled_by", r.cancelled_by.empty() ? Json(nullptr) : Json(r.cancelled_by)},
                 {"alert_id", r.alert_id ? Json(*r.alert_id) : Json(nullptr)},
                 {"fingerprint", r.fingerprint},
                 {"alertname", r.alertname},
@@ -52,6 +56,15 @@ Json alert_json(const Alert& a) {
             {"generator_url", a.generator_url}};
 }
 
+// Output excerpts are raw bytes. Valid UTF-8 is shown as is; otherwise the text field has each
+// invalid sequence replaced by U+FFFD and `<name>_base64` carries the exact bytes.
+void add_output(Json& out, const std::string& name, const std::string& bytes) {
+    out[name] = bytes;
+    if (!json_text::valid_utf8(bytes)) {
+        out[name + "_base64"] = base64(bytes);
+    }
+}
+
 Json attempt_json(const AttemptRecord& a) {
     Json out = {{"id", a.id},
                 {"step", a.start.step},
@@ -71,10 +84,13 @@ Json attempt_json(const AttemptRecord& a) {
         out["duration_ms"] = e.duration_ms;
         out["stdout_bytes"] = e.stdout_bytes;
         out["stderr_bytes"] = e.stderr_bytes;
-        // Raw bytes may not be UTF-8; the JSON view replaces invalid sequences with U+FFFD
-        // while the store keeps them as written.
-        out["stdout"] = e.stdout_excerpt;
-        out["stderr"] = e.stderr_excerpt;
+        add_output(out, "stdout", e.stdout_excerpt);
+        add_output(out, "stderr", e.stderr_excerpt);
+        if (!e.output_path.empty()) {
+            out["output_file"] = {{"path", e.output_path},
+                                  {"stored_bytes", e.output_stored_bytes},
+                                  {"truncated", e.output_truncated}};
+        }
     }
     return out;
 }
@@ -178,6 +194,62 @@ void show_run(const ApiContext& ctx, const http::Request& req, const http::Respo
     respond(http::json_response(200, out));
 }
 
+// POST /api/v1/runs/{id}/cancel with an optional JSON body {"actor": "...", "reason": "..."}.
+void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder respond) {
+    const auto id = parse_id(req.params.at("id"));
+    if (!id) {
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+        return;
+    }
+    std::string actor;
+    std::string reason;
+    if (!req.body.empty()) {
+        if (!is_json_media_type(req.header("content-type"))) {
+            respond(http::json_error(415, "unsupported_media_type",
+                                     "send the cancel request's body as application/json"));
+            return;
+        }
+        const Json body = Json::parse(req.body, nullptr, false);
+        if (!body.is_object()) {
+            respond(http::json_error(400, "invalid_argument",
+                                     "the body must be a JSON object such as {\"actor\": "
+                                     "\"alice\", \"reason\": \"wrong host\"}"));
+            return;
+        }
+        for (const auto& [key, field] : {std::pair{"actor", &actor}, {"reason", &reason}}) {
+            if (!body.contains(key)) {
+                continue;
+            }
+            const auto& v = body.at(key);
+            if (!v.is_string() || v.get_ref<const std::string&>().size() > 1000 ||
+                !json_text::valid_utf8(v.get_ref<const std::string&>())) {
+                respond(http::json_error(
+                    400, "invalid_argument",
+                    fmt::format("{} must be a string of at most 1000 bytes", key), key));
+                return;
+            }
+            *field = v.get<std::string>();
+        }
+    }
+    if (actor.empty()) {
+        // TODO(runbookd): take the actor from the authenticated caller once the API has
+        // authentication (the on-call issue); until then it is what the caller says.
+        actor = fmt::format("http:{}", req.remote_addr);
+    }
+    ctx.scheduler->cancel(
+        *id, std::move(actor), std::move(reason),
+        [id = *id, respond = std::move(respond)](Result<run::CancelOutcome> r) {
+            if (!r) {
+                respond(http::error_response(r.error()));
+                return;
+            }
+            respond(http::json_response(
+                r->stopping ? 202 : 200,
+                {{"id", id}, {"state", run_state_name(r->state)}, {"stopping", r->stopping}}));
+        });
+}
+
 void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Responder respond) {
     const auto content_type = req.header("content-type");
     if (!is_json_media_type(content_type)) {
@@ -238,6 +310,10 @@ void add_routes(http::Router& router, const ApiContext& context) {
     router.add("GET", "/api/v1/runs/{id}", [ctx](http::Request&& req, http::Responder respond) {
         show_run(*ctx, req, respond);
     });
+    router.add("POST", "/api/v1/runs/{id}/cancel",
+               [ctx](http::Request&& req, http::Responder respond) {
+                   cancel_run(*ctx, req, std::move(respond));
+               });
     router.add("GET", "/api/v1/runbooks", [ctx](http::Request&&, http::Responder respond) {
         Json items = Json::array();
         for (const auto& r : ctx->catalog->all()) {

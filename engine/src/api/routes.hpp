@@ -7,6 +7,7 @@
 
 #include "http/message.hpp"
 #include "intake/alertmanager_intake.hpp"
+#include "run/scheduler.hpp"
 
 namespace runbookd::api {
 
@@ -14,6 +15,7 @@ struct ApiContext {
     Store* store = nullptr;
     std::shared_ptr<const RunbookCatalog> catalog;
     intake::AlertmanagerIntake* intake = nullptr;
+    run::Scheduler* scheduler = nullptr;
 };
 
 // Registers the HTTP API (docs/http-api.md) on `router`. `context` must outlive the router.

@@ -1,5 +1,6 @@
 #include "common/hash.hpp"
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <stdexcept>
@@ -8,6 +9,27 @@
 #include <openssl/evp.h>
 
 namespace runbookd {
+
+std::string base64(std::string_view data) {
+    std::string out(4 * ((data.size() + 2) / 3), '\0');
+    if (data.empty()) {
+        return out;
+    }
+    // EVP_EncodeBlock takes an int length; excerpts are kilobytes, but stay safe for any size.
+    std::size_t in = 0;
+    std::size_t written = 0;
+    constexpr std::size_t kChunk = 3 * (1 << 20);
+    while (in < data.size()) {
+        const std::size_t n = std::min(kChunk, data.size() - in);
+        const int w = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data() + written),
+                                      reinterpret_cast<const unsigned char*>(data.data() + in),
+                                      static_cast<int>(n));
+        written += static_cast<std::size_t>(w);
+        in += n;
+    }
+    out.resize(written);
+    return out;
+}
 
 std::string sha256_hex(std::string_view data) {
     std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};

@@ -9,6 +9,9 @@ namespace runbookd {
 // Lower-case hex SHA-256 of `data`, used for delivery bodies and runbook content hashes.
 std::string sha256_hex(std::string_view data);
 
+// Standard base64 (RFC 4648, with padding) of `data`.
+std::string base64(std::string_view data);
+
 // 64-bit FNV-1a, the hash Prometheus uses for label-set fingerprints.
 class Fnv1a64 {
   public:

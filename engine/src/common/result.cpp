@@ -8,6 +8,8 @@ const char* error_code_name(ErrorCode code) {
             return "invalid_argument";
         case ErrorCode::NotFound:
             return "not_found";
+        case ErrorCode::FailedPrecondition:
+            return "failed_precondition";
         case ErrorCode::Unavailable:
             return "unavailable";
         case ErrorCode::Cancelled:

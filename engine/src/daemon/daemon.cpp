@@ -116,7 +116,7 @@ Status Daemon::start() {
 
     p.server = std::make_unique<http::Server>(http_options, p.router);
     p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler);
-    p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get()};
+    p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get(), p.scheduler.get()};
     api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {
         return s;

@@ -102,6 +102,9 @@ Response error_response(const Error& error) {
         case ErrorCode::NotFound:
             status = 404;
             break;
+        case ErrorCode::FailedPrecondition:
+            status = 409;
+            break;
         case ErrorCode::Unavailable:
             status = 503;
             break;

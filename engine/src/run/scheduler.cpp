@@ -29,8 +29,9 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
         : sched_(scheduler), id_(id), deadline_(scheduler.io_), retry_timer_(scheduler.io_) {}
 
     void begin();
-    // Stops the run: the current attempt is stopped and the run ends in `state`.
-    void stop(RunState state, std::string reason);
+    // Stops the run: the current attempt is stopped and the run ends in `state`. `actor` is
+    // who asked (recorded as cancelled_by), empty when runbookd itself stops it.
+    void stop(RunState state, std::string reason, std::string actor = {});
 
   private:
     void on_started();
@@ -57,6 +58,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     std::chrono::milliseconds retry_delay_{kFirstRetry};
     std::optional<RunState> stop_state_;
     std::string stop_reason_;
+    std::string stop_actor_;
     bool finished_ = false;
 };
 
@@ -73,6 +75,13 @@ void RunExecution::begin() {
         return;
     }
     ctx_ = std::move(*loaded);
+    if (is_terminal(ctx_.state)) {
+        // Cancelled (or otherwise ended) after it was queued and before it came up here.
+        sched_.log_->info("run already ended run={} state={}", id_, run_state_name(ctx_.state));
+        finished_ = true;
+        sched_.on_run_finished(id_);
+        return;
+    }
     if (ctx_.state != RunState::Queued) {
         abandon(fmt::format("run is {}, not queued", run_state_name(ctx_.state)));
         return;
@@ -110,12 +119,13 @@ void RunExecution::on_started() {
     });
 }
 
-void RunExecution::stop(RunState state, std::string reason) {
+void RunExecution::stop(RunState state, std::string reason, std::string actor) {
     if (finished_ || stop_state_) {
         return;
     }
     stop_state_ = state;
     stop_reason_ = std::move(reason);
+    stop_actor_ = std::move(actor);
     sched_.log_->info("stopping run run={} reason={}", id_, log::quote(stop_reason_));
     if (attempt_) {
         attempt_->cancel(stop_reason_);
@@ -236,7 +246,8 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
 void RunExecution::finish(RunProgress progress, RunState state, std::string reason) {
     finished_ = true;
     deadline_.cancel();
-    progress.finished = RunProgress::Finish{state, reason, Timestamp::now()};
+    progress.finished = RunProgress::Finish{state, reason, Timestamp::now(),
+                                            state == RunState::Cancelled ? stop_actor_ : ""};
     persist(std::move(progress), [this, state, reason](AttemptId) {
         const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
             std::chrono::steady_clock::now() - run_started_);
@@ -334,7 +345,7 @@ Status Scheduler::recover() {
             RunProgress::Finish{RunState::Failed,
                                 "interrupted: runbookd stopped while the run was in progress; "
                                 "its last step may have been left running",
-                                Timestamp::now()};
+                                Timestamp::now(), ""};
         store_.record_progress(std::move(progress), [logger = log_, id](Result<AttemptId> r) {
             if (!r) {
                 logger->error("failing interrupted run failed run={} error={}", id,
@@ -396,6 +407,63 @@ void Scheduler::drain(Duration grace, std::function<void()> done) {
             }
             cancel_active("cancelled: runbookd shut down while the run was in progress");
         });
+    });
+}
+
+void Scheduler::cancel(RunId id, std::string actor, std::string reason,
+                       std::function<void(Result<CancelOutcome>)> done) {
+    asio::post(io_, [this, id, actor = std::move(actor), reason = std::move(reason),
+                     done = std::move(done)]() mutable {
+        std::string why = reason.empty() ? fmt::format("cancelled by {}", actor)
+                                         : fmt::format("cancelled by {}: {}", actor, reason);
+        if (auto it = active_.find(id); it != active_.end()) {
+            log_->info("cancelling run run={} actor={}", id, log::quote(actor));
+            it->second->stop(RunState::Cancelled, std::move(why), std::move(actor));
+            done(CancelOutcome{RunState::Running, true});
+            return;
+        }
+        // Not running here: queued (in memory or only in the store), ended, or unknown. The
+        // store decides, by the state it finds.
+        bool was_queued = false;
+        if (auto q = std::find(queue_.begin(), queue_.end(), id); q != queue_.end()) {
+            queue_.erase(q);
+            --queued_count_;
+            was_queued = true;
+        }
+        RunProgress progress;
+        progress.run = id;
+        progress.finished = RunProgress::Finish{RunState::Cancelled, why, Timestamp::now(), actor};
+        store_.record_progress(
+            std::move(progress),
+            [this, id, actor, was_queued, done = std::move(done)](Result<AttemptId> r) mutable {
+                asio::post(io_, [this, id, actor, was_queued, done = std::move(done),
+                                 r = std::move(r)] {
+                    if (r) {
+                        log_->info("run cancelled before it started run={} actor={}", id,
+                                   log::quote(actor));
+                        done(CancelOutcome{RunState::Cancelled, false});
+                        return;
+                    }
+                    if (was_queued) {
+                        // Still queued in the store: keep it queued here too.
+                        queue_.push_front(id);
+                        ++queued_count_;
+                    }
+                    if (r.error().code != ErrorCode::InvalidArgument) {
+                        done(r.error());
+                        return;
+                    }
+                    auto run = store_.get_run(id);
+                    if (!run) {
+                        done(run.error());
+                        return;
+                    }
+                    done(make_error(ErrorCode::FailedPrecondition,
+                                    fmt::format("cancelling run {} failed: it has already ended "
+                                                "({})",
+                                                id, run_state_name(run->run.state))));
+                });
+            });
     });
 }
 

@@ -29,6 +29,12 @@ struct SchedulerOptions {
 
 class RunExecution;
 
+// What a cancel request did.
+struct CancelOutcome {
+    RunState state = RunState::Cancelled;  // the run's state now
+    bool stopping = false;  // true: it was running; its step is being stopped and it ends soon
+};
+
 // Starts queued runs, at most `max_concurrent_runs` at a time, oldest first, and drives each
 // through its steps (see docs/runs.md for the states).
 //
@@ -51,6 +57,13 @@ class Scheduler {
     // Stops starting queued runs (they stay queued in the store), waits up to `grace` for the
     // active runs to finish, cancels those still going, and calls `done` once none is active.
     void drain(Duration grace, std::function<void()> done);
+
+    // Cancels one run for `actor` (recorded as the run's cancelled_by). A queued run ends at
+    // once; a running one has its current attempt stopped gracefully (stop signal, grace,
+    // SIGKILL) and ends cancelled. Fails with NotFound, or FailedPrecondition when the run has
+    // already ended. `done` runs on the scheduler's thread. Any thread.
+    void cancel(RunId id, std::string actor, std::string reason,
+                std::function<void(Result<CancelOutcome>)> done);
 
     // Stops every active run now (their steps get the stop signal, then SIGKILL after the kill
     // grace); the runs end cancelled with `reason`. Any thread.

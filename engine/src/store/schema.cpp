@@ -96,6 +96,12 @@ CREATE TABLE events (
     detail      TEXT NOT NULL
 ) STRICT;
 )sql"},
+        {2, "attempt output files and who cancelled a run", R"sql(
+ALTER TABLE attempts ADD COLUMN output_path TEXT;
+ALTER TABLE attempts ADD COLUMN output_bytes INTEGER;
+ALTER TABLE attempts ADD COLUMN output_truncated INTEGER;
+ALTER TABLE runs ADD COLUMN cancelled_by TEXT;
+)sql"},
     };
     return all;
 }

@@ -105,30 +105,61 @@ std::string attempt_end_detail(const AttemptEnd& e) {
     if (e.signal) {
         detail["signal"] = *e.signal;
     }
+    if (e.timed_out) {
+        detail["timed_out"] = true;
+    }
+    if (e.cancelled) {
+        detail["cancelled"] = true;
+    }
     if (!e.error.empty()) {
         detail["error"] = e.error;
     }
+    if (!e.output_path.empty()) {
+        detail["output_path"] = e.output_path;
+    }
     return dump_json(detail);
+}
+
+// The events an attempt's transitions become: (at, kind, detail JSON).
+struct TransitionText {
+    std::string at, kind, detail;
+};
+
+std::vector<TransitionText> transition_texts(const AttemptEnd& e) {
+    std::vector<TransitionText> out;
+    for (const auto& t : e.transitions) {
+        out.push_back(
+            {t.at.to_rfc3339_millis(), "attempt." + t.kind, dump_json(Json{{"detail", t.detail}})});
+    }
+    return out;
 }
 
 // A run's progress with every text column rendered, ready for the writer to bind.
 struct ProgressWrite {
     RunProgress progress;
     std::string started_at;
+    std::string waiting_at, waiting_detail;
     std::string ended_at, ended_detail;
+    std::vector<TransitionText> ended_transitions;
     std::string next_argv, next_started_at, next_detail;
     std::string next_end_at, next_end_detail;
+    std::vector<TransitionText> next_end_transitions;
     std::string finished_at, finished_detail;
 };
 
 ProgressWrite prepare_progress(RunProgress p) {
     ProgressWrite w;
+    if (p.waiting) {
+        w.waiting_at = Timestamp::now().to_rfc3339_millis();
+        w.waiting_detail = dump_json(Json{{"reason", *p.waiting}});
+    }
     if (p.started) {
         w.started_at = p.started->to_rfc3339_millis();
     }
     if (p.ended) {
         w.ended_at = p.ended->second.finished_at.to_rfc3339_millis();
         w.ended_detail = attempt_end_detail(p.ended->second);
+        w.ended_transitions = transition_texts(p.ended->second);
     }
     if (p.next) {
         w.next_argv = dump_json(Json(p.next->argv));
@@ -138,11 +169,15 @@ ProgressWrite prepare_progress(RunProgress p) {
     if (p.next_end) {
         w.next_end_at = p.next_end->finished_at.to_rfc3339_millis();
         w.next_end_detail = attempt_end_detail(*p.next_end);
+        w.next_end_transitions = transition_texts(*p.next_end);
     }
     if (p.finished) {
         w.finished_at = p.finished->at.to_rfc3339_millis();
-        w.finished_detail = dump_json(
-            Json{{"state", run_state_name(p.finished->state)}, {"reason", p.finished->reason}});
+        Json detail{{"state", run_state_name(p.finished->state)}, {"reason", p.finished->reason}};
+        if (!p.finished->cancelled_by.empty()) {
+            detail["cancelled_by"] = p.finished->cancelled_by;
+        }
+        w.finished_detail = dump_json(detail);
     }
     w.progress = std::move(p);
     return w;
@@ -202,7 +237,7 @@ class OwnerLock {
 struct WriterStatements {
     Statement begin, commit, rollback, savepoint, release, rollback_to;
     Statement insert_delivery, insert_alert, insert_run, insert_event;
-    Statement start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
+    Statement wait_run, start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
 };
 
 // What the writer thread executes: `apply` inside the shared transaction, `finish` after the
@@ -262,7 +297,7 @@ class SqliteStore final : public Store {
     Status apply_delivery(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
-                       const std::string& detail);
+                       const std::string& detail, const std::vector<TransitionText>& transitions);
     Status update_one(Statement& stmt, std::string_view what);
 
     Result<Database> acquire_reader();
@@ -404,20 +439,23 @@ Status SqliteStore::prepare_writer() {
         {&ws_.insert_event,
          "INSERT INTO events (at, kind, delivery_id, run_id, attempt_id, detail) "
          "VALUES (?,?,?,?,?,?)"},
+        {&ws_.wait_run, "UPDATE runs SET reason = ? WHERE id = ? AND state = 'queued'"},
         {&ws_.start_run,
-         "UPDATE runs SET state = 'running', started_at = ? WHERE id = ? AND state = 'queued'"},
+         "UPDATE runs SET state = 'running', reason = '', started_at = ? "
+         "WHERE id = ? AND state = 'queued'"},
         {&ws_.insert_attempt,
          "INSERT INTO attempts (run_id, step, step_index, attempt, kind, argv, cwd, state, "
          "error, started_at) VALUES (?,?,?,?,?,?,?,'running','',?)"},
         {&ws_.end_attempt,
          "UPDATE attempts SET state = ?, exit_code = ?, signal = ?, error = ?, finished_at = ?, "
          "duration_ms = ?, stdout_bytes = ?, stderr_bytes = ?, stdout_excerpt = ?, "
-         "stderr_excerpt = ? WHERE id = ? AND run_id = ? AND state = 'running'"},
+         "stderr_excerpt = ?, output_path = ?, output_bytes = ?, output_truncated = ? "
+         "WHERE id = ? AND run_id = ? AND state = 'running'"},
         {&ws_.fail_open_attempts,
          "UPDATE attempts SET state = 'failed', error = ?, finished_at = ? "
          "WHERE run_id = ? AND state = 'running'"},
         {&ws_.finish_run,
-         "UPDATE runs SET state = ?, reason = ?, finished_at = ? "
+         "UPDATE runs SET state = ?, reason = ?, finished_at = ?, cancelled_by = ? "
          "WHERE id = ? AND state IN ('queued', 'running')"},
     };
     for (const auto& e : entries) {
@@ -650,7 +688,8 @@ void SqliteStore::record_delivery(std::shared_ptr<const DeliveryRecord> record,
 }
 
 Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& e,
-                                const std::string& at, const std::string& detail) {
+                                const std::string& at, const std::string& detail,
+                                const std::vector<TransitionText>& transitions) {
     const auto opt = [](const std::optional<int>& v) {
         return v ? std::optional<std::int64_t>(*v) : std::nullopt;
     };
@@ -664,10 +703,20 @@ Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& 
         .bind(8, e.stderr_bytes)
         .bind_blob(9, e.stdout_excerpt)
         .bind_blob(10, e.stderr_excerpt)
-        .bind(11, attempt)
-        .bind(12, run);
+        .bind(11, e.output_path.empty() ? std::nullopt : std::optional<std::string>(e.output_path))
+        .bind(12, e.output_path.empty() ? std::nullopt
+                                        : std::optional<std::int64_t>(e.output_stored_bytes))
+        .bind(13, e.output_path.empty() ? std::nullopt
+                                        : std::optional<std::int64_t>(e.output_truncated ? 1 : 0))
+        .bind(14, attempt)
+        .bind(15, run);
     if (auto s = update_one(ws_.end_attempt, fmt::format("ending attempt {}", attempt)); !s) {
         return s;
+    }
+    for (const auto& t : transitions) {
+        if (auto s = insert_event(t.kind, t.at, std::nullopt, run, attempt, t.detail); !s) {
+            return s;
+        }
     }
     return insert_event("attempt.finished", at, std::nullopt, run, attempt, detail);
 }
@@ -675,6 +724,17 @@ Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& 
 Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
     const RunProgress& p = w.progress;
     const RunId run = p.run;
+    if (p.waiting) {
+        ws_.wait_run.bind(1, std::string_view(*p.waiting)).bind(2, run);
+        if (auto s = update_one(ws_.wait_run, fmt::format("marking run {} waiting", run)); !s) {
+            return s;
+        }
+        if (auto s = insert_event("run.waiting", w.waiting_at, std::nullopt, run, std::nullopt,
+                                  w.waiting_detail);
+            !s) {
+            return s;
+        }
+    }
     if (p.started) {
         ws_.start_run.bind(1, std::string_view(w.started_at)).bind(2, run);
         if (auto s = update_one(ws_.start_run, fmt::format("starting run {}", run)); !s) {
@@ -687,7 +747,8 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
         }
     }
     if (p.ended) {
-        if (auto s = end_attempt(run, p.ended->first, p.ended->second, w.ended_at, w.ended_detail);
+        if (auto s = end_attempt(run, p.ended->first, p.ended->second, w.ended_at, w.ended_detail,
+                                 w.ended_transitions);
             !s) {
             return s;
         }
@@ -713,7 +774,9 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
             return s;
         }
         if (p.next_end) {
-            if (s = end_attempt(run, next_id, *p.next_end, w.next_end_at, w.next_end_detail); !s) {
+            if (s = end_attempt(run, next_id, *p.next_end, w.next_end_at, w.next_end_detail,
+                                w.next_end_transitions);
+                !s) {
                 return s;
             }
         }
@@ -723,7 +786,9 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
         ws_.finish_run.bind(1, std::string_view(run_state_name(f.state)))
             .bind(2, std::string_view(f.reason))
             .bind(3, std::string_view(w.finished_at))
-            .bind(4, run);
+            .bind(4, f.cancelled_by.empty() ? std::nullopt
+                                            : std::optional<std::string>(f.cancelled_by))
+            .bind(5, run);
         if (auto s = update_one(ws_.finish_run, fmt::format("finishing run {}", run)); !s) {
             return s;
         }
@@ -840,7 +905,7 @@ void SqliteStore::release_reader(Database db) {
 constexpr const char* kRunColumns =
     "r.id, r.runbook, r.runbook_hash, r.trigger, r.actor, r.state, r.reason, r.alert_id, "
     "coalesce(a.fingerprint, ''), coalesce(json_extract(a.labels, '$.alertname'), ''), "
-    "r.created_at, r.started_at, r.finished_at";
+    "r.created_at, r.started_at, r.finished_at, coalesce(r.cancelled_by, '')";
 
 RunSummary read_run_summary(const Statement& s) {
     RunSummary r;
@@ -857,6 +922,7 @@ RunSummary read_run_summary(const Statement& s) {
     r.created_at = parse_stored_time(s.column_text(10));
     r.started_at = parse_stored_time(s.column_optional_text(11));
     r.finished_at = parse_stored_time(s.column_optional_text(12));
+    r.cancelled_by = s.column_text(13);
     return r;
 }
 
@@ -949,7 +1015,8 @@ std::vector<AttemptRecord> SqliteStore::read_attempts(Database& db, RunId run, S
         db,
         "SELECT id, step, step_index, attempt, kind, argv, cwd, state, exit_code, signal, "
         "error, started_at, finished_at, duration_ms, stdout_bytes, stderr_bytes, "
-        "stdout_excerpt, stderr_excerpt FROM attempts WHERE run_id = ? "
+        "stdout_excerpt, stderr_excerpt, output_path, output_bytes, output_truncated "
+        "FROM attempts WHERE run_id = ? "
         "ORDER BY step_index, attempt");
     if (!stmt) {
         status = stmt.error();
@@ -997,6 +1064,9 @@ std::vector<AttemptRecord> SqliteStore::read_attempts(Database& db, RunId run, S
             e.stderr_bytes = stmt->column_int(15);
             e.stdout_excerpt = stmt->column_text(16);
             e.stderr_excerpt = stmt->column_text(17);
+            e.output_path = stmt->column_optional_text(18).value_or("");
+            e.output_stored_bytes = stmt->column_optional_int(19).value_or(0);
+            e.output_truncated = stmt->column_optional_int(20).value_or(0) != 0;
             a.end = std::move(e);
         }
         out.push_back(std::move(a));
@@ -1026,7 +1096,7 @@ Result<RunDetail> SqliteStore::get_run(RunId run) {
     }
     RunDetail detail;
     detail.run = read_run_summary(*stmt);
-    detail.alert = read_alert(*stmt, 13);
+    detail.alert = read_alert(*stmt, 14);
     Status status;
     detail.attempts = read_attempts(reader.db(), run, status);
     if (!status) {
