@@ -569,3 +569,51 @@ TEST_CASE("cancel requests with bad input get a JSON error", "[http][cancel]") {
     REQUIRE(not_json.ok());
     CHECK(not_json->status == 400);
 }
+
+TEST_CASE("a step sees the alert as RUNBOOK_* variables and nothing else of runbookd's",
+          "[http][env]") {
+    constexpr const char* kEnvRunbook = R"(name: show-env
+matchers: ['alertname="Env"']
+steps:
+  - name: env
+    argv: [/usr/bin/env]
+)";
+    ::setenv("RUNBOOKD_LEAK_CHECK", "secret", 1);  // runbookd's environment; steps never see it
+    TestDaemon d(RunbookFiles{{"env.yaml", kEnvRunbook}});
+    const std::string hostile = "x$(touch f)`id`;rm -rf / \"q\" 'q'";
+    Json payload = Json::parse(
+        alert_payload({{"alertname", "Env"}, {"instance", hostile}, {"pod.name", "web-1"}},
+                      "firing", "0123456789abcdef"));
+    payload["alerts"][0]["annotations"] = {{"summary", "line one\nline two"}};
+    auto r = d.post("/api/v1/webhooks/alertmanager", payload.dump());
+    REQUIRE(r.ok());
+    const std::int64_t id = body_of(r)["runs"].at(0)["run_id"];
+    REQUIRE(d.wait_runs_finished());
+
+    const std::string out = query_value(d.db(), "SELECT stdout_excerpt FROM attempts");
+    CHECK_THAT(out, Catch::Contains("RUNBOOK_LABEL_INSTANCE=" + hostile + "\n"));
+    CHECK_THAT(out, Catch::Contains("RUNBOOK_LABEL_POD_NAME=web-1\n"));
+    CHECK_THAT(out, Catch::Contains("RUNBOOK_LABEL_ALERTNAME=Env\n"));
+    CHECK_THAT(out, Catch::Contains("RUNBOOK_ANNOTATION_SUMMARY=line one\nline two\n"));
+    CHECK_THAT(out, Catch::Contains("RUNBOOK_ALERT_FINGERPRINT=0123456789abcdef\n"));
+    CHECK_THAT(out, Catch::Contains("RUNBOOK_ALERT_STATUS=firing\n"));
+    CHECK_THAT(out, Catch::Contains("RUNBOOK_IDEMPOTENCY_KEY=" + std::to_string(id) + ":env\n"));
+    CHECK_THAT(out, Catch::Contains("RUNBOOK_ATTEMPT=1\n"));
+    // The test process's own environment stays behind (only PATH, LANG, HOME and TZ pass).
+    CHECK_THAT(out, !Catch::Contains("RUNBOOKD_LEAK_CHECK"));
+    CHECK_THAT(out, !Catch::Contains("secret"));
+}
+
+TEST_CASE("a NUL byte in an alert value fails the step instead of cutting the argument short",
+          "[http][env]") {
+    TestDaemon d(RunbookFiles{{"echo.yaml", kEchoRunbook}});
+    auto r = d.post("/api/v1/webhooks/alertmanager",
+                    alert_payload({{"alertname", "HostHighLoad"},
+                                   {"instance", std::string("node-1\0; rm -rf /", 16)}}));
+    REQUIRE(r.ok());
+    REQUIRE(r->status == 200);
+    REQUIRE(d.wait_runs_finished());
+    CHECK(query_value(d.db(), "SELECT state FROM runs") == "failed");
+    CHECK_THAT(query_value(d.db(), "SELECT reason FROM runs"),
+               Catch::Contains("argv element 2 contains a NUL byte"));
+}

@@ -1,5 +1,6 @@
 #include "run/argv_executor.hpp"
 
+#include <cctype>
 #include <cstdlib>
 
 #include <fmt/format.h>
@@ -11,6 +12,18 @@ namespace {
 
 constexpr const char* kStandardPath =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+// A program receives its arguments and environment as C strings: a NUL byte would cut a value
+// short without anyone noticing, so a value holding one is refused.
+Status check_no_nul(const std::string& value, std::string_view what) {
+    if (value.find('\0') != std::string::npos) {
+        return make_error(ErrorCode::InvalidArgument,
+                          fmt::format("{} contains a NUL byte, which cannot be passed to a "
+                                      "program",
+                                      what));
+    }
+    return {};
+}
 
 class ArgvAttempt final : public Attempt {
   public:
@@ -72,6 +85,10 @@ class ArgvExecutor final : public StepExecutor {
             if (!value) {
                 return value.error();
             }
+            if (auto s = check_no_nul(*value, fmt::format("argv element {}", spec.argv.size()));
+                !s) {
+                return s.error();
+            }
             spec.argv.push_back(std::move(*value));
         }
         auto env = build_env(*config, ctx, scope);
@@ -122,12 +139,31 @@ class ArgvExecutor final : public StepExecutor {
                 return make_error(value.error().code,
                                   fmt::format("env {}: {}", name, value.error().message));
             }
+            if (auto s = check_no_nul(*value, "env " + name); !s) {
+                return s.error();
+            }
             set(name, std::move(*value));
+        }
+        if (ctx.alert != nullptr) {
+            // The alert, for scripts: values arrive as data, never as code.
+            for (const auto& [label, value] : ctx.alert->labels) {
+                if (value.find('\0') == std::string::npos) {
+                    set(alert_env_name("RUNBOOK_LABEL_", label), value);
+                }
+            }
+            for (const auto& [annotation, value] : ctx.alert->annotations) {
+                if (value.find('\0') == std::string::npos) {
+                    set(alert_env_name("RUNBOOK_ANNOTATION_", annotation), value);
+                }
+            }
+            set("RUNBOOK_ALERT_FINGERPRINT", ctx.alert->fingerprint);
+            set("RUNBOOK_ALERT_STATUS", alert_status_name(ctx.alert->status));
         }
         set("RUNBOOK_RUN_ID", std::to_string(ctx.run_id));
         set("RUNBOOK_RUNBOOK", ctx.runbook->name);
         set("RUNBOOK_STEP", ctx.step->name);
         set("RUNBOOK_ATTEMPT", std::to_string(ctx.attempt));
+        set("RUNBOOK_IDEMPOTENCY_KEY", idempotency_key(ctx.run_id, ctx.step->name));
         std::vector<std::string> out;
         out.reserve(vars.size());
         for (auto& [k, v] : vars) {
@@ -141,6 +177,24 @@ class ArgvExecutor final : public StepExecutor {
 };
 
 }  // namespace
+
+std::string alert_env_name(std::string_view prefix, std::string_view name) {
+    std::string out(prefix);
+    out.reserve(prefix.size() + name.size());
+    for (const char c : name) {
+        const auto u = static_cast<unsigned char>(c);
+        if (std::isalnum(u) != 0 && u < 0x80) {
+            out += static_cast<char>(std::toupper(u));
+        } else {
+            out += '_';
+        }
+    }
+    return out;
+}
+
+std::string idempotency_key(RunId run, std::string_view step) {
+    return fmt::format("{}:{}", run, step);
+}
 
 std::vector<std::pair<std::string, std::string>> default_base_env() {
     const auto get = [](const char* name) -> std::string {

@@ -9,6 +9,15 @@
 
 namespace runbookd::run {
 
+// The variable an alert label or annotation becomes: `prefix` + the name upper-cased, every
+// character other than A-Z, 0-9 and _ replaced by _ ("RUNBOOK_LABEL_" + "pod.name" →
+// "RUNBOOK_LABEL_POD_NAME").
+std::string alert_env_name(std::string_view prefix, std::string_view name);
+
+// RUNBOOK_IDEMPOTENCY_KEY: "<run id>:<step name>", the same for every attempt of the step and
+// across restarts of runbookd.
+std::string idempotency_key(RunId run, std::string_view step);
+
 // Builds the base environment from runbookd's own: PATH (or a standard PATH), LANG (or
 // C.UTF-8), HOME and TZ when set.
 std::vector<std::pair<std::string, std::string>> default_base_env();
