@@ -31,7 +31,7 @@ matchers:
 steps:
   - name: one
     argv: [echo, hi]
-    retries: 3
+    retry: 3
 )";
 
 }  // namespace
@@ -54,7 +54,7 @@ TEST_CASE("lint prints every error with file:line:column and exits non-zero", "[
 
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.output, Catch::Contains(file + ":3:5: bad regular expression"));
-    CHECK_THAT(r.output, Catch::Contains(file + ":7:5: unknown key \"retries\" in step"));
+    CHECK_THAT(r.output, Catch::Contains(file + ":7:5: unknown key \"retry\" in step"));
     CHECK_THAT(r.output, Catch::Contains("2 errors"));
 }
 
@@ -68,7 +68,7 @@ TEST_CASE("runbookd refuses to start on invalid runbooks, with the same messages
 
     CHECK(r.exit_code == 2);
     CHECK_THAT(r.output, Catch::Contains(file + ":3:5: bad regular expression"));
-    CHECK_THAT(r.output, Catch::Contains(file + ":7:5: unknown key \"retries\" in step"));
+    CHECK_THAT(r.output, Catch::Contains(file + ":7:5: unknown key \"retry\" in step"));
 }
 
 TEST_CASE("runbookd refuses a bad config file with file:line:column", "[cli]") {

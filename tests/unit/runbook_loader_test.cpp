@@ -1,5 +1,8 @@
+#include <csignal>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -15,6 +18,7 @@ using runbookd::Duration;
 using runbookd::load_runbook_dir;
 using runbookd::load_runbook_text;
 using runbookd::MatchType;
+using runbookd::ShellStepConfig;
 using runbookd::test::TempDir;
 using runbookd::test::write_file;
 
@@ -175,11 +179,11 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
         {"an unknown runbook key",
          "name: disk\nstepz: []\nsteps:\n  - name: df\n    argv: [df]\n",
          {"disk.yaml:2:1: unknown key \"stepz\" in runbook (expected one of: name, description, "
-          "matchers, on, timeout, steps)"}},
+          "matchers, on, timeout, concurrency, lock, steps)"}},
         {"an unknown step key",
-         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    retries: 3\n",
-         {"disk.yaml:5:5: unknown key \"retries\" in step (expected one of: name, description, "
-          "timeout, argv, env, cwd)"}},
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    retry: 3\n",
+         {"disk.yaml:5:5: unknown key \"retry\" in step (expected one of: name, description, "
+          "timeout, retries, retry_on, argv, env, cwd, stop_signal, grace, limits, user, group)"}},
         {"a list where a string belongs",
          "name: [disk, usage]\nsteps:\n  - name: df\n    argv: [df]\n",
          {"disk.yaml:1:7: name: expected a string, got a list"}},
@@ -243,7 +247,7 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
          {"disk.yaml:3:5: step needs a name"}},
         {"a step with no kind",
          "name: disk\nsteps:\n  - name: df\n    description: what\n",
-         {"disk.yaml:3:5: step needs one key that gives its kind: argv"}},
+         {"disk.yaml:3:5: step needs one key that gives its kind: argv, shell"}},
         {"an empty argv",
          "name: disk\nsteps:\n  - name: df\n    argv: []\n",
          {"disk.yaml:4:11: argv: expected a non-empty list: the program, then its arguments"}},
@@ -324,7 +328,7 @@ TEST_CASE("every error in a runbook file is reported in one load", "[runbook]") 
     CHECK(errors ==
           std::vector<std::string>{
               "disk.yaml:3:1: unknown key \"colour\" in runbook (expected one of: name, "
-              "description, matchers, on, timeout, steps)",
+              "description, matchers, on, timeout, concurrency, lock, steps)",
               "disk.yaml:2:10: timeout: \"soon\" is not a positive duration (write e.g. 500ms, "
               "30s, 5m, 1h30m)",
               "disk.yaml:6:12: argv: the program (first element) cannot contain placeholders: "
@@ -421,5 +425,345 @@ TEST_CASE("a runbook without matchers loads with a warning that no alert starts 
         CHECK(result.warnings[0].to_string() ==
               "manual.yaml:1:1: runbook has no matchers, so no alert will ever start it (write "
               "e.g. alertname=\"...\")");
+    }
+}
+
+TEST_CASE("concurrency and lock are read from the runbook", "[runbook]") {
+    const std::string text = minimal_runbook("restart") +
+                             "concurrency: 2\n"
+                             "lock: \"restart-{{ alert.labels.instance }}\"\n";
+
+    const auto result = load_runbook_text(text, "restart.yaml", builtin_step_parsers());
+
+    REQUIRE(result.errors.empty());
+    REQUIRE(result.runbooks.size() == 1);
+    const auto& runbook = *result.runbooks[0];
+    CHECK(runbook.concurrency == 2);
+    REQUIRE(runbook.lock.has_value());
+    CHECK(runbook.lock->source() == "restart-{{ alert.labels.instance }}");
+    CHECK(runbook.lock->has_placeholders());
+    CHECK(runbook.lock_location.to_string() == "restart.yaml:6:7");
+}
+
+TEST_CASE("a runbook without concurrency and lock has neither", "[runbook]") {
+    const auto result =
+        load_runbook_text(minimal_runbook("disk"), "disk.yaml", builtin_step_parsers());
+
+    REQUIRE(result.runbooks.size() == 1);
+    CHECK_FALSE(result.runbooks[0]->concurrency.has_value());
+    CHECK_FALSE(result.runbooks[0]->lock.has_value());
+}
+
+TEST_CASE("argv steps read every process key", "[runbook]") {
+    const std::string text = minimal_runbook("disk") +
+                             "    stop_signal: SIGINT\n"
+                             "    grace: 10s\n"
+                             "    limits: {cpu: 1m, memory: 512MiB, open_files: 1024, "
+                             "processes: 256}\n"
+                             "    user: deploy\n"
+                             "    group: 1000\n";
+
+    const auto result = load_runbook_text(text, "disk.yaml", builtin_step_parsers());
+
+    REQUIRE(result.errors.empty());
+    REQUIRE(result.runbooks.size() == 1);
+    const auto config =
+        std::dynamic_pointer_cast<const ArgvStepConfig>(result.runbooks[0]->steps.at(0).config);
+    REQUIRE(config != nullptr);
+    CHECK(config->stop_signal == SIGINT);
+    CHECK(config->grace == Duration{10'000});
+    CHECK(config->limits.cpu_seconds == 60U);
+    CHECK(config->limits.address_space_bytes == 512U * 1024 * 1024);
+    CHECK(config->limits.open_files == 1024U);
+    CHECK(config->limits.processes == 256U);
+    CHECK(config->user == "deploy");
+    CHECK(config->group == "1000");
+}
+
+TEST_CASE("process keys that are absent keep the daemon's defaults", "[runbook]") {
+    const auto result =
+        load_runbook_text(minimal_runbook("disk"), "disk.yaml", builtin_step_parsers());
+
+    REQUIRE(result.runbooks.size() == 1);
+    const auto config =
+        std::dynamic_pointer_cast<const ArgvStepConfig>(result.runbooks[0]->steps.at(0).config);
+    REQUIRE(config != nullptr);
+    CHECK_FALSE(config->stop_signal.has_value());
+    CHECK_FALSE(config->grace.has_value());
+    CHECK_FALSE(config->limits.cpu_seconds.has_value());
+    CHECK_FALSE(config->limits.address_space_bytes.has_value());
+    CHECK_FALSE(config->limits.open_files.has_value());
+    CHECK_FALSE(config->limits.processes.has_value());
+    CHECK(config->user.empty());
+    CHECK(config->group.empty());
+}
+
+TEST_CASE("stop_signal accepts a name with or without SIG, in any case, or a number", "[runbook]") {
+    const std::vector<std::pair<std::string, int>> cases = {
+        {"SIGTERM", SIGTERM}, {"TERM", SIGTERM},    {"sigint", SIGINT}, {"Hup", SIGHUP},
+        {"15", SIGTERM},      {"SIGUSR1", SIGUSR1}, {"QUIT", SIGQUIT},
+    };
+    for (const auto& [text, number] : cases) {
+        CAPTURE(text);
+
+        const auto result =
+            load_runbook_text(minimal_runbook("disk") + "    stop_signal: " + text + "\n",
+                              "disk.yaml", builtin_step_parsers());
+
+        REQUIRE(result.runbooks.size() == 1);
+        const auto config =
+            std::dynamic_pointer_cast<const ArgvStepConfig>(result.runbooks[0]->steps.at(0).config);
+        CHECK(config->stop_signal == number);
+    }
+}
+
+TEST_CASE("limits.memory takes binary and decimal units", "[runbook]") {
+    const std::vector<std::pair<std::string, std::uint64_t>> cases = {
+        {"1MiB", 1ULL << 20},       {"2GiB", 2ULL << 30},          {"1TiB", 1ULL << 40},
+        {"4096KiB", 4096ULL << 10}, {"500MB", 500'000'000ULL},     {"2GB", 2'000'000'000ULL},
+        {"1048576B", 1ULL << 20},   {"1TB", 1'000'000'000'000ULL},
+    };
+    for (const auto& [text, bytes] : cases) {
+        CAPTURE(text);
+
+        const auto result =
+            load_runbook_text(minimal_runbook("disk") + "    limits: {memory: " + text + "}\n",
+                              "disk.yaml", builtin_step_parsers());
+
+        REQUIRE(result.runbooks.size() == 1);
+        const auto config =
+            std::dynamic_pointer_cast<const ArgvStepConfig>(result.runbooks[0]->steps.at(0).config);
+        CHECK(config->limits.address_space_bytes == bytes);
+    }
+}
+
+TEST_CASE("a shell step reads its script, args and process keys", "[runbook]") {
+    const std::string text =
+        "name: restart\n"                                               // 1
+        "steps:\n"                                                      // 2
+        "  - name: restart\n"                                           // 3
+        "    shell: |\n"                                                // 4
+        "      systemctl restart \"$1\"\n"                              // 5
+        "      kubectl get pod -o go-template='{{ .status.phase }}'\n"  // 6
+        "    args: [\"{{ alert.labels.service }}\", --now]\n"           // 7
+        "    env: {LC_ALL: C}\n"                                        // 8
+        "    stop_signal: INT\n"                                        // 9
+        "    user: \"0\"\n";                                            // 10
+
+    const auto result = load_runbook_text(text, "restart.yaml", builtin_step_parsers());
+
+    REQUIRE(result.errors.empty());
+    REQUIRE(result.runbooks.size() == 1);
+    const auto& step = result.runbooks[0]->steps.at(0);
+    CHECK(step.kind == "shell");
+    const auto config = std::dynamic_pointer_cast<const ShellStepConfig>(step.config);
+    REQUIRE(config != nullptr);
+    CHECK(config->script ==
+          "systemctl restart \"$1\"\nkubectl get pod -o go-template='{{ .status.phase }}'\n");
+    CHECK(sources(config->args) == std::vector<std::string>{"{{ alert.labels.service }}", "--now"});
+    REQUIRE(config->env.size() == 1);
+    CHECK(config->env[0].first == "LC_ALL");
+    CHECK(config->stop_signal == SIGINT);
+    CHECK(config->user == "0");
+    // Go templates in the script are not placeholders: only the no-matchers warning.
+    CHECK(result.warnings.size() == 1);
+}
+
+TEST_CASE("a placeholder in a shell script loads with a warning at its position", "[runbook]") {
+    SECTION("in a literal block, with the variable that carries the label") {
+        const std::string text =
+            "name: restart\n"
+            "steps:\n"
+            "  - name: restart\n"
+            "    shell: |\n"
+            "      echo checking\n"
+            "      systemctl restart {{ alert.labels.instance }}\n";
+
+        const auto result = load_runbook_text(text, "restart.yaml", builtin_step_parsers());
+
+        REQUIRE(result.runbooks.size() == 1);
+        REQUIRE(result.warnings.size() == 2);
+        CHECK(result.warnings[1].to_string() ==
+              "restart.yaml:6:25: shell: placeholders are not substituted in shell scripts, so "
+              "\"{{ alert.labels.instance }}\" stays as written: use "
+              "\"$RUNBOOK_LABEL_INSTANCE\" or args:");
+    }
+    SECTION("in a one-line script, without spaces, for an annotation") {
+        const std::string text =
+            "name: restart\nsteps:\n  - name: restart\n"
+            "    shell: 'echo {{alert.annotations.run-book}}'\n";
+
+        const auto result = load_runbook_text(text, "restart.yaml", builtin_step_parsers());
+
+        REQUIRE(result.warnings.size() == 2);
+        CHECK(result.warnings[1].to_string() ==
+              "restart.yaml:4:18: shell: placeholders are not substituted in shell scripts, so "
+              "\"{{alert.annotations.run-book}}\" stays as written: use "
+              "\"$RUNBOOK_ANNOTATION_RUN_BOOK\" or args:");
+    }
+    SECTION("a value without a variable, once per placeholder") {
+        const std::string text =
+            "name: restart\nsteps:\n  - name: restart\n"
+            "    shell: echo {{ alert.status }} {{ run.id }}\n";
+
+        const auto result = load_runbook_text(text, "restart.yaml", builtin_step_parsers());
+
+        REQUIRE(result.warnings.size() == 3);
+        CHECK(result.warnings[1].to_string() ==
+              "restart.yaml:4:17: shell: placeholders are not substituted in shell scripts, so "
+              "\"{{ alert.status }}\" stays as written: pass it with args: and use \"$1\"");
+        CHECK(result.warnings[2].to_string() ==
+              "restart.yaml:4:36: shell: placeholders are not substituted in shell scripts, so "
+              "\"{{ run.id }}\" stays as written: use \"$RUNBOOK_RUN_ID\" or args:");
+    }
+}
+
+TEST_CASE("process, shell and runbook key errors give file, line, column and what is wrong",
+          "[runbook]") {
+    struct Case {
+        const char* what;
+        std::string text;
+        std::vector<std::string> errors;
+    };
+    const std::string argv_step = "name: disk\nsteps:\n  - name: df\n    argv: [df]\n";
+    const std::string shell_step = "name: disk\nsteps:\n  - name: df\n";
+    const std::vector<Case> cases = {
+        {"concurrency 0",
+         minimal_runbook("disk") + "concurrency: 0\n",
+         {"disk.yaml:5:14: concurrency: must be from 1 to 10000, got 0"}},
+        {"concurrency above the maximum",
+         minimal_runbook("disk") + "concurrency: 10001\n",
+         {"disk.yaml:5:14: concurrency: must be from 1 to 10000, got 10001"}},
+        {"concurrency that is not a number",
+         minimal_runbook("disk") + "concurrency: many\n",
+         {"disk.yaml:5:14: concurrency: expected an integer, got \"many\""}},
+        {"an empty lock",
+         minimal_runbook("disk") + "lock: ''\n",
+         {"disk.yaml:5:7: lock: expected a non-empty key (e.g. lock: \"restart-{{ "
+          "alert.labels.instance }}\")"}},
+        {"a lock with a bad placeholder",
+         minimal_runbook("disk") + "lock: 'x-{{ alert.nope }}'\n",
+         {"disk.yaml:5:7: lock: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
+          "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
+          "alert.generator_url, run.id, run.runbook)"}},
+        {"a list for lock",
+         minimal_runbook("disk") + "lock: [a, b]\n",
+         {"disk.yaml:5:7: lock: expected a string, got a list"}},
+        {"SIGKILL as stop signal",
+         argv_step + "    stop_signal: SIGKILL\n",
+         {"disk.yaml:5:18: stop_signal: SIGKILL cannot be caught, so the program cannot stop "
+          "cleanly (SIGKILL follows the stop signal after grace)"}},
+        {"signal 9 as stop signal",
+         argv_step + "    stop_signal: 9\n",
+         {"disk.yaml:5:18: stop_signal: SIGKILL cannot be caught, so the program cannot stop "
+          "cleanly (SIGKILL follows the stop signal after grace)"}},
+        {"STOP as stop signal",
+         argv_step + "    stop_signal: STOP\n",
+         {"disk.yaml:5:18: stop_signal: SIGSTOP cannot be caught, so the program cannot stop "
+          "cleanly (SIGKILL follows the stop signal after grace)"}},
+        {"an unknown signal name",
+         argv_step + "    stop_signal: SIGNICE\n",
+         {"disk.yaml:5:18: stop_signal: unknown signal \"SIGNICE\" (write a name such as "
+          "SIGTERM, TERM or SIGINT, or its number)"}},
+        {"signal 0",
+         argv_step + "    stop_signal: 0\n",
+         {"disk.yaml:5:18: stop_signal: unknown signal \"0\" (write a name such as SIGTERM, "
+          "TERM or SIGINT, or its number)"}},
+        {"a zero grace",
+         argv_step + "    grace: 0s\n",
+         {"disk.yaml:5:12: grace: \"0s\" is not a positive duration (write e.g. 500ms, 30s, 5m, "
+          "1h30m)"}},
+        {"limits that are not a mapping",
+         argv_step + "    limits: 3\n",
+         {"disk.yaml:5:13: limits: expected a mapping, got a scalar"}},
+        {"an unknown limit",
+         argv_step + "    limits: {swap: 1GiB}\n",
+         {"disk.yaml:5:14: unknown key \"swap\" in limits (expected one of: cpu, memory, "
+          "open_files, processes)"}},
+        {"a cpu limit in milliseconds",
+         argv_step + "    limits: {cpu: 1500ms}\n",
+         {"disk.yaml:5:19: limits.cpu: \"1500ms\" is not a whole number of seconds"}},
+        {"a cpu limit below one second",
+         argv_step + "    limits: {cpu: 500ms}\n",
+         {"disk.yaml:5:19: limits.cpu: \"500ms\" is not a whole number of seconds"}},
+        {"a memory limit without a unit",
+         argv_step + "    limits: {memory: 512}\n",
+         {"disk.yaml:5:22: limits.memory: \"512\" is not a size (write e.g. 512MiB or 2GiB; "
+          "units B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"}},
+        {"a memory limit with an unknown unit",
+         argv_step + "    limits: {memory: 2G}\n",
+         {"disk.yaml:5:22: limits.memory: \"2G\" is not a size (write e.g. 512MiB or 2GiB; "
+          "units B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"}},
+        {"a memory limit that overflows",
+         argv_step + "    limits: {memory: 99999999999TiB}\n",
+         {"disk.yaml:5:22: limits.memory: \"99999999999TiB\" is not a size (write e.g. 512MiB "
+          "or 2GiB; units B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"}},
+        {"a memory limit below 1MiB",
+         argv_step + "    limits: {memory: 64KiB}\n",
+         {"disk.yaml:5:22: limits.memory: must be at least 1MiB, got 64KiB"}},
+        {"zero open files",
+         argv_step + "    limits: {open_files: 0}\n",
+         {"disk.yaml:5:26: limits.open_files: must be from 1 to 1048576, got 0"}},
+        {"processes that are not a number",
+         argv_step + "    limits: {processes: lots}\n",
+         {"disk.yaml:5:25: limits.processes: expected an integer, got \"lots\""}},
+        {"a user with a placeholder",
+         argv_step + "    user: '{{ alert.labels.owner }}'\n",
+         {"disk.yaml:5:11: user: cannot contain placeholders: alert values must not choose who "
+          "runs the step"}},
+        {"a user name with a space",
+         argv_step + "    user: 'web admin'\n",
+         {"disk.yaml:5:11: user: \"web admin\" is not a user name or number"}},
+        {"an empty group",
+         argv_step + "    group: ''\n",
+         {"disk.yaml:5:12: group: \"\" is not a group name or number"}},
+        {"a group id of -1 as unsigned",
+         argv_step + "    group: 4294967295\n",
+         {"disk.yaml:5:12: group: \"4294967295\" is not a group name or number"}},
+        {"a list for user",
+         argv_step + "    user: [root]\n",
+         {"disk.yaml:5:11: user: expected a string, got a list"}},
+        {"an empty shell script",
+         shell_step + "    shell: ''\n",
+         {"disk.yaml:4:12: shell: expected a non-empty script"}},
+        {"a blank shell script",
+         shell_step + "    shell: \"  \\n\"\n",
+         {"disk.yaml:4:12: shell: expected a non-empty script"}},
+        {"a list for the shell script",
+         shell_step + "    shell: [echo, hi]\n",
+         {"disk.yaml:4:12: shell: expected a string, got a list"}},
+        {"a scalar for args",
+         shell_step + "    shell: echo \"$1\"\n    args: hi\n",
+         {"disk.yaml:5:11: args: expected a list of arguments, the script's \"$1\", \"$2\", ..."}},
+        {"a bad placeholder in args",
+         shell_step + "    shell: echo \"$1\"\n    args: ['{{ alert.nope }}']\n",
+         {"disk.yaml:5:12: args: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
+          "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
+          "alert.generator_url, run.id, run.runbook)"}},
+        {"an unknown shell step key",
+         shell_step + "    shell: date\n    argz: [x]\n",
+         {"disk.yaml:5:5: unknown key \"argz\" in step (expected one of: name, description, "
+          "timeout, retries, retry_on, shell, args, env, cwd, stop_signal, grace, limits, user, "
+          "group)"}},
+        {"args on an argv step",
+         argv_step + "    args: [x]\n",
+         {"disk.yaml:5:5: unknown key \"args\" in step (expected one of: name, description, "
+          "timeout, retries, retry_on, argv, env, cwd, stop_signal, grace, limits, user, "
+          "group)"}},
+        {"a step with both argv and shell",
+         argv_step + "    shell: date\n",
+         {"disk.yaml:3:5: step has both argv: and shell: (a step has exactly one kind)"}},
+        {"a reserved variable in a shell step",
+         shell_step + "    shell: date\n    env: {RUNBOOK_X: y}\n",
+         {"disk.yaml:5:11: env: \"RUNBOOK_X\" is reserved: runbookd sets the RUNBOOK_* variables "
+          "itself"}},
+    };
+
+    for (const auto& c : cases) {
+        CAPTURE(c.what, c.text);
+
+        const auto errors = load_errors(c.text);
+
+        CHECK(errors == c.errors);
     }
 }

@@ -10,6 +10,7 @@
 
 #include <runbookd/alert.hpp>
 #include <runbookd/matcher.hpp>
+#include <runbookd/template.hpp>
 
 namespace runbookd {
 
@@ -38,12 +39,33 @@ struct StepConfig {
     virtual ~StepConfig() = default;
 };
 
+// When a failed attempt is tried again (step key `retries:` and `retry_on:`). Whatever it
+// says, an attempt that cannot be prepared (e.g. a missing label), cannot be spawned, or was
+// cancelled is never tried again.
+struct RetryPolicy {
+    int attempts = 1;                // total attempts, 1 = no retry (max 100)
+    Duration initial{1'000};         // delay before the 2nd attempt
+    Duration max{60'000};            // delays never exceed this
+    double multiplier = 2.0;         // delay n+1 = delay n * multiplier  (>= 1.0)
+    double jitter = 0.0;             // 0..1: each delay is drawn uniformly from [d*(1-jitter), d]
+    std::vector<int> on_exit_codes;  // retry when the program exited with one of these
+    bool on_any_exit_code = false;   // retry on any non-zero exit code
+    bool on_signal = false;          // retry when killed by a signal (not by runbookd's own stop)
+    bool on_timeout = false;         // retry after the step's timeout
+};
+
+// Delay before attempt `next_attempt` (2, 3, ...) given a uniform random draw in [0,1):
+// min(max, initial * multiplier^(next_attempt-2)), less up to `jitter` of it. Zero for
+// attempts before the 2nd. Pure; safe from any thread.
+Duration retry_delay(const RetryPolicy& policy, int next_attempt, double random01);
+
 struct StepSpec {
     std::string name;  // unique within its runbook
-    std::string kind;  // the key that selected the kind: "argv"
+    std::string kind;  // the key that selected the kind: "argv", "shell"
     std::string description;
     SourceLocation location;
     std::optional<Duration> timeout;  // empty: the daemon's default step timeout
+    RetryPolicy retry;
     std::shared_ptr<const StepConfig> config;
 };
 
@@ -60,6 +82,11 @@ struct Runbook {
     bool on_firing = true;
     bool on_resolved = false;
     std::optional<Duration> timeout;  // whole run; empty: the daemon's default run timeout
+    std::optional<int> concurrency;   // runs of this runbook at once, 1..10000; empty: no own limit
+    // A keyed lock held for the whole run: two runs whose rendered keys are equal never run at
+    // once, whichever runbooks they belong to. Rendered when the run starts.
+    std::optional<Template> lock;
+    SourceLocation lock_location;
     std::vector<StepSpec> steps;
 
     // True when the alert's labels match and its status is one this runbook acts on.

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -23,18 +24,31 @@ YAML::Node find_key(const YAML::Node& map, std::string_view key);
 // type, so parsing can go on and report every problem in one pass.
 class ParseContext {
   public:
-    explicit ParseContext(std::string file) : file_(std::move(file)) {}
+    // `text` is the file's text, which must outlive the context; it lets location_in() point
+    // inside multi-line strings.
+    explicit ParseContext(std::string file, std::string_view text = {})
+        : file_(std::move(file)), text_(text) {}
 
     SourceLocation location(const YAML::Node& node) const;
     SourceLocation location(const YAML::Mark& mark) const;
+    // Where the character at `offset` of a scalar's value is in the file. Exact for plain and
+    // quoted one-line scalars and literal blocks (`|`) without escapes; otherwise the location
+    // of the scalar itself.
+    SourceLocation location_in(const YAML::Node& scalar, std::size_t offset) const;
     void error(const YAML::Node& at, std::string message);
     void error(SourceLocation at, std::string message);
     // Something that loads but is probably not what the author meant.
     void warning(const YAML::Node& at, std::string message);
+    void warning(SourceLocation at, std::string message);
 
     std::optional<std::string> string(const YAML::Node& node, std::string_view what);
     std::optional<Duration> duration(const YAML::Node& node, std::string_view what);
     std::optional<Template> template_string(const YAML::Node& node, std::string_view what);
+    // A decimal integer from `min` to `max`.
+    std::optional<std::int64_t> integer(const YAML::Node& node, std::string_view what,
+                                        std::int64_t min, std::int64_t max);
+    // A finite decimal number.
+    std::optional<double> number(const YAML::Node& node, std::string_view what);
 
     // Checks that `node` is a mapping whose keys are strings, unique, and among `allowed`.
     bool check_mapping(const YAML::Node& node, std::string_view what,
@@ -47,6 +61,7 @@ class ParseContext {
 
   private:
     std::string file_;
+    std::string_view text_;
     std::vector<Diagnostic> diagnostics_;
     std::vector<Diagnostic> warnings_;
 };

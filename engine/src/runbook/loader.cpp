@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -16,6 +18,8 @@ namespace {
 
 constexpr std::size_t kMaxNameLength = 128;
 constexpr std::uintmax_t kMaxFileSize = 1024 * 1024;
+constexpr int kMaxAttempts = 100;
+constexpr int kMaxConcurrency = 10'000;
 
 // Runbook and step names appear in URLs, environment variables and placeholders.
 bool valid_name(std::string_view name) {
@@ -43,6 +47,19 @@ const char* node_kind(const YAML::Node& node) {
             return "nothing";
     }
     return "nothing";
+}
+
+// Line `index` (0-based) of `text`, without its newline; empty past the end.
+std::string_view text_line(std::string_view text, std::size_t index) {
+    std::size_t begin = 0;
+    for (; index > 0; --index) {
+        begin = text.find('\n', begin);
+        if (begin == std::string_view::npos) {
+            return {};
+        }
+        ++begin;
+    }
+    return text.substr(begin, text.find('\n', begin) - begin);
 }
 
 void parse_name(const YAML::Node& root, ParseContext& ctx, const char* what, std::string& out) {
@@ -121,6 +138,143 @@ void parse_on(const YAML::Node& node, ParseContext& ctx, Runbook& runbook) {
     }
 }
 
+// The delay keys of `retries:`; initial and max are checked together.
+void parse_retry_delays(const YAML::Node& node, ParseContext& ctx, RetryPolicy& retry) {
+    const YAML::Node initial = find_key(node, "initial");
+    const YAML::Node max = find_key(node, "max");
+    if (initial.IsDefined()) {
+        retry.initial = ctx.duration(initial, "retries.initial").value_or(retry.initial);
+    }
+    if (max.IsDefined()) {
+        retry.max = ctx.duration(max, "retries.max").value_or(retry.max);
+    }
+    if (retry.initial > retry.max) {
+        ctx.error(initial.IsDefined() ? initial : max,
+                  fmt::format("retries: initial {} is longer than max {}",
+                              format_duration(retry.initial), format_duration(retry.max)));
+    }
+    if (const auto m = find_key(node, "multiplier"); m.IsDefined()) {
+        const auto value = ctx.number(m, "retries.multiplier");
+        if (value && *value < 1.0) {
+            ctx.error(m, fmt::format("retries.multiplier: must be at least 1, got {}", m.Scalar()));
+        } else if (value) {
+            retry.multiplier = *value;
+        }
+    }
+    if (const auto j = find_key(node, "jitter"); j.IsDefined()) {
+        const auto value = ctx.number(j, "retries.jitter");
+        if (value && (*value < 0.0 || *value > 1.0)) {
+            ctx.error(j, fmt::format("retries.jitter: must be from 0 to 1, got {}", j.Scalar()));
+        } else if (value) {
+            retry.jitter = *value;
+        }
+    }
+}
+
+// `retries: 3` or `retries: {attempts: 3, initial: 2s, max: 1m, multiplier: 2, jitter: 0.2}`.
+void parse_retries(const YAML::Node& node, ParseContext& ctx, RetryPolicy& retry) {
+    if (node.IsScalar()) {
+        if (const auto n = ctx.integer(node, "retries", 1, kMaxAttempts)) {
+            retry.attempts = static_cast<int>(*n);
+        }
+        return;
+    }
+    if (!node.IsMap()) {
+        ctx.error(node, fmt::format("retries: expected a number of attempts or a mapping "
+                                    "(attempts, initial, max, multiplier, jitter), got {}",
+                                    node_kind(node)));
+        return;
+    }
+    ctx.check_mapping(node, "retries", {"attempts", "initial", "max", "multiplier", "jitter"});
+    if (const auto a = find_key(node, "attempts"); !a.IsDefined()) {
+        ctx.error(node, "retries: needs attempts, the total number of attempts (e.g. attempts: 3)");
+    } else if (const auto n = ctx.integer(a, "retries.attempts", 1, kMaxAttempts)) {
+        retry.attempts = static_cast<int>(*n);
+    }
+    parse_retry_delays(node, ctx, retry);
+}
+
+// One `retry_on` condition: failure, timeout, signal or an exit code.
+void parse_retry_condition(const YAML::Node& item, ParseContext& ctx, RetryPolicy& retry) {
+    const auto text = ctx.string(item, "retry_on");
+    if (!text) {
+        return;
+    }
+    bool* flag = nullptr;
+    if (*text == "failure") {
+        flag = &retry.on_any_exit_code;
+    } else if (*text == "timeout") {
+        flag = &retry.on_timeout;
+    } else if (*text == "signal") {
+        flag = &retry.on_signal;
+    }
+    if (flag != nullptr) {
+        if (*flag) {
+            ctx.error(item, fmt::format("retry_on: \"{}\" is listed twice", *text));
+        }
+        *flag = true;
+        return;
+    }
+    int code = 0;
+    const char* end = text->data() + text->size();
+    const auto [ptr, ec] = std::from_chars(text->data(), end, code);
+    if (text->empty() || ptr != end ||
+        (ec != std::errc{} && ec != std::errc::result_out_of_range)) {
+        ctx.error(item, fmt::format("retry_on: unknown condition \"{}\" (expected failure, "
+                                    "timeout, signal or an exit code from 1 to 255)",
+                                    *text));
+        return;
+    }
+    if (ec == std::errc::result_out_of_range || code < 1 || code > 255) {
+        ctx.error(item, fmt::format("retry_on: exit code {} is not from 1 to 255", *text));
+        return;
+    }
+    auto& codes = retry.on_exit_codes;
+    if (std::find(codes.begin(), codes.end(), code) != codes.end()) {
+        ctx.error(item, fmt::format("retry_on: \"{}\" is listed twice", *text));
+        return;
+    }
+    codes.push_back(code);
+}
+
+// `retry_on: [failure, timeout, signal, 75]`: one condition or a list of them.
+void parse_retry_on(const YAML::Node& node, ParseContext& ctx, RetryPolicy& retry) {
+    if (node.IsScalar()) {
+        parse_retry_condition(node, ctx, retry);
+        return;
+    }
+    if (!node.IsSequence() || node.size() == 0) {
+        ctx.error(node,
+                  "retry_on: expected a list of conditions: failure, timeout, signal or "
+                  "exit codes from 1 to 255");
+        return;
+    }
+    for (const auto& item : node) {
+        parse_retry_condition(item, ctx, retry);
+    }
+}
+
+// The step keys `retries` and `retry_on`, common to every kind.
+void parse_retry(const YAML::Node& step, ParseContext& ctx, RetryPolicy& retry) {
+    const std::size_t errors_before = ctx.diagnostics().size();
+    if (const auto r = find_key(step, "retries"); r.IsDefined()) {
+        parse_retries(r, ctx, retry);
+    }
+    const bool retries_ok = ctx.diagnostics().size() == errors_before;
+    const YAML::Node retry_on = find_key(step, "retry_on");
+    if (!retry_on.IsDefined()) {
+        retry.on_any_exit_code = retry.attempts > 1;
+        retry.on_timeout = retry.attempts > 1;
+        return;
+    }
+    parse_retry_on(retry_on, ctx, retry);
+    if (retries_ok && retry.attempts == 1) {
+        ctx.warning(retry_on,
+                    "retry_on has no effect without retries of 2 or more attempts (add e.g. "
+                    "retries: 3)");
+    }
+}
+
 std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
                                    const StepParsers& parsers) {
     if (!node.IsMap()) {
@@ -145,7 +299,8 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
             parser = p.get();
         }
     }
-    std::vector<std::string_view> allowed = {"name", "description", "timeout"};
+    std::vector<std::string_view> allowed = {"name", "description", "timeout", "retries",
+                                             "retry_on"};
     if (parser == nullptr) {
         ctx.check_mapping(node, "step", allowed);
         ctx.error(node, fmt::format("step needs one key that gives its kind: {}",
@@ -166,6 +321,7 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
     if (const auto t = find_key(node, "timeout"); t.IsDefined()) {
         step.timeout = ctx.duration(t, "timeout");
     }
+    parse_retry(node, ctx, step.retry);
     step.config = parser->parse(node, ctx);
     if (!keys_ok || step.config == nullptr) {
         return std::nullopt;
@@ -200,6 +356,21 @@ void parse_steps(const YAML::Node& node, ParseContext& ctx, const StepParsers& p
     }
 }
 
+void parse_lock(const YAML::Node& node, ParseContext& ctx, Runbook& runbook) {
+    if (!node.IsDefined()) {
+        return;
+    }
+    runbook.lock_location = ctx.location(node);
+    auto key = ctx.template_string(node, "lock");
+    if (key && key->source().empty()) {
+        ctx.error(node,
+                  "lock: expected a non-empty key (e.g. lock: \"restart-{{ "
+                  "alert.labels.instance }}\")");
+        return;
+    }
+    runbook.lock = std::move(key);
+}
+
 std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx,
                                        const StepParsers& parsers) {
     auto runbook = std::make_shared<Runbook>();
@@ -209,8 +380,9 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
                                     node_kind(root)));
         return nullptr;
     }
-    ctx.check_mapping(root, "runbook",
-                      {"name", "description", "matchers", "on", "timeout", "steps"});
+    ctx.check_mapping(
+        root, "runbook",
+        {"name", "description", "matchers", "on", "timeout", "concurrency", "lock", "steps"});
     parse_name(root, ctx, "runbook", runbook->name);
     runbook->name_location = ctx.location(find_key(root, "name"));
     if (const auto d = find_key(root, "description"); d.IsDefined()) {
@@ -226,6 +398,12 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
     if (const auto t = find_key(root, "timeout"); t.IsDefined()) {
         runbook->timeout = ctx.duration(t, "timeout");
     }
+    if (const auto c = find_key(root, "concurrency"); c.IsDefined()) {
+        if (const auto n = ctx.integer(c, "concurrency", 1, kMaxConcurrency)) {
+            runbook->concurrency = static_cast<int>(*n);
+        }
+    }
+    parse_lock(find_key(root, "lock"), ctx, *runbook);
     const YAML::Node steps = find_key(root, "steps");
     if (!steps.IsDefined()) {
         ctx.error(root, "runbook needs steps");
@@ -256,6 +434,40 @@ SourceLocation ParseContext::location(const YAML::Node& node) const {
     return location(node.Mark());
 }
 
+SourceLocation ParseContext::location_in(const YAML::Node& scalar, std::size_t offset) const {
+    const SourceLocation whole = location(scalar);
+    const YAML::Mark mark = scalar.Mark();
+    if (text_.empty() || mark.is_null() || !scalar.IsScalar() || offset >= scalar.Scalar().size() ||
+        static_cast<std::size_t>(mark.pos) >= text_.size()) {
+        return whole;
+    }
+    const std::string_view value = scalar.Scalar();
+    const std::size_t newline =
+        offset == 0 ? std::string_view::npos : value.rfind('\n', offset - 1);
+    const std::size_t begin = newline == std::string_view::npos ? 0 : newline + 1;
+    const std::string_view value_line = value.substr(begin, value.find('\n', offset) - begin);
+    const auto index = static_cast<std::size_t>(
+        std::count(value.begin(), value.begin() + static_cast<std::ptrdiff_t>(begin), '\n'));
+
+    // A literal block starts on the line after its `|`; folded blocks (`>`) join lines, so
+    // their lines are not the file's.
+    const char indicator = text_[static_cast<std::size_t>(mark.pos)];
+    if (indicator == '>') {
+        return whole;
+    }
+    const bool block = indicator == '|';
+    const auto mark_line = static_cast<std::size_t>(mark.line);
+    const std::size_t line = mark_line + index + (block ? 1 : 0);
+    const std::string_view file_line = text_line(text_, line);
+    const std::size_t from = line == mark_line ? static_cast<std::size_t>(mark.column) : 0;
+    const std::size_t found = file_line.find(value_line, std::min(from, file_line.size()));
+    if (found == std::string_view::npos) {
+        return whole;
+    }
+    return SourceLocation{file_, static_cast<int>(line) + 1,
+                          static_cast<int>(found + (offset - begin)) + 1};
+}
+
 void ParseContext::error(const YAML::Node& at, std::string message) {
     error(location(at), std::move(message));
 }
@@ -265,7 +477,11 @@ void ParseContext::error(SourceLocation at, std::string message) {
 }
 
 void ParseContext::warning(const YAML::Node& at, std::string message) {
-    warnings_.push_back(Diagnostic{location(at), std::move(message)});
+    warning(location(at), std::move(message));
+}
+
+void ParseContext::warning(SourceLocation at, std::string message) {
+    warnings_.push_back(Diagnostic{std::move(at), std::move(message)});
 }
 
 std::optional<std::string> ParseContext::string(const YAML::Node& node, std::string_view what) {
@@ -289,6 +505,43 @@ std::optional<Duration> ParseContext::duration(const YAML::Node& node, std::stri
         return std::nullopt;
     }
     return d;
+}
+
+std::optional<std::int64_t> ParseContext::integer(const YAML::Node& node, std::string_view what,
+                                                  std::int64_t min, std::int64_t max) {
+    if (!node.IsScalar()) {
+        error(node, fmt::format("{}: expected an integer, got {}", what, node_kind(node)));
+        return std::nullopt;
+    }
+    const std::string& text = node.Scalar();
+    std::int64_t value = 0;
+    const char* end = text.data() + text.size();
+    const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+    if (text.empty() || ptr != end || (ec != std::errc{} && ec != std::errc::result_out_of_range)) {
+        error(node, fmt::format("{}: expected an integer, got \"{}\"", what, text));
+        return std::nullopt;
+    }
+    if (ec == std::errc::result_out_of_range || value < min || value > max) {
+        error(node, fmt::format("{}: must be from {} to {}, got {}", what, min, max, text));
+        return std::nullopt;
+    }
+    return value;
+}
+
+std::optional<double> ParseContext::number(const YAML::Node& node, std::string_view what) {
+    if (!node.IsScalar()) {
+        error(node, fmt::format("{}: expected a number, got {}", what, node_kind(node)));
+        return std::nullopt;
+    }
+    const std::string& text = node.Scalar();
+    double value = 0.0;
+    const char* end = text.data() + text.size();
+    const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+    if (text.empty() || ptr != end || ec != std::errc{} || !std::isfinite(value)) {
+        error(node, fmt::format("{}: expected a number, got \"{}\"", what, text));
+        return std::nullopt;
+    }
+    return value;
 }
 
 std::optional<Template> ParseContext::template_string(const YAML::Node& node,
@@ -339,7 +592,7 @@ bool ParseContext::check_mapping(const YAML::Node& node, std::string_view what,
 LoadResult load_runbook_text(std::string_view text, const std::string& file,
                              const StepParsers& parsers) {
     LoadResult result;
-    ParseContext ctx(file);
+    ParseContext ctx(file, text);
     std::vector<YAML::Node> documents;
     try {
         documents = YAML::LoadAll(std::string(text));

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -44,6 +45,25 @@ std::shared_ptr<const Runbook> RunbookCatalog::find_by_hash(std::string_view con
         }
     }
     return nullptr;
+}
+
+Duration retry_delay(const RetryPolicy& policy, int next_attempt, double random01) {
+    if (next_attempt < 2) {
+        return Duration{0};
+    }
+    // Multiply step by step and stop at the cap: multiplier^98 (100 attempts) fits no integer.
+    const auto cap = static_cast<double>(policy.max.count());
+    double delay = std::min(static_cast<double>(policy.initial.count()), cap);
+    for (int n = 2; n < next_attempt && delay < cap; ++n) {
+        delay = std::min(delay * policy.multiplier, cap);
+    }
+    const double jitter = std::clamp(policy.jitter, 0.0, 1.0);
+    const double draw = std::clamp(random01, 0.0, 1.0);
+    delay *= 1.0 - jitter * draw;
+    if (!std::isfinite(delay) || delay < 0.0) {
+        return Duration{0};
+    }
+    return Duration{static_cast<Duration::rep>(std::llround(delay))};
 }
 
 std::optional<Duration> parse_duration(std::string_view text) {
