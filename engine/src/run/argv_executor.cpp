@@ -44,6 +44,7 @@ class ArgvAttempt final : public Attempt {
             }
             out.timed_out = r.timed_out;
             out.cancelled = r.cancelled;
+            out.spawn_failed = r.ending == exec::ProcessResult::Ending::SpawnFailed;
             out.error = std::move(r.error);
             out.stdout_excerpt = std::move(r.stdout_excerpt);
             out.stderr_excerpt = std::move(r.stderr_excerpt);
@@ -179,17 +180,7 @@ class ArgvExecutor final : public StepExecutor {
 }  // namespace
 
 std::string alert_env_name(std::string_view prefix, std::string_view name) {
-    std::string out(prefix);
-    out.reserve(prefix.size() + name.size());
-    for (const char c : name) {
-        const auto u = static_cast<unsigned char>(c);
-        if (std::isalnum(u) != 0 && u < 0x80) {
-            out += static_cast<char>(std::toupper(u));
-        } else {
-            out += '_';
-        }
-    }
-    return out;
+    return std::string(prefix) + env_name_part(name);
 }
 
 std::string idempotency_key(RunId run, std::string_view step) {

@@ -15,6 +15,30 @@ namespace asio = boost::asio;
 
 constexpr std::chrono::milliseconds kFirstRetry{250};
 constexpr std::chrono::milliseconds kMaxRetry{30'000};
+// Runs loaded and waiting for a lock or their runbook's concurrency, at most. Beyond it the
+// scheduler stops loading queued runs until one of them starts, so a flood of runs for one
+// busy lock costs bounded memory (the rest wait in the store).
+constexpr std::size_t kMaxWaiting = 1024;
+
+// Whether a failed attempt is tried again under `policy`. Spawn failures, cancellations and
+// runs being stopped are never retried; the attempt count is checked by the caller.
+bool wants_retry(const RetryPolicy& policy, const AttemptOutcome& o) {
+    if (o.succeeded || o.cancelled || o.spawn_failed) {
+        return false;
+    }
+    if (o.timed_out) {
+        return policy.on_timeout;
+    }
+    if (o.exit_code) {
+        return policy.on_any_exit_code ||
+               std::find(policy.on_exit_codes.begin(), policy.on_exit_codes.end(), *o.exit_code) !=
+                   policy.on_exit_codes.end();
+    }
+    if (o.signal) {
+        return policy.on_signal;
+    }
+    return false;
+}
 
 }  // namespace
 
@@ -26,15 +50,32 @@ constexpr std::chrono::milliseconds kMaxRetry{30'000};
 class RunExecution : public std::enable_shared_from_this<RunExecution> {
   public:
     RunExecution(Scheduler& scheduler, RunId id)
-        : sched_(scheduler), id_(id), deadline_(scheduler.io_), retry_timer_(scheduler.io_) {}
+        : sched_(scheduler),
+          id_(id),
+          deadline_(scheduler.io_),
+          retry_timer_(scheduler.io_),
+          backoff_(scheduler.io_) {}
 
+    // Loads the run, then starts it if the scheduler admits it, else waits (parked).
     void begin();
+    // Admitted after waiting: starts the run.
+    void on_admitted();
+    // Still waiting, now for `reason`: recorded when it differs from the last one.
+    void wait_because(const std::string& reason);
+    // Ends a waiting run that was cancelled by the scheduler: nothing else happens to it.
+    void forget() { finished_ = true; }
+
+    RunId id() const { return id_; }
+    const Runbook& runbook() const { return *runbook_; }
+    const std::string& lock_key() const { return lock_key_; }
+    bool admitted() const { return admitted_; }
     // Stops the run: the current attempt is stopped and the run ends in `state`. `actor` is
     // who asked (recorded as cancelled_by), empty when runbookd itself stops it.
     void stop(RunState state, std::string reason, std::string actor = {});
 
   private:
     void on_started();
+    void try_start();
     void advance(RunProgress progress);
     void start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id);
     void on_outcome(AttemptOutcome outcome);
@@ -49,12 +90,18 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     RunContext ctx_;
     std::shared_ptr<const Runbook> runbook_;
     std::size_t step_index_ = 0;
+    int attempt_number_ = 1;  // of the current step: 1, then 2, ... on retries
+    std::string lock_key_;    // rendered from the runbook's `lock:`; empty without one
+    std::string waiting_reason_;
+    bool admitted_ = false;
     std::unique_ptr<Attempt> attempt_;
     AttemptId attempt_id_ = 0;
     std::chrono::steady_clock::time_point attempt_started_;
     std::chrono::steady_clock::time_point run_started_;
     asio::steady_timer deadline_;
-    asio::steady_timer retry_timer_;
+    asio::steady_timer retry_timer_;  // store writes that failed
+    asio::steady_timer backoff_;      // before the next attempt of a failed step
+    bool backoff_pending_ = false;
     std::chrono::milliseconds retry_delay_{kFirstRetry};
     std::optional<RunState> stop_state_;
     std::string stop_reason_;
@@ -93,6 +140,60 @@ void RunExecution::begin() {
         finish(RunProgress{}, RunState::Failed, error);
         return;
     }
+    if (runbook_->lock) {
+        const TemplateScope scope{ctx_.alert ? &*ctx_.alert : nullptr, id_, runbook_->name};
+        auto key = runbook_->lock->render(scope);
+        if (!key) {
+            finish(RunProgress{}, RunState::Failed,
+                   fmt::format("rendering the lock key failed: {}", key.error().message));
+            return;
+        }
+        if (key->empty()) {
+            finish(RunProgress{}, RunState::Failed,
+                   fmt::format("the lock key \"{}\" rendered empty for this alert",
+                               runbook_->lock->source()));
+            return;
+        }
+        lock_key_ = std::move(*key);
+    }
+    try_start();
+}
+
+void RunExecution::try_start() {
+    if (auto blocker = sched_.admit(*this)) {
+        wait_because(*blocker);
+        sched_.park(id_);
+        return;
+    }
+    on_admitted();
+}
+
+void RunExecution::wait_because(const std::string& reason) {
+    if (reason == waiting_reason_) {
+        return;
+    }
+    waiting_reason_ = reason;
+    sched_.log_->info("run waiting run={} runbook={} reason={}", id_, runbook_->name,
+                      log::quote(reason));
+    RunProgress progress;
+    progress.run = id_;
+    progress.waiting = reason;
+    // Only informative: a failure leaves the previous reason in place, and the run is
+    // started (or not) by what the scheduler knows, not by this write.
+    sched_.store_.record_progress(std::move(progress),
+                                  [logger = sched_.log_, id = id_](Result<AttemptId> r) {
+                                      if (!r) {
+                                          logger->warn(
+                                              "recording waiting reason failed run={} "
+                                              "error={}",
+                                              id, log::quote(r.error().message));
+                                      }
+                                  });
+}
+
+void RunExecution::on_admitted() {
+    admitted_ = true;
+    run_started_ = std::chrono::steady_clock::now();
     on_started();
     RunProgress progress;
     progress.started = Timestamp::now();
@@ -129,6 +230,11 @@ void RunExecution::stop(RunState state, std::string reason, std::string actor) {
     sched_.log_->info("stopping run run={} reason={}", id_, log::quote(stop_reason_));
     if (attempt_) {
         attempt_->cancel(stop_reason_);
+    } else if (backoff_pending_) {
+        // Between two attempts of a failed step: nothing runs, so the run ends now.
+        backoff_pending_ = false;
+        backoff_.cancel();
+        finish(RunProgress{}, *stop_state_, stop_reason_);
     }
 }
 
@@ -156,7 +262,7 @@ void RunExecution::advance(RunProgress progress) {
     context.runbook = runbook_.get();
     context.step = &s;
     context.step_index = static_cast<int>(step_index_);
-    context.attempt = 1;
+    context.attempt = attempt_number_;
     context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
     context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
     auto prepared = executor->prepare(context);
@@ -165,7 +271,7 @@ void RunExecution::advance(RunProgress progress) {
     start.run_id = id_;
     start.step = s.name;
     start.step_index = static_cast<int>(step_index_);
-    start.attempt = 1;
+    start.attempt = attempt_number_;
     start.kind = s.kind;
     start.started_at = Timestamp::now();
     if (!prepared) {
@@ -199,7 +305,7 @@ void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id)
         return;
     }
     sched_.log_->info(
-        "attempt started run={} step={} attempt=1 argv={}", id_, step().name,
+        "attempt started run={} step={} attempt={} argv={}", id_, step().name, attempt_number_,
         log::quote(nlohmann::json(attempt->argv())
                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     attempt_ = std::move(attempt);
@@ -209,7 +315,12 @@ void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id)
 }
 
 void RunExecution::on_outcome(AttemptOutcome outcome) {
+    const RetryPolicy& policy = step().retry;
+    const bool retry =
+        !stop_state_ && attempt_number_ < policy.attempts && wants_retry(policy, outcome);
     AttemptEnd end;
+    end.timed_out = outcome.timed_out;
+    end.cancelled = outcome.cancelled;
     end.succeeded = outcome.succeeded;
     end.exit_code = outcome.exit_code;
     end.signal = outcome.signal;
@@ -224,21 +335,48 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     end.stderr_bytes = outcome.stderr_bytes;
     attempt_.reset();
     sched_.log_->info(
-        "attempt finished run={} step={} attempt=1 succeeded={} exit_code={} "
+        "attempt finished run={} step={} attempt={} succeeded={} exit_code={} "
         "signal={} duration_ms={} error={}",
-        id_, step().name, end.succeeded, end.exit_code ? std::to_string(*end.exit_code) : "none",
+        id_, step().name, attempt_number_, end.succeeded,
+        end.exit_code ? std::to_string(*end.exit_code) : "none",
         end.signal ? std::to_string(*end.signal) : "none", end.duration_ms, log::quote(end.error));
 
     const bool succeeded = end.succeeded;
     const std::string reason = fmt::format("step \"{}\" failed: {}", step().name, end.error);
     RunProgress progress;
     progress.ended = std::make_pair(attempt_id_, std::move(end));
+    if (retry) {
+        const Duration delay = retry_delay(policy, attempt_number_ + 1, sched_.random01());
+        sched_.log_->info(
+            "attempt will be retried run={} step={} next_attempt={} of={} delay_ms={}", id_,
+            step().name, attempt_number_ + 1, policy.attempts, delay.count());
+        // The attempt's processes are gone (its group was reaped before the outcome came), so
+        // the next attempt never overlaps it.
+        persist(std::move(progress), [this, delay](AttemptId) {
+            if (stop_state_) {
+                finish(RunProgress{}, *stop_state_, stop_reason_);
+                return;
+            }
+            ++attempt_number_;
+            backoff_pending_ = true;
+            backoff_.expires_after(delay);
+            backoff_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+                if (e || !self->backoff_pending_) {
+                    return;
+                }
+                self->backoff_pending_ = false;
+                self->advance(RunProgress{});
+            });
+        });
+        return;
+    }
     if (stop_state_) {
         finish(std::move(progress), *stop_state_, stop_reason_);
     } else if (!succeeded) {
         finish(std::move(progress), RunState::Failed, reason);
     } else {
         ++step_index_;
+        attempt_number_ = 1;
         advance(std::move(progress));
     }
 }
@@ -364,8 +502,61 @@ Status Scheduler::recover() {
     return {};
 }
 
+double Scheduler::random01() {
+    return std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+}
+
+std::optional<std::string> Scheduler::admit(const RunExecution& run) {
+    const Runbook& runbook = run.runbook();
+    int& running = running_per_runbook_[runbook.name];
+    if (runbook.concurrency && running >= *runbook.concurrency) {
+        return fmt::format(
+            "waiting: runbook {} runs at most {} at once (concurrency) and {} {} "
+            "running",
+            runbook.name, *runbook.concurrency, running, running == 1 ? "is" : "are");
+    }
+    const std::string& key = run.lock_key();
+    if (!key.empty()) {
+        if (auto it = locks_.find(key); it != locks_.end() && it->second != run.id()) {
+            return fmt::format("waiting for lock \"{}\" held by run {}", key, it->second);
+        }
+        locks_[key] = run.id();
+    }
+    ++running;
+    return std::nullopt;
+}
+
+void Scheduler::park(RunId id) {
+    auto it = active_.find(id);
+    if (it == active_.end()) {
+        return;
+    }
+    waiting_.emplace(id, std::move(it->second));
+    active_.erase(it);
+    --active_count_;
+}
+
 void Scheduler::start_more() {
-    while (!draining_ && active_.size() < options_.max_concurrent_runs && !queue_.empty()) {
+    if (draining_) {
+        return;
+    }
+    // Waiting runs first, oldest first: they were queued before anything still in the queue.
+    for (auto it = waiting_.begin();
+         it != waiting_.end() && active_.size() < options_.max_concurrent_runs;) {
+        auto execution = it->second;
+        if (auto blocker = admit(*execution)) {
+            execution->wait_because(*blocker);
+            ++it;
+            continue;
+        }
+        const RunId id = it->first;
+        it = waiting_.erase(it);
+        active_.emplace(id, execution);
+        ++active_count_;
+        execution->on_admitted();
+    }
+    while (active_.size() < options_.max_concurrent_runs && !queue_.empty() &&
+           waiting_.size() < kMaxWaiting) {
         const RunId id = queue_.front();
         queue_.pop_front();
         --queued_count_;
@@ -380,7 +571,16 @@ void Scheduler::start_more() {
 }
 
 void Scheduler::on_run_finished(RunId id) {
-    if (active_.erase(id) != 0) {
+    if (auto it = active_.find(id); it != active_.end()) {
+        const RunExecution& run = *it->second;
+        if (run.admitted()) {
+            --running_per_runbook_[run.runbook().name];
+            if (auto lock = locks_.find(run.lock_key());
+                lock != locks_.end() && lock->second == id) {
+                locks_.erase(lock);
+            }
+        }
+        active_.erase(it);
         --active_count_;
     }
     if (draining_) {
@@ -395,6 +595,7 @@ void Scheduler::drain(Duration grace, std::function<void()> done) {
     asio::post(io_, [this, grace, done = std::move(done)]() mutable {
         draining_ = true;
         drained_ = std::move(done);
+        waiting_.clear();  // they stay queued in the store and start after the restart
         if (active_.empty()) {
             check_drained();
             return;
@@ -428,6 +629,10 @@ void Scheduler::cancel(RunId id, std::string actor, std::string reason,
         if (auto q = std::find(queue_.begin(), queue_.end(), id); q != queue_.end()) {
             queue_.erase(q);
             --queued_count_;
+            was_queued = true;
+        } else if (auto w = waiting_.find(id); w != waiting_.end()) {
+            w->second->forget();
+            waiting_.erase(w);
             was_queued = true;
         }
         RunProgress progress;

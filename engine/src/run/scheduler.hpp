@@ -6,6 +6,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -76,6 +78,12 @@ class Scheduler {
     friend class RunExecution;
 
     void start_more();
+    // Why `run` cannot start now (its runbook's concurrency, its lock), or nothing: then the
+    // run holds its slot and lock from here on.
+    std::optional<std::string> admit(const RunExecution& run);
+    // Keeps a loaded run that admit() refused until a running one ends.
+    void park(RunId id);
+    double random01();
     void on_run_finished(RunId id);
     std::shared_ptr<const Runbook> resolve_runbook(const std::string& name, const std::string& hash,
                                                    std::string& error);
@@ -91,7 +99,13 @@ class Scheduler {
     std::shared_ptr<spdlog::logger> log_;
 
     std::deque<RunId> queue_;
+    // Loaded or running: counts against max_concurrent_runs.
     std::map<RunId, std::shared_ptr<RunExecution>> active_;
+    // Loaded but refused by admit(), oldest first; they stay queued in the store.
+    std::map<RunId, std::shared_ptr<RunExecution>> waiting_;
+    std::map<std::string, int> running_per_runbook_;  // admitted runs by runbook name
+    std::map<std::string, RunId> locks_;              // lock key → the run holding it
+    std::mt19937_64 rng_{std::random_device{}()};     // retry jitter
     std::map<std::string, std::shared_ptr<const Runbook>> old_versions_;  // by content hash
     std::atomic<std::size_t> active_count_{0};
     std::atomic<std::size_t> queued_count_{0};

@@ -20,7 +20,8 @@ struct AttemptOutcome {
     std::optional<int> signal;
     bool timed_out = false;
     bool cancelled = false;
-    std::string error;  // empty on success
+    bool spawn_failed = false;  // nothing ran: the program could not be started
+    std::string error;          // empty on success
     std::string stdout_excerpt;
     std::string stderr_excerpt;
     std::int64_t stdout_bytes = 0;

@@ -1,0 +1,238 @@
+// The run engine through a real runbookd: retries, the runbook's concurrency and keyed locks.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "support/support.hpp"
+
+namespace {
+
+using namespace runbookd;
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+using test::query;
+using test::query_value;
+using test::RunbookFiles;
+using test::TestDaemon;
+
+std::string payload(const std::vector<std::pair<std::string, std::string>>& alerts) {
+    Json list = Json::array();
+    for (const auto& [alertname, instance] : alerts) {
+        list.push_back({{"status", "firing"},
+                        {"labels", {{"alertname", alertname}, {"instance", instance}}},
+                        {"annotations", Json::object()},
+                        {"startsAt", "2026-12-04T15:49:26Z"},
+                        {"endsAt", "0001-01-01T00:00:00Z"},
+                        {"generatorURL", "http://prometheus:9090/graph"}});
+    }
+    return Json{{"version", "4"},
+                {"receiver", "runbookd"},
+                {"status", "firing"},
+                {"groupKey", "{}:{}"},
+                {"alerts", list},
+                {"truncatedAlerts", 0}}
+        .dump();
+}
+
+std::vector<std::int64_t> post_alerts(TestDaemon& d,
+                                      const std::vector<std::pair<std::string, std::string>>& a) {
+    auto r = d.post("/api/v1/webhooks/alertmanager", payload(a));
+    REQUIRE(r.ok());
+    REQUIRE(r->status == 200);
+    const Json body = Json::parse(r->body);
+    std::vector<std::int64_t> ids;
+    for (const auto& run : body.at("runs")) {
+        ids.push_back(run.at("run_id"));
+    }
+    return ids;
+}
+
+std::string run_field(const TestDaemon& d, std::int64_t id, const std::string& column) {
+    return query_value(d.db(), "SELECT " + column + " FROM runs WHERE id = " + std::to_string(id));
+}
+
+// Milliseconds between two RFC 3339 times written by runbookd.
+double millis_between(const TestDaemon& d, const std::string& a, const std::string& b) {
+    return std::stod(query_value(
+        d.db(), "SELECT (julianday('" + b + "') - julianday('" + a + "')) * 86400000.0"));
+}
+
+}  // namespace
+
+TEST_CASE("a failing step is retried with backoff, never overlapping, until attempts run out",
+          "[runs][retry]") {
+    constexpr const char* kRunbook = R"(name: flaky
+matchers: ['alertname="Flaky"']
+steps:
+  - name: try
+    argv: [/bin/sh, -c, 'echo "attempt $RUNBOOK_ATTEMPT key $RUNBOOK_IDEMPOTENCY_KEY"; exit 3']
+    retries: {attempts: 3, initial: 300ms, multiplier: 2}
+    retry_on: [3]
+)";
+    TestDaemon d(RunbookFiles{{"flaky.yaml", kRunbook}});
+    const auto id = post_alerts(d, {{"Flaky", "a"}}).at(0);
+    REQUIRE(d.wait_runs_finished());
+
+    CHECK(run_field(d, id, "state") == "failed");
+    const auto rows = query(d.db(),
+                            "SELECT attempt, exit_code, started_at, finished_at, stdout_excerpt "
+                            "FROM attempts ORDER BY attempt");
+    REQUIRE(rows.size() == 3);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        CHECK(rows[i][0] == std::to_string(i + 1));
+        CHECK(rows[i][1] == "3");
+        CHECK(rows[i][4] == "attempt " + std::to_string(i + 1) + " key " + std::to_string(id) +
+                                ":try\n");
+    }
+    // Backoff 300 ms, then 600 ms, each counted from the end of the attempt before.
+    CHECK(millis_between(d, rows[0][3], rows[1][2]) >= 290);
+    CHECK(millis_between(d, rows[1][3], rows[2][2]) >= 590);
+}
+
+TEST_CASE("a retry that succeeds ends the run succeeded", "[runs][retry]") {
+    test::TempDir dir;
+    const std::string marker = dir.file("done-once");
+    const std::string runbook = R"(name: second-time-lucky
+matchers: ['alertname="Lucky"']
+steps:
+  - name: try
+    argv: [/bin/sh, -c, 'if [ -e "$1" ]; then exit 0; fi; touch "$1"; exit 75', sh, ")" +
+                                marker + R"("]
+    retries: {attempts: 5, initial: 50ms}
+  - name: after
+    argv: [/bin/true]
+)";
+    TestDaemon d(RunbookFiles{{"lucky.yaml", runbook}});
+    const auto id = post_alerts(d, {{"Lucky", "a"}}).at(0);
+    REQUIRE(d.wait_runs_finished());
+
+    CHECK(run_field(d, id, "state") == "succeeded");
+    CHECK(query_value(d.db(), "SELECT group_concat(step || ':' || attempt || ':' || state, ' ') "
+                              "FROM (SELECT * FROM attempts ORDER BY id)") ==
+          "try:1:failed try:2:succeeded after:1:succeeded");
+}
+
+TEST_CASE("exit codes outside retry_on, and spawn errors, are not retried", "[runs][retry]") {
+    constexpr const char* kRunbook = R"(name: picky
+matchers: ['alertname="Picky"']
+steps:
+  - name: try
+    argv: [/bin/sh, -c, 'exit 4']
+    retries: 3
+    retry_on: [75]
+)";
+    constexpr const char* kMissing = R"(name: missing
+matchers: ['alertname="Missing"']
+steps:
+  - name: try
+    argv: [/nonexistent/program]
+    retries: 3
+)";
+    TestDaemon d(RunbookFiles{{"picky.yaml", kRunbook}, {"missing.yaml", kMissing}});
+    post_alerts(d, {{"Picky", "a"}, {"Missing", "b"}});
+    REQUIRE(d.wait_runs_finished());
+
+    CHECK(query_value(d.db(), "SELECT count(*) FROM attempts") == "2");
+    CHECK(query_value(d.db(), "SELECT count(*) FROM runs WHERE state = 'failed'") == "2");
+    CHECK_THAT(query_value(d.db(), "SELECT error FROM attempts WHERE step = 'try' AND "
+                                   "argv LIKE '%nonexistent%'"),
+               Catch::Contains("/nonexistent/program: No such file or directory"));
+}
+
+TEST_CASE("a timed-out step is retried only when retry_on says timeout", "[runs][retry]") {
+    constexpr const char* kRunbook = R"(name: slow
+matchers: ['alertname="Slow"']
+steps:
+  - name: nap
+    argv: [/bin/sleep, "10"]
+    timeout: 200ms
+    retries: {attempts: 2, initial: 10ms}
+    retry_on: [timeout]
+)";
+    TestDaemon d(RunbookFiles{{"slow.yaml", kRunbook}});
+    post_alerts(d, {{"Slow", "a"}});
+    REQUIRE(d.wait_runs_finished(10s));
+    CHECK(query_value(d.db(), "SELECT group_concat(signal, ' ') FROM attempts") == "15 15");
+    CHECK_THAT(query_value(d.db(), "SELECT reason FROM runs"),
+               Catch::Contains("timed out after 200 ms"));
+}
+
+TEST_CASE("a run cancelled while it waits to retry ends at once", "[runs][retry][cancel]") {
+    constexpr const char* kRunbook = R"(name: patient
+matchers: ['alertname="Patient"']
+steps:
+  - name: try
+    argv: [/bin/false]
+    retries: {attempts: 5, initial: 30s, max: 30s}
+)";
+    TestDaemon d(RunbookFiles{{"patient.yaml", kRunbook}});
+    const auto id = post_alerts(d, {{"Patient", "a"}}).at(0);
+    REQUIRE(test::wait_until(
+        [&] {
+            return query_value(d.db(), "SELECT count(*) FROM attempts WHERE state = 'failed'") ==
+                   "1";
+        },
+        5s));
+    auto r = d.post("/api/v1/runs/" + std::to_string(id) + "/cancel", R"({"actor": "bob"})");
+    REQUIRE(r.ok());
+    REQUIRE(test::wait_until([&] { return run_field(d, id, "state") == "cancelled"; }, 3s));
+    CHECK(run_field(d, id, "cancelled_by") == "bob");
+    CHECK(query_value(d.db(), "SELECT count(*) FROM attempts") == "1");
+}
+
+TEST_CASE("runs with the same lock key never overlap; other keys run alongside",
+          "[runs][lock]") {
+    constexpr const char* kRunbook = R"(name: restart
+matchers: ['alertname=~"Down|Dead"']
+lock: "restart-{{ alert.labels.instance }}"
+steps:
+  - name: restart
+    argv: [/bin/sleep, "0.5"]
+)";
+    TestDaemon d(RunbookFiles{{"restart.yaml", kRunbook}});
+    const auto ids = post_alerts(d, {{"Down", "db-1"}, {"Dead", "db-1"}, {"Down", "db-2"}});
+    REQUIRE(ids.size() == 3);
+    REQUIRE(test::wait_until(
+        [&] {
+            return run_field(d, ids[1], "reason") ==
+                   "waiting for lock \"restart-db-1\" held by run " + std::to_string(ids[0]);
+        },
+        3s));
+    CHECK(run_field(d, ids[1], "state") == "queued");
+    REQUIRE(d.wait_runs_finished());
+
+    CHECK(query_value(d.db(), "SELECT count(*) FROM runs WHERE state = 'succeeded'") == "3");
+    const auto times = [&](std::int64_t id) {
+        return query(d.db(), "SELECT started_at, finished_at FROM attempts WHERE run_id = " +
+                                 std::to_string(id))
+            .at(0);
+    };
+    // Same key: the second starts after the first ended. Other key: overlaps the first.
+    CHECK(millis_between(d, times(ids[0])[1], times(ids[1])[0]) >= 0);
+    CHECK(millis_between(d, times(ids[2])[0], times(ids[0])[1]) > 0);
+    CHECK(query_value(d.db(), "SELECT count(*) FROM events WHERE kind = 'run.waiting' AND run_id = " +
+                                  std::to_string(ids[1])) == "1");
+}
+
+TEST_CASE("a runbook's concurrency limits its runs at once", "[runs][lock]") {
+    constexpr const char* kRunbook = R"(name: one-at-a-time
+matchers: ['alertname="Busy"']
+concurrency: 1
+steps:
+  - name: work
+    argv: [/bin/sleep, "0.3"]
+)";
+    TestDaemon d(RunbookFiles{{"one.yaml", kRunbook}});
+    const auto ids = post_alerts(d, {{"Busy", "a"}, {"Busy", "b"}, {"Busy", "c"}});
+    REQUIRE(test::wait_until(
+        [&] {
+            return run_field(d, ids[2], "reason") ==
+                   "waiting: runbook one-at-a-time runs at most 1 at once (concurrency) and 1 is "
+                   "running";
+        },
+        3s));
+    REQUIRE(d.wait_runs_finished());
+    const auto rows = query(d.db(), "SELECT started_at, finished_at FROM attempts ORDER BY id");
+    REQUIRE(rows.size() == 3);
+    CHECK(millis_between(d, rows[0][1], rows[1][0]) >= 0);
+    CHECK(millis_between(d, rows[1][1], rows[2][0]) >= 0);
+}
