@@ -24,12 +24,8 @@ std::string payload(const std::vector<std::pair<std::string, std::string>>& aler
                         {"endsAt", "0001-01-01T00:00:00Z"},
                         {"generatorURL", "http://prometheus:9090/graph"}});
     }
-    return Json{{"version", "4"},
-                {"receiver", "runbookd"},
-                {"status", "firing"},
-                {"groupKey", "{}:{}"},
-                {"alerts", list},
-                {"truncatedAlerts", 0}}
+    return Json{{"version", "4"},      {"receiver", "runbookd"}, {"status", "firing"},
+                {"groupKey", "{}:{}"}, {"alerts", list},         {"truncatedAlerts", 0}}
         .dump();
 }
 
@@ -80,8 +76,8 @@ steps:
     for (std::size_t i = 0; i < rows.size(); ++i) {
         CHECK(rows[i][0] == std::to_string(i + 1));
         CHECK(rows[i][1] == "3");
-        CHECK(rows[i][4] == "attempt " + std::to_string(i + 1) + " key " + std::to_string(id) +
-                                ":try\n");
+        CHECK(rows[i][4] ==
+              "attempt " + std::to_string(i + 1) + " key " + std::to_string(id) + ":try\n");
     }
     // Backoff 300 ms, then 600 ms, each counted from the end of the attempt before.
     CHECK(millis_between(d, rows[0][3], rows[1][2]) >= 290);
@@ -106,8 +102,9 @@ steps:
     REQUIRE(d.wait_runs_finished());
 
     CHECK(run_field(d, id, "state") == "succeeded");
-    CHECK(query_value(d.db(), "SELECT group_concat(step || ':' || attempt || ':' || state, ' ') "
-                              "FROM (SELECT * FROM attempts ORDER BY id)") ==
+    CHECK(query_value(d.db(),
+                      "SELECT group_concat(step || ':' || attempt || ':' || state, ' ') "
+                      "FROM (SELECT * FROM attempts ORDER BY id)") ==
           "try:1:failed try:2:succeeded after:1:succeeded");
 }
 
@@ -133,8 +130,9 @@ steps:
 
     CHECK(query_value(d.db(), "SELECT count(*) FROM attempts") == "2");
     CHECK(query_value(d.db(), "SELECT count(*) FROM runs WHERE state = 'failed'") == "2");
-    CHECK_THAT(query_value(d.db(), "SELECT error FROM attempts WHERE step = 'try' AND "
-                                   "argv LIKE '%nonexistent%'"),
+    CHECK_THAT(query_value(d.db(),
+                           "SELECT error FROM attempts WHERE step = 'try' AND "
+                           "argv LIKE '%nonexistent%'"),
                Catch::Contains("/nonexistent/program: No such file or directory"));
 }
 
@@ -179,8 +177,7 @@ steps:
     CHECK(query_value(d.db(), "SELECT count(*) FROM attempts") == "1");
 }
 
-TEST_CASE("runs with the same lock key never overlap; other keys run alongside",
-          "[runs][lock]") {
+TEST_CASE("runs with the same lock key never overlap; other keys run alongside", "[runs][lock]") {
     constexpr const char* kRunbook = R"(name: restart
 matchers: ['alertname=~"Down|Dead"']
 lock: "restart-{{ alert.labels.instance }}"
@@ -209,8 +206,9 @@ steps:
     // Same key: the second starts after the first ended. Other key: overlaps the first.
     CHECK(millis_between(d, times(ids[0])[1], times(ids[1])[0]) >= 0);
     CHECK(millis_between(d, times(ids[2])[0], times(ids[0])[1]) > 0);
-    CHECK(query_value(d.db(), "SELECT count(*) FROM events WHERE kind = 'run.waiting' AND run_id = " +
-                                  std::to_string(ids[1])) == "1");
+    CHECK(
+        query_value(d.db(), "SELECT count(*) FROM events WHERE kind = 'run.waiting' AND run_id = " +
+                                std::to_string(ids[1])) == "1");
 }
 
 TEST_CASE("a runbook's concurrency limits its runs at once", "[runs][lock]") {
@@ -235,4 +233,63 @@ steps:
     REQUIRE(rows.size() == 3);
     CHECK(millis_between(d, rows[0][1], rows[1][0]) >= 0);
     CHECK(millis_between(d, rows[1][1], rows[2][0]) >= 0);
+}
+
+TEST_CASE("an injection label reaches shell and argv steps as a literal string", "[runs][shell]") {
+    test::TempDir work;
+    const std::string runbook = R"(name: inject
+matchers: ['alertname="Inject"']
+steps:
+  - name: via-shell
+    cwd: )" + work.path().string() +
+                                R"(
+    shell: |
+      printf '%s' "$RUNBOOK_LABEL_INSTANCE"
+      printf '|%s' "$1" "$0"
+    args: ["{{ alert.labels.instance }}"]
+  - name: via-argv
+    cwd: )" + work.path().string() +
+                                R"(
+    argv: [/usr/bin/printf, "%s", "{{ alert.labels.instance }}"]
+)";
+    TestDaemon d(RunbookFiles{{"inject.yaml", runbook}});
+    const std::string hostile = "x$(touch f)`touch g`;touch h; rm -rf / \"'";
+    post_alerts(d, {{"Inject", hostile}});
+    REQUIRE(d.wait_runs_finished());
+
+    CHECK(query_value(d.db(), "SELECT state FROM runs") == "succeeded");
+    CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts WHERE step = 'via-shell'") ==
+          hostile + "|" + hostile + "|via-shell");
+    CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts WHERE step = 'via-argv'") ==
+          hostile);
+    CHECK(query_value(d.db(),
+                      "SELECT json_extract(argv, '$[0]') || ' ' || "
+                      "json_extract(argv, '$[1]') FROM attempts WHERE step = "
+                      "'via-shell'") == "/bin/sh -c");
+    for (const char* name : {"f", "g", "h"}) {
+        CHECK_FALSE(std::filesystem::exists(work.path() / name));
+    }
+}
+
+TEST_CASE("a shell step's exit status and stop signal are its own", "[runs][shell]") {
+    constexpr const char* kRunbook = R"(name: shelly
+matchers: ['alertname="Shelly"']
+steps:
+  - name: stubborn
+    shell: |
+      trap 'echo got INT; exit 9' INT
+      echo ready
+      sleep 10 &
+      wait
+    stop_signal: SIGINT
+    grace: 2s
+    timeout: 300ms
+)";
+    TestDaemon d(RunbookFiles{{"shelly.yaml", kRunbook}});
+    post_alerts(d, {{"Shelly", "a"}});
+    REQUIRE(d.wait_runs_finished(10s));
+    CHECK(query_value(d.db(), "SELECT exit_code FROM attempts") == "9");
+    CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts") == "ready\ngot INT\n");
+    CHECK_THAT(query_value(d.db(), "SELECT error FROM attempts"),
+               Catch::Contains("sent SIGINT to the process group"));
 }

@@ -106,7 +106,8 @@ Status Daemon::start() {
         p.exec_io.get_executor());
     p.runner = std::make_unique<exec::ProcessRunner>(p.exec_io);
     std::vector<std::shared_ptr<run::StepExecutor>> executors = {
-        run::make_argv_executor(*p.runner, config_.process)};
+        run::make_argv_executor(*p.runner, config_.process),
+        run::make_shell_executor(*p.runner, config_.process)};
     p.scheduler = std::make_unique<run::Scheduler>(
         p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), config_.runs);
     p.exec_thread = std::thread([&p] { p.exec_io.run(); });

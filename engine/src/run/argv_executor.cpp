@@ -1,6 +1,7 @@
 #include "run/argv_executor.hpp"
 
 #include <cctype>
+#include <csignal>
 #include <cstdlib>
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 namespace runbookd::run {
 namespace {
 
+constexpr const char* kShell = "/bin/sh";
 constexpr const char* kStandardPath =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -66,31 +68,55 @@ class ArgvAttempt final : public Attempt {
     std::shared_ptr<exec::ProcessHandle> handle_;
 };
 
-class ArgvExecutor final : public StepExecutor {
-  public:
-    ArgvExecutor(exec::ProcessRunner& runner, ProcessDefaults defaults)
-        : runner_(runner), defaults_(std::move(defaults)) {}
+// Renders each template to exactly one argument, appended to `out`.
+Status render_arguments(const std::vector<Template>& templates, const TemplateScope& scope,
+                        std::string_view what, std::vector<std::string>& out) {
+    for (std::size_t i = 0; i < templates.size(); ++i) {
+        auto value = templates[i].render(scope);
+        if (!value) {
+            return value.error();
+        }
+        if (auto s = check_no_nul(*value, fmt::format("{} element {}", what, i)); !s) {
+            return s;
+        }
+        out.push_back(std::move(*value));
+    }
+    return {};
+}
 
-    std::string_view kind() const override { return "argv"; }
+// Runs the process step kinds as child processes through the ProcessRunner:
+//   argv:  the program and its arguments, each element rendered to one argument;
+//   shell: /bin/sh -c SCRIPT STEPNAME ARGS..., the script literal, the args rendered.
+class ProcessExecutor final : public StepExecutor {
+  public:
+    ProcessExecutor(std::string kind, exec::ProcessRunner& runner, ProcessDefaults defaults)
+        : kind_(std::move(kind)), runner_(runner), defaults_(std::move(defaults)) {}
+
+    std::string_view kind() const override { return kind_; }
 
     Result<std::unique_ptr<Attempt>> prepare(const AttemptContext& ctx) override {
-        const auto* config = dynamic_cast<const ArgvStepConfig*>(ctx.step->config.get());
+        const auto* config = dynamic_cast<const ProcessStepConfig*>(ctx.step->config.get());
         if (config == nullptr) {
-            return make_error(ErrorCode::Internal, "preparing step failed: not an argv step");
+            return make_error(ErrorCode::Internal,
+                              fmt::format("preparing step failed: not a {} step", kind_));
         }
         const TemplateScope scope{ctx.alert, ctx.run_id, ctx.runbook->name};
 
         exec::ProcessSpec spec;
-        for (const auto& element : config->argv) {
-            auto value = element.render(scope);
-            if (!value) {
-                return value.error();
-            }
-            if (auto s = check_no_nul(*value, fmt::format("argv element {}", spec.argv.size()));
-                !s) {
+        if (const auto* argv = dynamic_cast<const ArgvStepConfig*>(config)) {
+            if (auto s = render_arguments(argv->argv, scope, "argv", spec.argv); !s) {
                 return s.error();
             }
-            spec.argv.push_back(std::move(*value));
+        } else if (const auto* shell = dynamic_cast<const ShellStepConfig*>(config)) {
+            // $0 is the step's name, so the shell's own messages say which step they are from.
+            spec.argv = {kShell, "-c", shell->script, ctx.step->name};
+            if (auto s = render_arguments(shell->args, scope, "args", spec.argv); !s) {
+                return s.error();
+            }
+        } else {
+            return make_error(
+                ErrorCode::Internal,
+                fmt::format("preparing step failed: {} steps have no executor", ctx.step->kind));
         }
         auto env = build_env(*config, ctx, scope);
         if (!env) {
@@ -111,7 +137,8 @@ class ArgvExecutor final : public StepExecutor {
             spec.argv[0] = std::move(path);
         }
         spec.timeout = ctx.timeout;
-        spec.grace = defaults_.grace;
+        spec.grace = config->grace.value_or(defaults_.grace);
+        spec.stop_signal = config->stop_signal.value_or(SIGTERM);
         spec.drain = defaults_.drain;
         spec.excerpt_bytes = defaults_.excerpt_bytes;
         spec.nice = defaults_.nice;
@@ -121,7 +148,7 @@ class ArgvExecutor final : public StepExecutor {
     }
 
   private:
-    Result<std::vector<std::string>> build_env(const ArgvStepConfig& config,
+    Result<std::vector<std::string>> build_env(const ProcessStepConfig& config,
                                                const AttemptContext& ctx,
                                                const TemplateScope& scope) const {
         std::vector<std::pair<std::string, std::string>> vars = defaults_.base_env;
@@ -173,6 +200,7 @@ class ArgvExecutor final : public StepExecutor {
         return out;
     }
 
+    std::string kind_;
     exec::ProcessRunner& runner_;
     ProcessDefaults defaults_;
 };
@@ -207,7 +235,12 @@ std::vector<std::pair<std::string, std::string>> default_base_env() {
 
 std::shared_ptr<StepExecutor> make_argv_executor(exec::ProcessRunner& runner,
                                                  ProcessDefaults defaults) {
-    return std::make_shared<ArgvExecutor>(runner, std::move(defaults));
+    return std::make_shared<ProcessExecutor>("argv", runner, std::move(defaults));
+}
+
+std::shared_ptr<StepExecutor> make_shell_executor(exec::ProcessRunner& runner,
+                                                  ProcessDefaults defaults) {
+    return std::make_shared<ProcessExecutor>("shell", runner, std::move(defaults));
 }
 
 }  // namespace runbookd::run

@@ -37,5 +37,9 @@ struct ProcessDefaults {
 // Runs `argv:` steps as child processes through the ProcessRunner.
 std::shared_ptr<StepExecutor> make_argv_executor(exec::ProcessRunner& runner,
                                                  ProcessDefaults defaults);
+// Runs `shell:` steps: /bin/sh -c SCRIPT STEPNAME ARGS...; alert values reach the script only
+// as environment variables and positional parameters, never in its text.
+std::shared_ptr<StepExecutor> make_shell_executor(exec::ProcessRunner& runner,
+                                                  ProcessDefaults defaults);
 
 }  // namespace runbookd::run
