@@ -119,8 +119,9 @@ struct RunnerOptions {
 // dispositions and no file descriptor of runbookd. Its exit is watched through a pidfd, so
 // no SIGCHLD handler is involved.
 //
-// Thread model: start(), cancel() and the completion all run on the io_context's thread. The
-// runner must outlive the io_context's last handler of its children.
+// Thread model: start(), cancel(), running(), waiting() and the completion all run on the
+// io_context's thread. Started children keep the runner's shared state alive, so the runner
+// may go first; starts still queued when it goes are never run nor completed.
 class ProcessRunner {
   public:
     explicit ProcessRunner(boost::asio::io_context& io, RunnerOptions options = {});
@@ -136,7 +137,7 @@ class ProcessRunner {
     std::size_t running() const;  // children spawned and not yet reaped
     std::size_t waiting() const;  // start() calls queued for a slot
 
-    struct State;
+    struct State;  // shared with the children it started; defined in process.cpp
 
   private:
     std::shared_ptr<State> state_;
