@@ -243,6 +243,8 @@ TestDaemon::TestDaemon(const RunbookFiles& runbooks, std::function<void(daemon::
     config.runbooks_dir = dir_.file("runbooks");
     config.db_path = db_path_;
     config.shutdown_grace = 2s;
+    // The test process has children of its own (Alertmanager, helpers) that must survive.
+    config.reap_orphans = false;
     if (adjust) {
         adjust(config);
     }

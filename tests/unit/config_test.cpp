@@ -59,6 +59,7 @@ exec:
   output_drain: 500ms
   output_excerpt: 16KiB
   cwd: /var/tmp
+  max_processes: 40
 store:
   synchronous: normal
   busy_timeout: 2s
@@ -85,6 +86,7 @@ store:
     CHECK(config.process.drain == 500ms);
     CHECK(config.process.excerpt_bytes == 16 * 1024);
     CHECK(config.process.cwd == "/var/tmp");
+    CHECK(config.max_processes == 40);
     CHECK_FALSE(config.synchronous_full);
     CHECK(config.busy_timeout_ms == 2000);
 }
@@ -162,6 +164,8 @@ TEST_CASE("config file errors give file, line, column and what is wrong", "[conf
          "2:12: http.threads: expected a whole number from 1 to 64, got \"65\""},
         {"a count that is not a number", "runs:\n  max_concurrent: many\n",
          "2:19: runs.max_concurrent: expected a whole number from 1 to 10000, got \"many\""},
+        {"a process cap out of range", "exec:\n  max_processes: 0\n",
+         "2:18: exec.max_processes: expected a whole number from 1 to 100000, got \"0\""},
         {"a bad synchronous mode", "store:\n  synchronous: extra\n",
          "2:16: store.synchronous: expected full or normal, got \"extra\""},
     };

@@ -129,7 +129,7 @@ void read_sections(Section& root, Config& c) {
         r.duration("shutdown_grace", c.shutdown_grace);
     }
     if (auto e = root.sub("exec"); e.present()) {
-        e.check({"kill_grace", "output_drain", "output_excerpt", "cwd", "nice"});
+        e.check({"kill_grace", "output_drain", "output_excerpt", "cwd", "nice", "max_processes"});
         e.duration("kill_grace", c.process.grace);
         e.duration("output_drain", c.process.drain);
         e.bytes("output_excerpt", c.process.excerpt_bytes);
@@ -137,6 +137,7 @@ void read_sections(Section& root, Config& c) {
         std::size_t nice = static_cast<std::size_t>(c.process.nice);
         e.count("nice", nice, 0, 19);
         c.process.nice = static_cast<int>(nice);
+        e.count("max_processes", c.max_processes, 1, 100'000);
     }
     if (auto s = root.sub("store"); s.present()) {
         s.check({"synchronous", "busy_timeout"});

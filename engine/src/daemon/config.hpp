@@ -26,6 +26,11 @@ struct Config {
     http::ServerOptions http;  // host and port come from `listen`
     run::SchedulerOptions runs;
     run::ProcessDefaults process;
+    std::size_t max_processes = 256;  // exec.max_processes: step processes running at once
+    // Not read from the file. The daemon makes itself a child subreaper and kills every child
+    // that is not a running step; a test embedding the daemon next to children of its own
+    // turns this off.
+    bool reap_orphans = true;
     Duration shutdown_grace{20'000};
     bool synchronous_full = true;
     int busy_timeout_ms = 5000;

@@ -56,6 +56,30 @@ Result<std::shared_ptr<const RunbookCatalog>> load_catalog(const std::string& di
     return std::make_shared<const RunbookCatalog>(std::move(loaded.runbooks));
 }
 
+namespace {
+
+// Steps run as children of this process: enough descriptors for many at once, and orphans
+// that escape their process group come back here to be killed (docs/execution.md).
+exec::RunnerOptions prepare_process_runner(const Config& config) {
+    auto log = log::get("main");
+    const std::uint64_t open_files = exec::raise_open_file_limit();
+    log->info("open file limit soft={}", open_files);
+    exec::RunnerOptions options;
+    options.max_processes = config.max_processes;
+    if (config.reap_orphans) {
+        if (auto s = exec::become_subreaper(); !s) {
+            log->warn("orphans of steps will not be killed error={}",
+                      log::quote(s.error().message));
+        } else {
+            options.reap_orphans = true;
+            log->info("child subreaper set; orphans of steps are killed");
+        }
+    }
+    return options;
+}
+
+}  // namespace
+
 Daemon::Daemon(Config config) : config_(std::move(config)), parts_(std::make_unique<Parts>()) {}
 
 Daemon::~Daemon() {
@@ -104,7 +128,7 @@ Status Daemon::start() {
 
     p.exec_work = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
         p.exec_io.get_executor());
-    p.runner = std::make_unique<exec::ProcessRunner>(p.exec_io);
+    p.runner = std::make_unique<exec::ProcessRunner>(p.exec_io, prepare_process_runner(config_));
     std::vector<std::shared_ptr<run::StepExecutor>> executors = {
         run::make_argv_executor(*p.runner, config_.process),
         run::make_shell_executor(*p.runner, config_.process)};

@@ -6,9 +6,15 @@
 
 #include "exec/process.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <set>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
@@ -20,10 +26,13 @@
 #include <boost/process/extend.hpp>
 #include <boost/process/io.hpp>
 #include <boost/process/posix.hpp>
-#include <boost/process/start_dir.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <grp.h>
 #include <linux/close_range.h>
+#include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -39,12 +48,36 @@ namespace {
 namespace asio = boost::asio;
 namespace bp = boost::process;
 
+// What failed in the child between vfork and exec. The child shares the parent's memory until
+// exec, so it writes here and the parent reads it once vfork returns.
+struct ChildReport {
+    enum class Stage { None, Limit, Identity, Cwd };
+    Stage stage = Stage::None;
+    const char* what = "";  // static text naming the call, e.g. "setting RLIMIT_CPU"
+    int error = 0;
+};
+
+struct LimitSetting {
+    __rlimit_resource_t resource = RLIMIT_CPU;
+    rlim_t value = 0;
+    const char* what = "";
+};
+
 // Runs in the parent before fork (on_setup) and in the child between fork and exec
 // (on_exec_setup). The child side may only make async-signal-safe calls: the parent has other
 // threads, and one of them may hold the allocator's lock at the moment of fork.
 struct ChildSetup : bp::extend::handler {
     char** envp = nullptr;
     int nice = 0;
+    std::array<LimitSetting, 4> limits{};
+    std::size_t limit_count = 0;
+    bool switch_ids = false;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    const gid_t* groups = nullptr;
+    std::size_t group_count = 0;
+    const char* cwd = "/";
+    ChildReport* report = nullptr;
 
     template <typename Executor>
     void on_setup(Executor& exec) const {
@@ -64,7 +97,7 @@ struct ChildSetup : bp::extend::handler {
     }
 
     template <typename Executor>
-    void on_exec_setup(Executor& /*exec*/) const {
+    void on_exec_setup(Executor& exec) const {
         // Own process group, so that a stop reaches every descendant that stays in it.
         ::setpgid(0, 0);
 
@@ -73,7 +106,36 @@ struct ChildSetup : bp::extend::handler {
         if (nice > 0) {
             ::setpriority(PRIO_PROCESS, 0, nice);
         }
+        reset_signals();
+        close_descriptors_on_exec();
 
+        for (std::size_t i = 0; i < limit_count; ++i) {
+            const struct rlimit lim { limits[i].value, limits[i].value };
+            if (::setrlimit(limits[i].resource, &lim) != 0) {
+                fail(exec, ChildReport::Stage::Limit, limits[i].what);
+            }
+        }
+        // Raw system calls: glibc's setuid() and friends broadcast the change to every thread
+        // of the process, and in a vfork child that list is the parent's. The kernel applies
+        // the raw calls to the calling task, which here is the whole child.
+        if (switch_ids) {
+            if (::syscall(SYS_setgroups, group_count, groups) != 0) {
+                fail(exec, ChildReport::Stage::Identity, "setting the supplementary groups");
+            }
+            if (::syscall(SYS_setresgid, gid, gid, gid) != 0) {
+                fail(exec, ChildReport::Stage::Identity, "setting the group id");
+            }
+            if (::syscall(SYS_setresuid, uid, uid, uid) != 0) {
+                fail(exec, ChildReport::Stage::Identity, "setting the user id");
+            }
+        }
+        // After the switch, so that the step's user needs access to its working directory.
+        if (::chdir(cwd) != 0) {
+            fail(exec, ChildReport::Stage::Cwd, "chdir");
+        }
+    }
+
+    static void reset_signals() {
         // Signal mask and dispositions are inherited across exec; start from defaults.
         sigset_t none;
         sigemptyset(&none);
@@ -83,7 +145,9 @@ struct ChildSetup : bp::extend::handler {
         for (const int sig : {SIGPIPE, SIGXFSZ, SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGCHLD}) {
             ::sigaction(sig, &dfl, nullptr);
         }
+    }
 
+    static void close_descriptors_on_exec() {
         // No descriptor of runbookd (database, sockets, other children's pipes) may survive
         // exec. Marking them close-on-exec keeps Boost.Process's own exec-error pipe working.
         if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
@@ -97,6 +161,19 @@ struct ChildSetup : bp::extend::handler {
             }
         }
     }
+
+    // Ends the child before exec. Boost.Process's error path with vfork stores the error code
+    // in the shared executor, so the parent's start fails with it; the message given to it is
+    // short enough not to allocate.
+    template <typename Executor>
+    [[noreturn]] void fail(Executor& exec, ChildReport::Stage stage, const char* what) const {
+        const int err = errno;
+        report->stage = stage;
+        report->what = what;
+        report->error = err;
+        exec.set_error(std::error_code(err, std::system_category()), "setup failed");
+        ::_exit(127);
+    }
 };
 
 std::string env_value(const std::vector<std::string>& env, std::string_view name) {
@@ -109,21 +186,197 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
     return {};
 }
 
+// The ids a step runs as, resolved in the parent: the child may not look anything up.
+struct Identity {
+    bool switch_ids = false;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;
+};
+
+std::optional<unsigned long> parse_id(const std::string& text) {
+    unsigned long value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value > 0xfffffffeUL) {
+        return std::nullopt;
+    }
+    return value;
+}
+
+// Looks up a passwd entry by name or uid; returns false when there is none.
+bool find_user(const std::string& name, std::optional<uid_t> uid, std::string& found_name,
+               uid_t& found_uid, gid_t& found_gid) {
+    std::vector<char> buffer(16384);
+    struct passwd pw {};
+    struct passwd* result = nullptr;
+    int rc = 0;
+    while (true) {
+        rc = uid ? ::getpwuid_r(*uid, &pw, buffer.data(), buffer.size(), &result)
+                 : ::getpwnam_r(name.c_str(), &pw, buffer.data(), buffer.size(), &result);
+        if (rc != ERANGE || buffer.size() > (1U << 22)) {
+            break;
+        }
+        buffer.resize(buffer.size() * 2);
+    }
+    if (rc != 0 || result == nullptr) {
+        return false;
+    }
+    found_name = pw.pw_name;
+    found_uid = pw.pw_uid;
+    found_gid = pw.pw_gid;
+    return true;
+}
+
+std::optional<gid_t> find_group(const std::string& name) {
+    if (auto id = parse_id(name)) {
+        return static_cast<gid_t>(*id);
+    }
+    std::vector<char> buffer(16384);
+    struct group gr {};
+    struct group* result = nullptr;
+    int rc = 0;
+    while ((rc = ::getgrnam_r(name.c_str(), &gr, buffer.data(), buffer.size(), &result)) ==
+               ERANGE &&
+           buffer.size() <= (1U << 22)) {
+        buffer.resize(buffer.size() * 2);
+    }
+    if (rc != 0 || result == nullptr) {
+        return std::nullopt;
+    }
+    return gr.gr_gid;
+}
+
+std::vector<gid_t> supplementary_groups(const std::string& user_name, gid_t gid) {
+    if (user_name.empty()) {
+        return {gid};
+    }
+    int count = 64;
+    std::vector<gid_t> groups;
+    for (int tries = 0; tries < 8; ++tries) {
+        groups.resize(static_cast<std::size_t>(count));
+        const int wanted = count;
+        if (::getgrouplist(user_name.c_str(), gid, groups.data(), &count) >= 0) {
+            groups.resize(static_cast<std::size_t>(count));
+            return groups;
+        }
+        count = std::max(count, wanted * 2);
+    }
+    return {gid};
+}
+
+// Resolves spec.user and spec.group; returns an error text (without the "cannot start" part)
+// or an empty string.
+std::string resolve_identity(const ProcessSpec& spec, Identity& out) {
+    if (spec.user.empty() && spec.group.empty()) {
+        return {};
+    }
+    std::string name;
+    uid_t uid = ::geteuid();
+    gid_t gid = ::getegid();
+    if (!spec.user.empty()) {
+        const auto numeric = parse_id(spec.user);
+        std::optional<uid_t> by_uid;
+        if (numeric) {
+            by_uid = static_cast<uid_t>(*numeric);
+        }
+        if (!find_user(spec.user, by_uid, name, uid, gid)) {
+            if (!numeric) {
+                return fmt::format("user \"{}\": no such user", spec.user);
+            }
+            // A uid without a passwd entry keeps runbookd's group unless one is given.
+            uid = static_cast<uid_t>(*numeric);
+            name.clear();
+        }
+    }
+    if (!spec.group.empty()) {
+        const auto found = find_group(spec.group);
+        if (!found) {
+            return fmt::format("group \"{}\": no such group", spec.group);
+        }
+        gid = *found;
+    }
+    if (::geteuid() != 0) {
+        if (uid == ::geteuid() && gid == ::getegid()) {
+            return {};
+        }
+        return spec.user.empty()
+                   ? fmt::format(
+                         "group \"{}\": runbookd is not running as root, so it cannot "
+                         "switch groups",
+                         spec.group)
+                   : fmt::format(
+                         "user \"{}\": runbookd is not running as root, so it cannot "
+                         "switch users",
+                         spec.user);
+    }
+    out.switch_ids = true;
+    out.uid = uid;
+    out.gid = gid;
+    out.groups = spec.user.empty() ? std::vector<gid_t>{gid} : supplementary_groups(name, gid);
+    return {};
+}
+
+// Creates the missing directories of `dir`, each 0750.
+int make_parents(const std::filesystem::path& dir) {
+    std::filesystem::path partial;
+    for (const auto& part : dir) {
+        partial /= part;
+        if (::mkdir(partial.c_str(), 0750) != 0 && errno != EEXIST) {
+            return errno;
+        }
+    }
+    return 0;
+}
+
+class ChildProcess;
+
+}  // namespace
+
+// Shared by the runner and its children, so that a child finishing after the runner is gone
+// still has somewhere to return its slot.
+struct ProcessRunner::State : std::enable_shared_from_this<ProcessRunner::State> {
+    State(asio::io_context& context, RunnerOptions opts)
+        : io(context), options(opts), sweep_timer(context), log(log::get("exec")) {}
+
+    void release_slot();
+    void start_waiting();
+    std::vector<pid_t> kill_orphans();
+    void arm_sweep();
+
+    asio::io_context& io;
+    RunnerOptions options;
+    std::size_t running = 0;
+    std::deque<std::shared_ptr<ChildProcess>> waiting;
+    std::set<pid_t> leaders;  // pids of spawned step processes not yet reaped
+    asio::steady_timer sweep_timer;
+    bool sweep_armed = false;
+    bool closed = false;
+    std::shared_ptr<spdlog::logger> log;
+};
+
+namespace {
+
+using State = ProcessRunner::State;
+
 class ChildProcess final : public ProcessHandle, public std::enable_shared_from_this<ChildProcess> {
   public:
-    ChildProcess(asio::io_context& io, ProcessSpec spec, std::function<void(ProcessResult)> done)
-        : io_(io),
+    ChildProcess(std::shared_ptr<State> state, ProcessSpec spec,
+                 std::function<void(ProcessResult)> done)
+        : state_(std::move(state)),
+          io_(state_->io),
           spec_(std::move(spec)),
           done_(std::move(done)),
-          out_(io, spec_.excerpt_bytes),
-          err_(io, spec_.excerpt_bytes),
-          pidfd_(io),
-          timeout_timer_(io),
-          grace_timer_(io),
-          drain_timer_(io),
-          log_(log::get("exec")) {}
+          out_(io_, spec_.excerpt_bytes),
+          err_(io_, spec_.excerpt_bytes),
+          pidfd_(io_),
+          timeout_timer_(io_),
+          grace_timer_(io_),
+          drain_timer_(io_),
+          log_(log::get("exec")),
+          requested_(std::chrono::steady_clock::now()) {}
 
-    void start();
+    // Spawns the child; the caller has taken a slot for it.
+    void spawn();
     void cancel(std::string reason) override;
     int pid() const override { return pid_; }
 
@@ -137,16 +390,23 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
         bool open = true;
     };
 
+    std::string check_before_spawn(Identity& identity);
     void fail_to_start(std::string error);
+    void open_output_file();
+    void store_output(std::string_view data);
+    void close_output_file();
     void read(Stream& stream);
     void watch_exit();
     void on_leader_exit();
     void stop(std::string reason);
     void kill_group(int sig);
+    void note(std::string kind, std::string detail);
     void maybe_finish();
     void finish();
+    void sweep_orphans();
     std::string describe_ending(int status);
 
+    std::shared_ptr<State> state_;
     asio::io_context& io_;
     ProcessSpec spec_;
     std::function<void(ProcessResult)> done_;
@@ -158,9 +418,12 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
     asio::steady_timer grace_timer_;
     asio::steady_timer drain_timer_;
     std::shared_ptr<spdlog::logger> log_;
+    std::chrono::steady_clock::time_point requested_;
     std::chrono::steady_clock::time_point started_;
     std::string stop_reason_;
+    int output_fd_ = -1;
     pid_t pid_ = -1;
+    bool holds_slot_ = false;
     bool leader_exited_ = false;
     bool stopping_ = false;
     bool finished_ = false;
@@ -170,30 +433,46 @@ void ChildProcess::fail_to_start(std::string error) {
     finished_ = true;
     result_.ending = ProcessResult::Ending::SpawnFailed;
     result_.error = std::move(error);
+    result_.dispatch_latency = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - requested_);
+    close_output_file();
+    if (holds_slot_) {
+        holds_slot_ = false;
+        state_->release_slot();
+    }
     asio::post(io_, [self = shared_from_this()] { self->done_(std::move(self->result_)); });
 }
 
-void ChildProcess::start() {
-    started_ = std::chrono::steady_clock::now();
+// Problems found before any child exists; returns the error or an empty string.
+std::string ChildProcess::check_before_spawn(Identity& identity) {
     if (spec_.argv.empty()) {
-        fail_to_start("cannot start: empty argv");
-        return;
+        return "cannot start: empty argv";
     }
     std::string error;
     result_.program = resolve_program(spec_.argv[0], spec_.env, error);
     if (result_.program.empty()) {
-        fail_to_start(std::move(error));
-        return;
+        return error;
     }
     struct stat st {};
     if (::stat(spec_.cwd.c_str(), &st) != 0) {
-        fail_to_start(fmt::format("cannot start {}: working directory {}: {}", result_.program,
-                                  spec_.cwd, std::strerror(errno)));
-        return;
+        return fmt::format("cannot start {}: working directory {}: {}", result_.program, spec_.cwd,
+                           std::strerror(errno));
     }
     if (!S_ISDIR(st.st_mode)) {
-        fail_to_start(fmt::format("cannot start {}: working directory {}: not a directory",
-                                  result_.program, spec_.cwd));
+        return fmt::format("cannot start {}: working directory {}: not a directory",
+                           result_.program, spec_.cwd);
+    }
+    if (std::string e = resolve_identity(spec_, identity); !e.empty()) {
+        return fmt::format("cannot start {}: {}", result_.program, e);
+    }
+    return {};
+}
+
+void ChildProcess::spawn() {
+    holds_slot_ = true;
+    Identity identity;
+    if (std::string error = check_before_spawn(identity); !error.empty()) {
+        fail_to_start(std::move(error));
         return;
     }
 
@@ -203,23 +482,65 @@ void ChildProcess::start() {
         envp.push_back(entry.data());
     }
     envp.push_back(nullptr);
+    ChildReport report;
     ChildSetup setup;
     setup.envp = envp.data();
     setup.nice = spec_.nice;
+    const auto add_limit = [&setup](const std::optional<std::uint64_t>& value,
+                                    __rlimit_resource_t resource, const char* what) {
+        if (value) {
+            setup.limits[setup.limit_count++] = LimitSetting{resource, *value, what};
+        }
+    };
+    add_limit(spec_.limits.cpu_seconds, RLIMIT_CPU, "setting RLIMIT_CPU");
+    add_limit(spec_.limits.address_space_bytes, RLIMIT_AS, "setting RLIMIT_AS");
+    add_limit(spec_.limits.open_files, RLIMIT_NOFILE, "setting RLIMIT_NOFILE");
+    add_limit(spec_.limits.processes, RLIMIT_NPROC, "setting RLIMIT_NPROC");
+    setup.switch_ids = identity.switch_ids;
+    setup.uid = identity.uid;
+    setup.gid = identity.gid;
+    setup.groups = identity.groups.data();
+    setup.group_count = identity.groups.size();
+    setup.cwd = spec_.cwd.c_str();
+    setup.report = &report;
     const std::vector<std::string> args(spec_.argv.begin() + 1, spec_.argv.end());
+    open_output_file();
 
     std::error_code ec;
     auto stdin_null = (bp::std_in < bp::null);
     auto stdout_pipe = (bp::std_out > out_.pipe);
     auto stderr_pipe = (bp::std_err > err_.pipe);
-    bp::child child(bp::exe = result_.program, bp::args = args, bp::start_dir = spec_.cwd,
-                    stdin_null, stdout_pipe, stderr_pipe, setup, bp::posix::use_vfork, ec);
+    bp::child child(bp::exe = result_.program, bp::args = args, stdin_null, stdout_pipe,
+                    stderr_pipe, setup, bp::posix::use_vfork, ec);
+    result_.dispatch_latency = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - requested_);
     if (ec) {
-        fail_to_start(fmt::format("cannot start {}: {}", result_.program, ec.message()));
+        const std::string cause = report.error != 0 ? std::strerror(report.error) : ec.message();
+        switch (report.stage) {
+            case ChildReport::Stage::Limit:
+                fail_to_start(
+                    fmt::format("cannot start {}: {}: {}", result_.program, report.what, cause));
+                break;
+            case ChildReport::Stage::Identity:
+                fail_to_start(fmt::format("cannot start {}: {} \"{}\": {}: {}", result_.program,
+                                          spec_.user.empty() ? "group" : "user",
+                                          spec_.user.empty() ? spec_.group : spec_.user,
+                                          report.what, cause));
+                break;
+            case ChildReport::Stage::Cwd:
+                fail_to_start(fmt::format("cannot start {}: working directory {}: {}",
+                                          result_.program, spec_.cwd, cause));
+                break;
+            case ChildReport::Stage::None:
+                fail_to_start(fmt::format("cannot start {}: {}", result_.program, cause));
+                break;
+        }
         return;
     }
     pid_ = child.id();
     child.detach();  // reaped below through the pidfd, not by the child object
+    state_->leaders.insert(pid_);
+    started_ = std::chrono::steady_clock::now();
 
     const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
     if (pidfd < 0) {
@@ -227,6 +548,7 @@ void ChildProcess::start() {
         kill_group(SIGKILL);
         int status = 0;
         ::waitpid(pid_, &status, 0);
+        state_->leaders.erase(pid_);
         fail_to_start(
             fmt::format("cannot watch {}: pidfd_open: {} (runbookd needs Linux 5.3 or "
                         "newer)",
@@ -240,6 +562,7 @@ void ChildProcess::start() {
     read(out_);
     read(err_);
     watch_exit();
+    state_->arm_sweep();
     timeout_timer_.expires_after(spec_.timeout);
     timeout_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
         if (!e && !self->finished_ && !self->leader_exited_) {
@@ -249,12 +572,74 @@ void ChildProcess::start() {
     });
 }
 
+void ChildProcess::open_output_file() {
+    if (spec_.output_path.empty()) {
+        return;
+    }
+    result_.output_path = spec_.output_path;
+    const std::filesystem::path path(spec_.output_path);
+    int err = path.has_parent_path() ? make_parents(path.parent_path()) : 0;
+    if (err == 0) {
+        output_fd_ = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640);
+        err = output_fd_ < 0 ? errno : 0;
+    }
+    if (err != 0) {
+        result_.output_error =
+            fmt::format("cannot create output file {}: {}", spec_.output_path, std::strerror(err));
+        log_->warn("output file not written {}path={} error={}", spec_.log_context,
+                   log::quote(spec_.output_path), log::quote(std::strerror(err)));
+    }
+}
+
+void ChildProcess::store_output(std::string_view data) {
+    if (output_fd_ < 0) {
+        return;
+    }
+    const std::int64_t room =
+        std::max<std::int64_t>(0, spec_.output_cap_bytes - result_.output_stored_bytes);
+    const auto keep = static_cast<std::size_t>(
+        std::min<std::int64_t>(room, static_cast<std::int64_t>(data.size())));
+    std::string_view rest = data.substr(0, keep);
+    while (!rest.empty()) {
+        const ssize_t n = ::write(output_fd_, rest.data(), rest.size());
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            const int err = errno;
+            result_.output_error = fmt::format("writing output file {} failed: {}",
+                                               spec_.output_path, std::strerror(err));
+            log_->warn("output file write failed {}path={} error={}", spec_.log_context,
+                       log::quote(spec_.output_path), log::quote(std::strerror(err)));
+            close_output_file();
+            return;
+        }
+        result_.output_stored_bytes += n;
+        rest.remove_prefix(static_cast<std::size_t>(n));
+    }
+    if (keep < data.size() && !result_.output_truncated) {
+        result_.output_truncated = true;
+        note("output_truncated", fmt::format("output file {} reached its cap of {} bytes; later "
+                                             "output is counted, not stored",
+                                             spec_.output_path, spec_.output_cap_bytes));
+    }
+}
+
+void ChildProcess::close_output_file() {
+    if (output_fd_ >= 0) {
+        ::close(output_fd_);
+        output_fd_ = -1;
+    }
+}
+
 void ChildProcess::read(Stream& stream) {
     stream.pipe.async_read_some(
         asio::buffer(stream.buffer),
         [self = shared_from_this(), &stream](const boost::system::error_code& e, std::size_t n) {
             if (n > 0) {
-                stream.capture.append(std::string_view(stream.buffer.data(), n));
+                const std::string_view chunk(stream.buffer.data(), n);
+                stream.capture.append(chunk);
+                self->store_output(chunk);
             }
             if (e) {
                 stream.open = false;
@@ -289,6 +674,12 @@ void ChildProcess::on_leader_exit() {
         if (!e && !self->finished_) {
             self->log_->warn("output still open after exit {}pid={} drain_ms={}",
                              self->spec_.log_context, self->pid_, self->spec_.drain.count());
+            self->note("drain_expired",
+                       fmt::format("output still open {} ms after process {} exited",
+                                   self->spec_.drain.count(), self->pid_));
+            self->note("killed", fmt::format("sent SIGKILL to process group {}: output still "
+                                             "open after the drain period",
+                                             self->pid_));
             self->finish();
         }
     });
@@ -299,6 +690,14 @@ void ChildProcess::cancel(std::string reason) {
         return;
     }
     result_.cancelled = true;
+    if (pid_ < 0) {
+        // Still waiting for a slot: never started.
+        auto& waiting = state_->waiting;
+        waiting.erase(std::remove(waiting.begin(), waiting.end(), shared_from_this()),
+                      waiting.end());
+        fail_to_start(reason + "; the step was not started");
+        return;
+    }
     stop(std::move(reason));
 }
 
@@ -311,13 +710,19 @@ void ChildProcess::stop(std::string reason) {
     log_->info("stopping process group {}pid={} signal={} reason={}", spec_.log_context, pid_,
                signal_name(spec_.stop_signal), log::quote(stop_reason_));
     kill_group(spec_.stop_signal);
+    note("stop_signal_sent", fmt::format("sent {} to process group {}: {}",
+                                         signal_name(spec_.stop_signal), pid_, stop_reason_));
     grace_timer_.expires_after(spec_.grace);
     grace_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
         if (!e && !self->finished_ && !self->leader_exited_) {
             self->log_->warn("grace period expired, killing process group {}pid={} grace_ms={}",
                              self->spec_.log_context, self->pid_, self->spec_.grace.count());
+            self->note("grace_expired", fmt::format("process {} still ran {} ms after {}",
+                                                    self->pid_, self->spec_.grace.count(),
+                                                    signal_name(self->spec_.stop_signal)));
             self->result_.killed_after_grace = true;
             self->kill_group(SIGKILL);
+            self->note("killed", fmt::format("sent SIGKILL to process group {}", self->pid_));
         }
     });
 }
@@ -328,6 +733,10 @@ void ChildProcess::kill_group(int sig) {
         log_->warn("signalling process group failed {}pid={} signal={} error={}", spec_.log_context,
                    pid_, signal_name(sig), log::quote(std::strerror(errno)));
     }
+}
+
+void ChildProcess::note(std::string kind, std::string detail) {
+    result_.transitions.push_back(Transition{Timestamp::now(), std::move(kind), std::move(detail)});
 }
 
 void ChildProcess::maybe_finish() {
@@ -346,6 +755,10 @@ void ChildProcess::finish() {
     int status = 0;
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
+    state_->leaders.erase(pid_);
+    holds_slot_ = false;
+    state_->release_slot();
+    sweep_orphans();
 
     timeout_timer_.cancel();
     grace_timer_.cancel();
@@ -354,6 +767,7 @@ void ChildProcess::finish() {
     pidfd_.close(ignored);
     out_.pipe.close(ignored);
     err_.pipe.close(ignored);
+    close_output_file();
 
     result_.duration =
         std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - started_);
@@ -365,6 +779,20 @@ void ChildProcess::finish() {
     log_->debug("process reaped {}pid={} status={} duration_ms={}", spec_.log_context, pid_, status,
                 result_.duration.count());
     asio::post(io_, [self = shared_from_this()] { self->done_(std::move(self->result_)); });
+}
+
+void ChildProcess::sweep_orphans() {
+    if (!state_->options.reap_orphans) {
+        return;
+    }
+    const auto pids = state_->kill_orphans();
+    if (pids.empty()) {
+        return;
+    }
+    note("orphans_killed",
+         fmt::format("sent SIGKILL to {} process(es) left behind outside the step's process "
+                     "group, pids {}",
+                     pids.size(), fmt::join(pids, ", ")));
 }
 
 std::string ChildProcess::describe_ending(int status) {
@@ -394,18 +822,153 @@ std::string ChildProcess::describe_ending(int status) {
     return out;
 }
 
+// Pids of this process's children, from every thread's children list (an orphan is
+// re-parented to one of the subreaper's threads).
+std::vector<pid_t> own_children() {
+    std::vector<pid_t> pids;
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+        std::ifstream in(task.path() / "children");
+        long pid = 0;
+        while (in >> pid) {
+            pids.push_back(static_cast<pid_t>(pid));
+        }
+    }
+    return pids;
+}
+
+std::string process_name(pid_t pid) {
+    std::ifstream in(fmt::format("/proc/{}/comm", pid));
+    std::string name;
+    std::getline(in, name);
+    return name;
+}
+
 }  // namespace
+
+void ProcessRunner::State::release_slot() {
+    --running;
+    if (!waiting.empty()) {
+        // Posted: a completion handler is no place to spawn from (docs/execution.md).
+        asio::post(io, [self = shared_from_this()] { self->start_waiting(); });
+    }
+}
+
+void ProcessRunner::State::start_waiting() {
+    while (!waiting.empty() && (options.max_processes == 0 || running < options.max_processes)) {
+        auto child = std::move(waiting.front());
+        waiting.pop_front();
+        ++running;
+        child->spawn();
+    }
+}
+
+std::vector<pid_t> ProcessRunner::State::kill_orphans() {
+    std::vector<pid_t> killed;
+    // Killing an orphan re-parents its own children here in turn; a few rounds catch them.
+    for (int round = 0; round < 8; ++round) {
+        bool found = false;
+        for (const pid_t pid : own_children()) {
+            if (leaders.count(pid) != 0) {
+                continue;
+            }
+            found = true;
+            const std::string name = process_name(pid);
+            if (::getpgid(pid) == pid) {
+                ::kill(-pid, SIGKILL);
+            }
+            ::kill(pid, SIGKILL);
+            int status = 0;
+            while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
+            log->warn("orphan of a step killed pid={} command={}", pid, log::quote(name));
+            killed.push_back(pid);
+        }
+        if (!found) {
+            break;
+        }
+    }
+    return killed;
+}
+
+void ProcessRunner::State::arm_sweep() {
+    if (!options.reap_orphans || sweep_armed || closed) {
+        return;
+    }
+    sweep_armed = true;
+    sweep_timer.expires_after(std::chrono::seconds(1));
+    sweep_timer.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+        self->sweep_armed = false;
+        if (e || self->closed) {
+            return;
+        }
+        const bool found = !self->kill_orphans().empty();
+        if (found || !self->leaders.empty()) {
+            self->arm_sweep();
+        }
+    });
+}
+
+ProcessRunner::ProcessRunner(boost::asio::io_context& io, RunnerOptions options)
+    : state_(std::make_shared<State>(io, options)) {}
+
+ProcessRunner::~ProcessRunner() {
+    state_->closed = true;
+    state_->sweep_timer.cancel();
+}
 
 std::shared_ptr<ProcessHandle> ProcessRunner::start(ProcessSpec spec,
                                                     std::function<void(ProcessResult)> done) {
-    auto child = std::make_shared<ChildProcess>(io_, std::move(spec), std::move(done));
-    child->start();
+    auto child = std::make_shared<ChildProcess>(state_, std::move(spec), std::move(done));
+    if (state_->options.max_processes != 0 &&
+        (state_->running >= state_->options.max_processes || !state_->waiting.empty())) {
+        state_->waiting.push_back(child);
+        return child;
+    }
+    ++state_->running;
+    child->spawn();
     return child;
+}
+
+std::size_t ProcessRunner::running() const {
+    return state_->running;
+}
+
+std::size_t ProcessRunner::waiting() const {
+    return state_->waiting.size();
+}
+
+std::uint64_t raise_open_file_limit() {
+    struct rlimit lim {};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        return 0;
+    }
+    if (lim.rlim_cur < lim.rlim_max) {
+        struct rlimit raised = lim;
+        raised.rlim_cur = lim.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+            lim = raised;
+        }
+    }
+    return lim.rlim_cur;
+}
+
+Status become_subreaper() {
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0UL, 0UL, 0UL) != 0) {
+        return make_error(ErrorCode::Internal, fmt::format("becoming a child subreaper failed: {}",
+                                                           std::strerror(errno)));
+    }
+    return {};
 }
 
 std::string resolve_program(const std::string& name, const std::vector<std::string>& env,
                             std::string& error) {
     if (name.find('/') != std::string::npos) {
+        struct stat st {};
+        if (::stat(name.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+            error = fmt::format("cannot start {}: {}", name, std::strerror(EISDIR));
+            return {};
+        }
         if (::access(name.c_str(), X_OK) != 0) {
             error = fmt::format("cannot start {}: {}", name, std::strerror(errno));
             return {};

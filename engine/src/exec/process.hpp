@@ -2,16 +2,42 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
 
+#include <runbookd/result.hpp>
+#include <runbookd/timestamp.hpp>
+
 namespace runbookd::exec {
 
 using Millis = std::chrono::milliseconds;
+
+// Limits applied with setrlimit in the child before exec (soft = hard = value). Unset ones are
+// inherited from runbookd.
+struct ResourceLimits {
+    std::optional<std::uint64_t> cpu_seconds;          // RLIMIT_CPU: SIGXCPU, then SIGKILL
+    std::optional<std::uint64_t> address_space_bytes;  // RLIMIT_AS
+    std::optional<std::uint64_t> open_files;           // RLIMIT_NOFILE
+    // RLIMIT_NPROC counts every process of the step's user, not of the step alone, and the
+    // kernel does not apply it to root.
+    std::optional<std::uint64_t> processes;
+};
+
+// One thing that happened to an attempt's processes, in the order it happened.
+struct Transition {
+    Timestamp at;
+    // "stop_signal_sent", "grace_expired", "killed", "drain_expired", "output_truncated",
+    // "orphans_killed"
+    std::string kind;
+    std::string detail;  // in words, e.g. "sent SIGTERM to process group 1234: timed out ..."
+};
 
 // What to run, fully rendered: no placeholders, no shell.
 struct ProcessSpec {
@@ -27,6 +53,13 @@ struct ProcessSpec {
     // Fields naming the attempt on every log line about this process, e.g.
     // "run=4 step=df attempt=1 " (with a trailing space), or empty.
     std::string log_context;
+    ResourceLimits limits;
+    std::string user;   // name or numeric uid; empty: runbookd's own
+    std::string group;  // name or numeric gid; empty: the user's primary group (or runbookd's)
+    // Non-empty: the whole combined stdout and stderr, in arrival order, is written to this
+    // new file (created with its missing parent directories; an existing file is an error).
+    std::string output_path;
+    std::int64_t output_cap_bytes = 16 << 20;  // stored at most; the rest is counted only
 };
 
 struct ProcessResult {
@@ -45,6 +78,14 @@ struct ProcessResult {
     std::int64_t stdout_bytes = 0;
     std::int64_t stderr_bytes = 0;
     Millis duration{0};
+    std::vector<Transition> transitions;
+    std::string output_path;  // the file written, empty if none
+    std::int64_t output_stored_bytes = 0;
+    bool output_truncated = false;
+    // Writing the output file failed (disk full...): the step still ran; this says why.
+    std::string output_error;
+    // From ProcessRunner::start() until the child was spawned, including the wait for a slot.
+    std::chrono::microseconds dispatch_latency{0};
 
     bool succeeded() const {
         return ending == Ending::Exited && exit_code == 0 && !timed_out && !cancelled;
@@ -57,8 +98,20 @@ class ProcessHandle {
     virtual ~ProcessHandle() = default;
     // Stops the whole process group: the spec's stop signal, then SIGKILL after the grace
     // period. The completion still runs once, with `cancelled` set and `reason` as its error.
+    // An attempt still waiting for a slot is not started: it completes (posted) with
+    // `cancelled`, Ending::SpawnFailed and "<reason>; the step was not started".
     virtual void cancel(std::string reason) = 0;
-    virtual int pid() const = 0;
+    virtual int pid() const = 0;  // -1 until the child is spawned
+};
+
+struct RunnerOptions {
+    // Step processes running at once at most (0: unlimited). Further start() calls wait, first
+    // come first served, until a child is reaped.
+    std::size_t max_processes = 0;
+    // Kill every child of runbookd that is not a running step's leader, after each attempt and
+    // every second while steps run. Only for a process whose children are all steps and which
+    // is a subreaper (become_subreaper()): the daemon. See docs/execution.md.
+    bool reap_orphans = false;
 };
 
 // Starts child processes and watches them on one io_context. Each child runs in its own
@@ -66,18 +119,37 @@ class ProcessHandle {
 // dispositions and no file descriptor of runbookd. Its exit is watched through a pidfd, so
 // no SIGCHLD handler is involved.
 //
-// Thread model: start(), cancel() and the completion all run on the io_context's thread.
+// Thread model: start(), cancel(), running(), waiting() and the completion all run on the
+// io_context's thread. Started children keep the runner's shared state alive, so the runner
+// may go first; starts still queued when it goes are never run nor completed.
 class ProcessRunner {
   public:
-    explicit ProcessRunner(boost::asio::io_context& io) : io_(io) {}
+    explicit ProcessRunner(boost::asio::io_context& io, RunnerOptions options = {});
+    ~ProcessRunner();
+    ProcessRunner(const ProcessRunner&) = delete;
+    ProcessRunner& operator=(const ProcessRunner&) = delete;
 
-    // Starts `spec`. `done` runs exactly once, on the io_context, after the child is reaped
-    // and its output closed (or at once, posted, when it cannot start).
+    // Starts `spec`, or queues it while max_processes children run. `done` runs exactly once,
+    // on the io_context, after the child is reaped and its output closed (or at once, posted,
+    // when it cannot start).
     std::shared_ptr<ProcessHandle> start(ProcessSpec spec, std::function<void(ProcessResult)> done);
 
+    std::size_t running() const;  // children spawned and not yet reaped
+    std::size_t waiting() const;  // start() calls queued for a slot
+
+    struct State;  // shared with the children it started; defined in process.cpp
+
   private:
-    boost::asio::io_context& io_;
+    std::shared_ptr<State> state_;
 };
+
+// Raises the soft RLIMIT_NOFILE to the hard limit (each running step holds three descriptors
+// in runbookd); returns the soft limit now in force.
+std::uint64_t raise_open_file_limit();
+
+// Makes this process a child subreaper (PR_SET_CHILD_SUBREAPER), so that the orphans of steps
+// are re-parented to it instead of to PID 1, where a runner with reap_orphans finds them.
+Status become_subreaper();
 
 // Finds `name` in the PATH entry of `env` (a list of "NAME=value"); returns the path, or an
 // empty string with `error` set when it is not found or not executable.
