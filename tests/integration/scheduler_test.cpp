@@ -1,7 +1,14 @@
 // The run engine through a real runbookd: retries, the runbook's concurrency and keyed locks.
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <signal.h>
+#include <unistd.h>
 
+#include "common/hash.hpp"
 #include "support/support.hpp"
 
 namespace {
@@ -292,4 +299,126 @@ steps:
     CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts") == "ready\ngot INT\n");
     CHECK_THAT(query_value(d.db(), "SELECT error FROM attempts"),
                Catch::Contains("sent SIGINT to the process group"));
+}
+
+namespace {
+
+std::string read_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("an attempt's full output is kept as a file, byte for byte, with its path audited",
+          "[runs][output]") {
+    const std::string runbook = std::string(R"(name: bytes
+matchers: ['alertname="Bytes"']
+steps:
+  - name: raw
+    argv: [")") + HELPER_BAD_UTF8 +
+                                R"("]
+)";
+    TestDaemon d(RunbookFiles{{"bytes.yaml", runbook}});
+    const auto id = post_alerts(d, {{"Bytes", "a"}}).at(0);
+    REQUIRE(d.wait_runs_finished());
+
+    const std::string path = query_value(d.db(), "SELECT output_path FROM attempts");
+    CHECK(path == (std::filesystem::path(d.db()).replace_extension(".output") / std::to_string(id) /
+                   "0-1.log")
+                      .string());
+    const std::string out1("a\xff\0\xc3(\n", 6);
+    const std::string err("\xed\xa0\x80\0b\n", 6);
+    const std::string out2("\xf8\x88\x80\x80\x80\0\n", 7);
+    CHECK(read_bytes(path) == out1 + err + out2);
+    CHECK(query_value(d.db(), "SELECT output_bytes || ' ' || output_truncated FROM attempts") ==
+          "19 0");
+
+    auto r = d.get("/api/v1/runs/" + std::to_string(id));
+    REQUIRE(r.ok());
+    const Json attempt = Json::parse(r->body)["attempts"][0];
+    CHECK(attempt["stdout_base64"] == base64(out1 + out2));
+    CHECK(attempt["stderr_base64"] == base64(err));
+    CHECK(attempt["output_file"]["path"] == path);
+    CHECK(attempt["output_file"]["truncated"] == false);
+}
+
+TEST_CASE("a step that ignores SIGTERM is killed after its grace, and the audit says each step",
+          "[runs][output]") {
+    const std::string runbook = std::string(R"(name: stubborn
+matchers: ['alertname="Stubborn"']
+steps:
+  - name: ignore
+    argv: [")") + HELPER_IGNORE_TERM +
+                                R"("]
+    timeout: 300ms
+    grace: 300ms
+)";
+    TestDaemon d(RunbookFiles{{"stubborn.yaml", runbook}});
+    post_alerts(d, {{"Stubborn", "a"}});
+    REQUIRE(d.wait_runs_finished(10s));
+
+    CHECK(query_value(d.db(), "SELECT signal FROM attempts") == "9");
+    CHECK(query_value(d.db(),
+                      "SELECT group_concat(kind, ' ') FROM (SELECT kind FROM events "
+                      "WHERE attempt_id IS NOT NULL ORDER BY id)") ==
+          "attempt.started attempt.stop_signal_sent attempt.grace_expired attempt.killed "
+          "attempt.finished");
+    CHECK_THAT(query_value(d.db(), "SELECT error FROM attempts"),
+               Catch::Contains("then SIGKILL after the 300 ms grace period"));
+}
+
+TEST_CASE("a grandchild that leaves the step's session is killed when the step ends",
+          "[runs][orphans]") {
+    test::TempDir dir;
+    const std::string pid_file = dir.file("grandchild.pid");
+    const std::string runbook = std::string(R"(name: escape
+matchers: ['alertname="Escape"']
+steps:
+  - name: escape
+    argv: [")") + HELPER_ESCAPE_SESSION +
+                                R"(", ")" + pid_file + R"("]
+)";
+    // This test process is the daemon: let it reap orphans (no other child of it exists here).
+    TestDaemon d(RunbookFiles{{"escape.yaml", runbook}},
+                 [](daemon::Config& c) { c.reap_orphans = true; });
+    post_alerts(d, {{"Escape", "a"}});
+    REQUIRE(d.wait_runs_finished());
+
+    const pid_t grandchild = std::stoi(read_bytes(pid_file));
+    CHECK(test::wait_until([&] { return ::kill(grandchild, 0) != 0; }, 3s));
+    CHECK_THAT(query_value(d.db(),
+                           "SELECT json_extract(detail, '$.detail') FROM events "
+                           "WHERE kind = 'attempt.orphans_killed'"),
+               Catch::Contains(std::to_string(grandchild)));
+}
+
+TEST_CASE("a step's limits and user apply to its processes", "[runs][limits]") {
+    constexpr const char* kRunbook = R"(name: limited
+matchers: ['alertname="Limited"']
+steps:
+  - name: nofile
+    shell: ulimit -n
+    limits: {open_files: 16}
+)";
+    constexpr const char* kUser = R"(name: unprivileged
+matchers: ['alertname="Unprivileged"']
+steps:
+  - name: who
+    argv: [/usr/bin/id, -un]
+    user: nobody
+)";
+    TestDaemon d(RunbookFiles{{"limited.yaml", kRunbook}, {"user.yaml", kUser}});
+    post_alerts(d, {{"Limited", "a"}, {"Unprivileged", "b"}});
+    REQUIRE(d.wait_runs_finished());
+
+    CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts WHERE step = 'nofile'") ==
+          "16\n");
+    if (::geteuid() == 0) {
+        CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts WHERE step = 'who'") ==
+              "nobody\n");
+    } else {
+        CHECK_THAT(query_value(d.db(), "SELECT error FROM attempts WHERE step = 'who'"),
+                   Catch::Contains("runbookd is not running as root"));
+    }
 }

@@ -129,7 +129,8 @@ void read_sections(Section& root, Config& c) {
         r.duration("shutdown_grace", c.shutdown_grace);
     }
     if (auto e = root.sub("exec"); e.present()) {
-        e.check({"kill_grace", "output_drain", "output_excerpt", "cwd", "nice", "max_processes"});
+        e.check({"kill_grace", "output_drain", "output_excerpt", "cwd", "nice", "max_processes",
+                 "output_dir", "output_cap"});
         e.duration("kill_grace", c.process.grace);
         e.duration("output_drain", c.process.drain);
         e.bytes("output_excerpt", c.process.excerpt_bytes);
@@ -138,6 +139,10 @@ void read_sections(Section& root, Config& c) {
         e.count("nice", nice, 0, 19);
         c.process.nice = static_cast<int>(nice);
         e.count("max_processes", c.max_processes, 1, 100'000);
+        e.path("output_dir", c.process.output_dir);
+        std::size_t cap = static_cast<std::size_t>(c.process.output_cap_bytes);
+        e.bytes("output_cap", cap);
+        c.process.output_cap_bytes = static_cast<std::int64_t>(cap);
     }
     if (auto s = root.sub("store"); s.present()) {
         s.check({"synchronous", "busy_timeout"});

@@ -1,5 +1,6 @@
 #include "daemon/daemon.hpp"
 
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -57,6 +58,14 @@ Result<std::shared_ptr<const RunbookCatalog>> load_catalog(const std::string& di
 }
 
 namespace {
+
+// exec.output_dir when not configured: next to the database, named after it
+// ("var/runbookd.db" → "var/runbookd.output").
+std::string default_output_dir(const std::string& db_path) {
+    std::filesystem::path p(db_path);
+    p.replace_extension(".output");
+    return p.string();
+}
 
 // Steps run as children of this process: enough descriptors for many at once, and orphans
 // that escape their process group come back here to be killed (docs/execution.md).
@@ -129,9 +138,16 @@ Status Daemon::start() {
     p.exec_work = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
         p.exec_io.get_executor());
     p.runner = std::make_unique<exec::ProcessRunner>(p.exec_io, prepare_process_runner(config_));
+    run::ProcessDefaults process = config_.process;
+    if (process.output_dir.empty()) {
+        process.output_dir = default_output_dir(config_.db_path);
+    }
+    if (process.output_cap_bytes > 0) {
+        log->info("step output files dir={} cap_bytes={}", log::quote(process.output_dir),
+                  process.output_cap_bytes);
+    }
     std::vector<std::shared_ptr<run::StepExecutor>> executors = {
-        run::make_argv_executor(*p.runner, config_.process),
-        run::make_shell_executor(*p.runner, config_.process)};
+        run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process)};
     p.scheduler = std::make_unique<run::Scheduler>(
         p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), config_.runs);
     p.exec_thread = std::thread([&p] { p.exec_io.run(); });

@@ -52,6 +52,15 @@ class ArgvAttempt final : public Attempt {
             out.stderr_excerpt = std::move(r.stderr_excerpt);
             out.stdout_bytes = r.stdout_bytes;
             out.stderr_bytes = r.stderr_bytes;
+            for (auto& t : r.transitions) {
+                out.transitions.push_back({t.at, std::move(t.kind), std::move(t.detail)});
+            }
+            if (!r.output_error.empty()) {
+                out.transitions.push_back({Timestamp::now(), "output_error", r.output_error});
+            }
+            out.output_path = std::move(r.output_path);
+            out.output_stored_bytes = r.output_stored_bytes;
+            out.output_truncated = r.output_truncated;
             done(std::move(out));
         });
     }
@@ -139,6 +148,18 @@ class ProcessExecutor final : public StepExecutor {
         spec.timeout = ctx.timeout;
         spec.grace = config->grace.value_or(defaults_.grace);
         spec.stop_signal = config->stop_signal.value_or(SIGTERM);
+        spec.limits.cpu_seconds = config->limits.cpu_seconds;
+        spec.limits.address_space_bytes = config->limits.address_space_bytes;
+        spec.limits.open_files = config->limits.open_files;
+        spec.limits.processes = config->limits.processes;
+        spec.user = config->user;
+        spec.group = config->group;
+        if (!defaults_.output_dir.empty() && defaults_.output_cap_bytes > 0) {
+            // One file per attempt, never reused: <dir>/<run>/<step index>-<attempt>.log
+            spec.output_path = fmt::format("{}/{}/{}-{}.log", defaults_.output_dir, ctx.run_id,
+                                           ctx.step_index, ctx.attempt);
+            spec.output_cap_bytes = defaults_.output_cap_bytes;
+        }
         spec.drain = defaults_.drain;
         spec.excerpt_bytes = defaults_.excerpt_bytes;
         spec.nice = defaults_.nice;

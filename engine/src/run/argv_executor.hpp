@@ -32,6 +32,10 @@ struct ProcessDefaults {
     exec::Millis drain{2'000};
     std::size_t excerpt_bytes = 8192;
     int nice = 0;  // exec.nice: steps can run below runbookd's own priority
+    // exec.output_dir: where each attempt's full output goes (<dir>/<run>/<step>-<attempt>.log);
+    // empty: no output files, only the excerpts in the audit.
+    std::string output_dir;
+    std::int64_t output_cap_bytes = 16 << 20;  // exec.output_cap; 0: no output files
 };
 
 // Runs `argv:` steps as child processes through the ProcessRunner.

@@ -333,6 +333,10 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     end.stderr_excerpt = std::move(outcome.stderr_excerpt);
     end.stdout_bytes = outcome.stdout_bytes;
     end.stderr_bytes = outcome.stderr_bytes;
+    end.transitions = std::move(outcome.transitions);
+    end.output_path = std::move(outcome.output_path);
+    end.output_stored_bytes = outcome.output_stored_bytes;
+    end.output_truncated = outcome.output_truncated;
     attempt_.reset();
     sched_.log_->info(
         "attempt finished run={} step={} attempt={} succeeded={} exit_code={} "

@@ -26,6 +26,10 @@ struct AttemptOutcome {
     std::string stderr_excerpt;
     std::int64_t stdout_bytes = 0;
     std::int64_t stderr_bytes = 0;
+    std::vector<AttemptTransition> transitions;
+    std::string output_path;  // the full output file, empty when none was written
+    std::int64_t output_stored_bytes = 0;
+    bool output_truncated = false;
 };
 
 // Everything an executor may use to prepare an attempt.
