@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/hash.hpp"
@@ -400,6 +401,8 @@ steps:
   - name: nofile
     shell: ulimit -n
     limits: {open_files: 16}
+  - name: default-nofile
+    shell: ulimit -n
 )";
     constexpr const char* kUser = R"(name: unprivileged
 matchers: ['alertname="Unprivileged"']
@@ -408,12 +411,19 @@ steps:
     argv: [/usr/bin/id, -un]
     user: nobody
 )";
+    struct rlimit before {};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &before) == 0);
     TestDaemon d(RunbookFiles{{"limited.yaml", kRunbook}, {"user.yaml", kUser}});
     post_alerts(d, {{"Limited", "a"}, {"Unprivileged", "b"}});
     REQUIRE(d.wait_runs_finished());
 
     CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts WHERE step = 'nofile'") ==
           "16\n");
+    // runbookd raised its own descriptor limit for its children's pipes; steps get the one
+    // it started with.
+    CHECK(query_value(d.db(),
+                      "SELECT stdout_excerpt FROM attempts WHERE step = "
+                      "'default-nofile'") == std::to_string(before.rlim_cur) + "\n");
     if (::geteuid() == 0) {
         CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts WHERE step = 'who'") ==
               "nobody\n");
@@ -421,4 +431,54 @@ steps:
         CHECK_THAT(query_value(d.db(), "SELECT error FROM attempts WHERE step = 'who'"),
                    Catch::Contains("runbookd is not running as root"));
     }
+}
+
+namespace {
+
+long status_field(const std::string& name) {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind(name + ":", 0) == 0) {
+            return std::stol(line.substr(name.size() + 1));
+        }
+    }
+    return -1;
+}
+
+}  // namespace
+
+TEST_CASE("1,000 concurrent sleeping steps run on a fixed number of threads", "[runs][scale]") {
+    constexpr const char* kRunbook = R"(name: nap
+matchers: ['alertname="Nap"']
+steps:
+  - name: nap
+    argv: [/bin/sleep, "3"]
+)";
+    TestDaemon d(RunbookFiles{{"nap.yaml", kRunbook}}, [](daemon::Config& c) {
+        c.runs.max_concurrent_runs = 1000;
+        c.max_processes = 1000;
+        c.http.body_limit = 8 << 20;
+    });
+    const long threads_idle = status_field("Threads");
+    std::vector<std::pair<std::string, std::string>> alerts;
+    for (int i = 0; i < 1000; ++i) {
+        alerts.emplace_back("Nap", "host-" + std::to_string(i));
+    }
+    REQUIRE(post_alerts(d, alerts).size() == 1000);
+
+    REQUIRE(test::wait_until(
+        [&] {
+            return query_value(d.db(), "SELECT count(*) FROM attempts WHERE state = 'running'") ==
+                   "1000";
+        },
+        20s));
+    // Every step is running now: same threads as before, RSS far from a thread or buffer each.
+    CHECK(status_field("Threads") == threads_idle);
+#if !defined(__SANITIZE_ADDRESS__)  // AddressSanitizer's shadow memory and quarantine inflate RSS
+    INFO("VmRSS " << status_field("VmRSS") << " kB");
+    CHECK(status_field("VmRSS") < 256 * 1024);  // kB
+#endif
+    REQUIRE(d.wait_runs_finished(60s));
+    CHECK(query_value(d.db(), "SELECT count(*) FROM runs WHERE state = 'succeeded'") == "1000");
 }

@@ -60,6 +60,12 @@ exec:
   output_excerpt: 16KiB
   cwd: /var/tmp
   max_processes: 40
+  output_dir: /var/lib/runbookd/output
+  output_cap: 1MiB
+  default_limits:
+    cpu: 2m
+    memory: 2GiB
+    open_files: 4096
 store:
   synchronous: normal
   busy_timeout: 2s
@@ -87,6 +93,12 @@ store:
     CHECK(config.process.excerpt_bytes == 16 * 1024);
     CHECK(config.process.cwd == "/var/tmp");
     CHECK(config.max_processes == 40);
+    CHECK(config.process.output_dir == "/var/lib/runbookd/output");
+    CHECK(config.process.output_cap_bytes == 1024 * 1024);
+    CHECK(config.process.default_limits.cpu_seconds == 120);
+    CHECK(config.process.default_limits.address_space_bytes == 2ULL << 30);
+    CHECK(config.process.default_limits.open_files == 4096);
+    CHECK_FALSE(config.process.default_limits.processes.has_value());
     CHECK_FALSE(config.synchronous_full);
     CHECK(config.busy_timeout_ms == 2000);
 }

@@ -130,7 +130,7 @@ void read_sections(Section& root, Config& c) {
     }
     if (auto e = root.sub("exec"); e.present()) {
         e.check({"kill_grace", "output_drain", "output_excerpt", "cwd", "nice", "max_processes",
-                 "output_dir", "output_cap"});
+                 "output_dir", "output_cap", "default_limits"});
         e.duration("kill_grace", c.process.grace);
         e.duration("output_drain", c.process.drain);
         e.bytes("output_excerpt", c.process.excerpt_bytes);
@@ -143,6 +143,27 @@ void read_sections(Section& root, Config& c) {
         std::size_t cap = static_cast<std::size_t>(c.process.output_cap_bytes);
         e.bytes("output_cap", cap);
         c.process.output_cap_bytes = static_cast<std::int64_t>(cap);
+        if (auto l = e.sub("default_limits"); l.present()) {
+            l.check({"cpu", "memory", "open_files", "processes"});
+            auto& d = c.process.default_limits;
+            // 0 (the default of each) means no limit; open_files 0 means the limit runbookd
+            // itself started with.
+            std::chrono::seconds cpu{d.cpu_seconds.value_or(0)};
+            l.duration("cpu", cpu);
+            std::size_t memory = d.address_space_bytes.value_or(0);
+            l.bytes("memory", memory);
+            std::size_t open_files = d.open_files.value_or(0);
+            l.count("open_files", open_files, 0, 1'048'576);
+            std::size_t processes = d.processes.value_or(0);
+            l.count("processes", processes, 0, 4'194'304);
+            const auto opt = [](std::uint64_t v) {
+                return v == 0 ? std::nullopt : std::optional<std::uint64_t>(v);
+            };
+            d.cpu_seconds = opt(static_cast<std::uint64_t>(cpu.count()));
+            d.address_space_bytes = opt(memory);
+            d.open_files = opt(open_files);
+            d.processes = opt(processes);
+        }
     }
     if (auto s = root.sub("store"); s.present()) {
         s.check({"synchronous", "busy_timeout"});

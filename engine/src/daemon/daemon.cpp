@@ -7,6 +7,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <runbookd/step_parser.hpp>
 #include <runbookd/store.hpp>
@@ -69,8 +70,12 @@ std::string default_output_dir(const std::string& db_path) {
 
 // Steps run as children of this process: enough descriptors for many at once, and orphans
 // that escape their process group come back here to be killed (docs/execution.md).
-exec::RunnerOptions prepare_process_runner(const Config& config) {
+// `original_open_files` gets the soft RLIMIT_NOFILE runbookd started with.
+exec::RunnerOptions prepare_process_runner(const Config& config,
+                                           std::uint64_t& original_open_files) {
     auto log = log::get("main");
+    struct rlimit before {};
+    original_open_files = ::getrlimit(RLIMIT_NOFILE, &before) == 0 ? before.rlim_cur : 1024;
     const std::uint64_t open_files = exec::raise_open_file_limit();
     log->info("open file limit soft={}", open_files);
     exec::RunnerOptions options;
@@ -137,8 +142,15 @@ Status Daemon::start() {
 
     p.exec_work = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
         p.exec_io.get_executor());
-    p.runner = std::make_unique<exec::ProcessRunner>(p.exec_io, prepare_process_runner(config_));
+    std::uint64_t original_open_files = 0;
+    p.runner = std::make_unique<exec::ProcessRunner>(
+        p.exec_io, prepare_process_runner(config_, original_open_files));
     run::ProcessDefaults process = config_.process;
+    if (!process.default_limits.open_files) {
+        // runbookd raised its own limit for the descriptors of many children; the steps
+        // themselves get the limit runbookd was started with.
+        process.default_limits.open_files = original_open_files;
+    }
     if (process.output_dir.empty()) {
         process.output_dir = default_output_dir(config_.db_path);
     }

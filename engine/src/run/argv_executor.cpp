@@ -148,10 +148,15 @@ class ProcessExecutor final : public StepExecutor {
         spec.timeout = ctx.timeout;
         spec.grace = config->grace.value_or(defaults_.grace);
         spec.stop_signal = config->stop_signal.value_or(SIGTERM);
-        spec.limits.cpu_seconds = config->limits.cpu_seconds;
-        spec.limits.address_space_bytes = config->limits.address_space_bytes;
-        spec.limits.open_files = config->limits.open_files;
-        spec.limits.processes = config->limits.processes;
+        const exec::ResourceLimits& d = defaults_.default_limits;
+        spec.limits.cpu_seconds =
+            config->limits.cpu_seconds ? config->limits.cpu_seconds : d.cpu_seconds;
+        spec.limits.address_space_bytes = config->limits.address_space_bytes
+                                              ? config->limits.address_space_bytes
+                                              : d.address_space_bytes;
+        spec.limits.open_files =
+            config->limits.open_files ? config->limits.open_files : d.open_files;
+        spec.limits.processes = config->limits.processes ? config->limits.processes : d.processes;
         spec.user = config->user;
         spec.group = config->group;
         if (!defaults_.output_dir.empty() && defaults_.output_cap_bytes > 0) {

@@ -36,6 +36,8 @@ struct ProcessDefaults {
     // empty: no output files, only the excerpts in the audit.
     std::string output_dir;
     std::int64_t output_cap_bytes = 16 << 20;  // exec.output_cap; 0: no output files
+    // exec.default_limits: what a step gets for each limit it does not set itself.
+    exec::ResourceLimits default_limits;
 };
 
 // Runs `argv:` steps as child processes through the ProcessRunner.
