@@ -186,3 +186,24 @@ steps:
           std::vector<std::vector<std::string>>{
               {"cancelled", "cancelled: runbookd was told a second time to stop"}});
 }
+
+TEST_CASE("runbookctl runs show escapes control characters from step output", "[cli]") {
+    test::TestDaemon d(test::RunbookFiles{{"color.yaml", R"(name: color
+matchers: ['alertname="HostHighLoad"']
+steps:
+  - name: paint
+    shell: printf '\033[2J\033]0;pwned\007red\r\nnext\n'
+)"}});
+    REQUIRE(d.post("/api/v1/webhooks/alertmanager",
+                   test::fixture("alertmanager/v4-firing-two-alerts.json"))
+                .ok());
+    REQUIRE(d.wait_runs_finished());
+
+    auto show = run_command({RUNBOOKCTL_BINARY, "--url", d.url(), "runs", "show", "1"});
+
+    CHECK(show.exit_code == 0);
+    CHECK_THAT(show.output, Catch::Contains("| \\x1b[2J\\x1b]0;pwned\\x07red\\x0d"));
+    CHECK_THAT(show.output, Catch::Contains("| next"));
+    CHECK(show.output.find('\x1b') == std::string::npos);
+    CHECK_THAT(show.output, Catch::Contains("output file: "));
+}

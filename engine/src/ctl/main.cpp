@@ -157,7 +157,8 @@ void print_output(const char* name, const Json& a) {
     std::size_t pos = 0;
     while (pos < text.size()) {
         const auto end = std::min(text.find('\n', pos), text.size());
-        std::cout << "      | " << text.substr(pos, end - pos) << "\n";
+        // Escaped like every other value: a step's output must not drive the terminal.
+        std::cout << "      | " << text_of(Json(text.substr(pos, end - pos))) << "\n";
         pos = end + 1;
     }
 }
@@ -179,6 +180,9 @@ int runs_show(const Options& o, const std::string& id) {
         std::cout << "  reason:   " << text_of(r["reason"]) << "\n";
     }
     std::cout << "  trigger:  " << text_of(r["trigger"]) << " by " << text_of(r["actor"]) << "\n";
+    if (!r.value("cancelled_by", Json()).is_null()) {
+        std::cout << "  cancelled by: " << text_of(r["cancelled_by"]) << "\n";
+    }
     std::cout << "  created:  " << text_of(r["created_at"]) << "\n";
     std::cout << "  started:  " << text_of(r["started_at"]) << "\n";
     std::cout << "  finished: " << text_of(r["finished_at"]) << "\n";
@@ -187,7 +191,7 @@ int runs_show(const Options& o, const std::string& id) {
         std::cout << "  alert:    " << text_of(a["fingerprint"]) << " " << text_of(a["status"])
                   << " since " << text_of(a["starts_at"]) << "\n";
         for (const auto& [k, v] : a["labels"].items()) {
-            std::cout << "            " << k << "=" << text_of(v) << "\n";
+            std::cout << "            " << text_of(Json(k)) << "=" << text_of(v) << "\n";
         }
     }
     std::cout << "  steps:\n";
@@ -214,6 +218,12 @@ int runs_show(const Options& o, const std::string& id) {
         }
         print_output("stdout", a);
         print_output("stderr", a);
+        if (a.contains("output_file")) {
+            const Json& f = a["output_file"];
+            std::cout << "    output file: " << text_of(f["path"]) << " ("
+                      << text_of(f["stored_bytes"]) << " bytes"
+                      << (f.value("truncated", false) ? ", truncated at the cap" : "") << ")\n";
+        }
     }
     return 0;
 }
