@@ -255,8 +255,13 @@ steps:
     const auto start = std::chrono::steady_clock::now();
     auto first = d.post("/api/v1/webhooks/alertmanager",
                         test::fixture("alertmanager/v4-firing-two-alerts.json"));
-    auto second = d.post("/api/v1/webhooks/alertmanager",
-                         test::fixture("alertmanager/v4-firing-two-alerts.json"));
+    // The same alerts, a new episode of each (a later startsAt).
+    std::string later = test::fixture("alertmanager/v4-firing-two-alerts.json");
+    for (auto at = later.find("2026-12-04T15:49:26Z"); at != std::string::npos;
+         at = later.find("2026-12-04T15:49:26Z")) {
+        later.replace(at, 20, "2026-12-04T16:00:00Z");
+    }
+    auto second = d.post("/api/v1/webhooks/alertmanager", later);
     const auto elapsed = std::chrono::steady_clock::now() - start;
 
     REQUIRE(first.ok());
@@ -264,11 +269,13 @@ steps:
     CHECK(first->status == 200);
     CHECK(second->status == 200);
     CHECK(elapsed < 2s);
-    CHECK(test::wait_until(
+    const bool all_running = test::wait_until(
         [&] {
             return query_value(d.db(), "SELECT count(*) FROM runs WHERE state = 'running'") == "4";
         },
-        2s));
+        2s);
+    INFO(query_value(d.db(), "SELECT group_concat(id || ':' || state || ':' || reason) FROM runs"));
+    CHECK(all_running);
 }
 
 TEST_CASE("alert values reach the program as one literal argument, never a shell", "[http]") {

@@ -64,7 +64,10 @@ std::shared_ptr<const DeliveryRecord> make_delivery(const Runbook& runbook, int 
     d->receiver = "runbookd";
     d->status = "firing";
     for (int i = 0; i < alerts; ++i) {
-        d->alerts.push_back({make_alert("fp" + std::to_string(i)), AlertOutcome::RunStarted, ""});
+        // A new episode each time: the store starts a runbook once per episode.
+        static std::atomic<int> serial{0};
+        d->alerts.push_back(
+            {make_alert("fp" + std::to_string(serial++)), AlertOutcome::RunStarted, ""});
         d->runs.push_back({static_cast<std::size_t>(i), runbook.name, runbook.content_hash});
     }
     return d;
@@ -139,7 +142,7 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
     open_store(path)->close();
 
-    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1,2");
+    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -466,12 +469,13 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
                          "ALTER TABLE attempts DROP COLUMN output_bytes;"
                          "ALTER TABLE attempts DROP COLUMN output_truncated;"
                          "ALTER TABLE runs DROP COLUMN cancelled_by;"
-                         "DELETE FROM schema_migrations WHERE version = 2;",
+                         "DROP TABLE episodes;"
+                         "DELETE FROM schema_migrations WHERE version >= 2;",
                          nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(db);
 
     auto store = open_store(f.path);
-    CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") == "1,2");
+    CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3");
     auto detail = store->get_run(run);
     REQUIRE(detail.ok());
     CHECK(detail->run.state == RunState::Queued);

@@ -25,11 +25,15 @@ inline bool is_terminal(RunState s) {
 }
 
 // Why an alert of a delivery started no run (or that it did).
-enum class AlertOutcome { RunStarted, NoMatchingRunbook, StatusIgnored };
+//   Duplicate: each runbook it matched has already run for this episode, or for a later one.
+enum class AlertOutcome { RunStarted, NoMatchingRunbook, StatusIgnored, Duplicate };
 const char* alert_outcome_name(AlertOutcome outcome);
 
 // Everything one webhook delivery creates. The store commits all of it in one transaction:
-// the delivery, each alert with its outcome, and a queued run for each (alert, runbook) pair.
+// the delivery, each alert with its outcome, and a queued run for each (alert, runbook) pair
+// whose episode has not run that runbook yet. An episode is (fingerprint, status, startsAt):
+// Alertmanager re-sends the same episode in every snapshot of its group and from every HA peer,
+// and the store starts each runbook once per episode (docs/intake.md).
 struct DeliveryRecord {
     struct AlertEntry {
         Alert alert;
@@ -61,7 +65,15 @@ struct DeliveryRecord {
 struct DeliveryReceipt {
     std::int64_t delivery_id = 0;
     std::vector<std::int64_t> alert_ids;  // parallel to DeliveryRecord::alerts
-    std::vector<RunId> run_ids;           // parallel to DeliveryRecord::runs
+    std::vector<RunId> run_ids;           // parallel to DeliveryRecord::runs; 0: not started
+    std::vector<std::string> skipped;     // parallel to runs: why it was not started, or empty
+    // Parallel to alerts: the outcome as recorded (an alert whose every run was skipped
+    // becomes Duplicate, with the first reason as its detail).
+    std::vector<AlertOutcome> alert_outcomes;
+    std::vector<std::string> alert_details;
+
+    // The ids of the runs that were started.
+    std::vector<RunId> started_runs() const;
 };
 
 // What the run engine needs to execute a queued run.

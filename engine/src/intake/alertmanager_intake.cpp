@@ -57,31 +57,59 @@ void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
 
 // The 200 answer, written directly (this runs for every delivery).
 std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt) {
+    std::size_t started = 0;
+    for (const RunId id : receipt.run_ids) {
+        started += id != 0 ? 1 : 0;
+    }
     std::string out = fmt::format(R"({{"delivery_id":{},"alerts_received":{},"runs_started":{},)"
                                   R"("runs":[)",
-                                  receipt.delivery_id, record.alerts.size(), record.runs.size());
+                                  receipt.delivery_id, record.alerts.size(), started);
+    bool first = true;
     for (std::size_t i = 0; i < record.runs.size(); ++i) {
+        if (receipt.run_ids[i] == 0) {
+            continue;
+        }
         const auto& alert = record.alerts[record.runs[i].alert_index].alert;
-        out += fmt::format(R"({}{{"run_id":{},"runbook":)", i == 0 ? "" : ",", receipt.run_ids[i]);
+        out += fmt::format(R"({}{{"run_id":{},"runbook":)", first ? "" : ",", receipt.run_ids[i]);
+        first = false;
         json_text::append_string(out, record.runs[i].runbook);
         out += R"(,"fingerprint":)";
         json_text::append_string(out, alert.fingerprint);
         out += '}';
     }
+    // Alerts that started nothing, and runs not started for an alert that started others.
     out += R"(],"not_acted_on":[)";
-    bool first = true;
-    for (const auto& entry : record.alerts) {
-        if (entry.outcome == AlertOutcome::RunStarted) {
-            continue;
-        }
+    first = true;
+    const auto entry = [&](const Alert& alert, std::string_view reason, std::string_view detail,
+                           const std::string* runbook) {
         out += first ? R"({"fingerprint":)" : R"(,{"fingerprint":)";
         first = false;
-        json_text::append_string(out, entry.alert.fingerprint);
-        out +=
-            fmt::format(R"(,"status":"{}","reason":"{}","detail":)",
-                        alert_status_name(entry.alert.status), alert_outcome_name(entry.outcome));
-        json_text::append_string(out, entry.outcome_detail);
+        json_text::append_string(out, alert.fingerprint);
+        out += fmt::format(R"(,"status":"{}","reason":"{}",)", alert_status_name(alert.status),
+                           reason);
+        if (runbook != nullptr) {
+            out += R"("runbook":)";
+            json_text::append_string(out, *runbook);
+            out += ',';
+        }
+        out += R"("detail":)";
+        json_text::append_string(out, detail);
         out += '}';
+    };
+    for (std::size_t a = 0; a < record.alerts.size(); ++a) {
+        const AlertOutcome outcome = receipt.alert_outcomes[a];
+        if (outcome == AlertOutcome::RunStarted) {
+            continue;
+        }
+        entry(record.alerts[a].alert, alert_outcome_name(outcome), receipt.alert_details[a],
+              nullptr);
+    }
+    for (std::size_t i = 0; i < record.runs.size(); ++i) {
+        const std::size_t a = record.runs[i].alert_index;
+        if (receipt.skipped[i].empty() || receipt.alert_outcomes[a] != AlertOutcome::RunStarted) {
+            continue;
+        }
+        entry(record.alerts[a].alert, "duplicate", receipt.skipped[i], &record.runs[i].runbook);
     }
     out += R"(],"warnings":[)";
     for (std::size_t i = 0; i < record.warnings.size(); ++i) {
@@ -154,11 +182,12 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
                                   {}});
                 return;
             }
-            log_->info("delivery recorded delivery={} receiver={} alerts={} runs={}",
+            auto started = receipt->started_runs();
+            log_->info("delivery recorded delivery={} receiver={} alerts={} runs={} duplicates={}",
                        receipt->delivery_id, log::quote(shared->receiver), shared->alerts.size(),
-                       receipt->run_ids.size());
-            if (!receipt->run_ids.empty()) {
-                scheduler_.enqueue(receipt->run_ids);
+                       started.size(), receipt->run_ids.size() - started.size());
+            if (!started.empty()) {
+                scheduler_.enqueue(std::move(started));
             }
             reply(IntakeReply{200, {}, [shared, done = std::move(*receipt)] {
                                   return summary(*shared, done);

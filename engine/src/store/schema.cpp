@@ -102,6 +102,17 @@ ALTER TABLE attempts ADD COLUMN output_bytes INTEGER;
 ALTER TABLE attempts ADD COLUMN output_truncated INTEGER;
 ALTER TABLE runs ADD COLUMN cancelled_by TEXT;
 )sql"},
+        {3, "alert episodes: one run per runbook and episode", R"sql(
+CREATE TABLE episodes (
+    runbook      TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+    starts_at_ns INTEGER NOT NULL,
+    starts_at    TEXT NOT NULL,
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    PRIMARY KEY (runbook, fingerprint, status, starts_at_ns)
+) STRICT, WITHOUT ROWID;
+)sql"},
     };
     return all;
 }

@@ -28,6 +28,12 @@ using sqlite::Statement;
 
 constexpr std::size_t kMaxIdleReaders = 8;
 
+// An episode's startsAt as an integer for exact comparison and ordering (text forms vary in
+// their fractional digits).
+std::int64_t episode_nanos(const Timestamp& t) {
+    return t.seconds * 1'000'000'000 + t.nanos;
+}
+
 LabelSet labels_from_json(const std::string& text) {
     LabelSet out;
     const Json object = Json::parse(text, nullptr, false);
@@ -237,6 +243,7 @@ class OwnerLock {
 struct WriterStatements {
     Statement begin, commit, rollback, savepoint, release, rollback_to;
     Statement insert_delivery, insert_alert, insert_run, insert_event;
+    Statement find_episode, find_later_episode, insert_episode;
     Statement wait_run, start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
 };
 
@@ -295,6 +302,7 @@ class SqliteStore final : public Store {
                         std::optional<std::int64_t> delivery, std::optional<std::int64_t> run,
                         std::optional<std::int64_t> attempt, std::string_view detail);
     Status apply_delivery(const DeliveryWrite& write, DeliveryReceipt& receipt);
+    Status decide_runs(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
                        const std::string& detail, const std::vector<TransitionText>& transitions);
@@ -436,6 +444,15 @@ Status SqliteStore::prepare_writer() {
         {&ws_.insert_run,
          "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
          "created_at) VALUES (?, ?, 'alert', ?, 'alertmanager', 'queued', '', ?)"},
+        {&ws_.find_episode,
+         "SELECT run_id FROM episodes WHERE runbook = ? AND fingerprint = ? AND status = ? "
+         "AND starts_at_ns = ?"},
+        {&ws_.find_later_episode,
+         "SELECT run_id, starts_at FROM episodes WHERE runbook = ? AND fingerprint = ? "
+         "AND status = ? AND starts_at_ns > ? ORDER BY starts_at_ns DESC LIMIT 1"},
+        {&ws_.insert_episode,
+         "INSERT INTO episodes (runbook, fingerprint, status, starts_at_ns, starts_at, run_id) "
+         "VALUES (?,?,?,?,?,?)"},
         {&ws_.insert_event,
          "INSERT INTO events (at, kind, delivery_id, run_id, attempt_id, detail) "
          "VALUES (?,?,?,?,?,?)"},
@@ -618,6 +635,9 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
         return s;
     }
     receipt.delivery_id = writer_db_.last_insert_id();
+    if (s = decide_runs(w, receipt); !s) {
+        return s;
+    }
     for (const auto& detail : w.warning_events) {
         if (s = insert_event("delivery.warning", w.received_at, receipt.delivery_id, std::nullopt,
                              std::nullopt, detail);
@@ -638,8 +658,8 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
                 .bind(7, std::string_view(text.labels))
                 .bind(8, std::string_view(text.annotations))
                 .bind(9, std::string_view(entry.alert.generator_url))
-                .bind(10, std::string_view(alert_outcome_name(entry.outcome)))
-                .bind(11, std::string_view(entry.outcome_detail))
+                .bind(10, std::string_view(alert_outcome_name(receipt.alert_outcomes[i])))
+                .bind(11, std::string_view(receipt.alert_details[i]))
                 .run();
         if (!s) {
             return s;
@@ -649,6 +669,9 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
 
     for (std::size_t i = 0; i < r.runs.size(); ++i) {
         const auto& run = r.runs[i];
+        if (!receipt.skipped[i].empty()) {
+            continue;
+        }
         s = ws_.insert_run.bind(1, std::string_view(run.runbook))
                 .bind(2, std::string_view(run.runbook_hash))
                 .bind(3, receipt.alert_ids.at(run.alert_index))
@@ -658,11 +681,116 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
             return s;
         }
         const RunId id = writer_db_.last_insert_id();
-        receipt.run_ids.push_back(id);
+        receipt.run_ids[i] = id;
+        const Alert& alert = r.alerts[run.alert_index].alert;
+        s = ws_.insert_episode.bind(1, std::string_view(run.runbook))
+                .bind(2, std::string_view(alert.fingerprint))
+                .bind(3, std::string_view(alert_status_name(alert.status)))
+                .bind(4, episode_nanos(alert.starts_at))
+                .bind(5, std::string_view(w.alerts[run.alert_index].starts_at))
+                .bind(6, id)
+                .run();
+        if (!s) {
+            return s;
+        }
         if (s = insert_event("run.queued", w.received_at, receipt.delivery_id, id, std::nullopt,
                              w.run_events[i]);
             !s) {
             return s;
+        }
+    }
+    return {};
+}
+
+// Decides, before anything of the delivery is inserted, which of its run requests start a run:
+// not those whose episode already ran the runbook (in an earlier delivery, or earlier in this
+// one), nor those older than an episode of the same alert that already did. Fills the
+// receipt's run_ids (0 for now), skipped reasons and final alert outcomes.
+Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt) {
+    const DeliveryRecord& r = *w.record;
+    receipt.run_ids.assign(r.runs.size(), 0);
+    receipt.skipped.assign(r.runs.size(), std::string());
+    receipt.alert_outcomes.clear();
+    receipt.alert_details.clear();
+    for (const auto& entry : r.alerts) {
+        receipt.alert_outcomes.push_back(entry.outcome);
+        receipt.alert_details.push_back(entry.outcome_detail);
+    }
+    for (std::size_t i = 0; i < r.runs.size(); ++i) {
+        const auto& run = r.runs[i];
+        const Alert& alert = r.alerts[run.alert_index].alert;
+        const std::string_view status = alert_status_name(alert.status);
+        const std::int64_t nanos = episode_nanos(alert.starts_at);
+        // Earlier in this delivery: an alert listed twice.
+        for (std::size_t j = 0; j < i && receipt.skipped[i].empty(); ++j) {
+            const Alert& other = r.alerts[r.runs[j].alert_index].alert;
+            if (r.runs[j].runbook == run.runbook && other.fingerprint == alert.fingerprint &&
+                other.status == alert.status && other.starts_at == alert.starts_at) {
+                receipt.skipped[i] = fmt::format(
+                    "duplicate: the alert is listed twice in this notification; runbook {} runs "
+                    "once for it",
+                    run.runbook);
+            }
+        }
+        if (!receipt.skipped[i].empty()) {
+            continue;
+        }
+        ws_.find_episode.bind(1, std::string_view(run.runbook))
+            .bind(2, std::string_view(alert.fingerprint))
+            .bind(3, status)
+            .bind(4, nanos);
+        auto row = ws_.find_episode.step();
+        if (!row) {
+            ws_.find_episode.reset();
+            return row.error();
+        }
+        if (*row) {
+            const auto earlier = ws_.find_episode.column_int(0);
+            receipt.skipped[i] = fmt::format(
+                "duplicate: this episode ({} since {}) already started runbook {} as run {}",
+                status, w.alerts[run.alert_index].starts_at, run.runbook, earlier);
+            ws_.find_episode.reset();
+            continue;
+        }
+        ws_.find_episode.reset();
+        ws_.find_later_episode.bind(1, std::string_view(run.runbook))
+            .bind(2, std::string_view(alert.fingerprint))
+            .bind(3, status)
+            .bind(4, nanos);
+        row = ws_.find_later_episode.step();
+        if (!row) {
+            ws_.find_later_episode.reset();
+            return row.error();
+        }
+        if (*row) {
+            receipt.skipped[i] = fmt::format(
+                "stale: a later episode of this alert ({} since {}) already started runbook {} "
+                "as run {}",
+                status, ws_.find_later_episode.column_text(1), run.runbook,
+                ws_.find_later_episode.column_int(0));
+        }
+        ws_.find_later_episode.reset();
+    }
+    // An alert that matched runbooks but starts none of them is a duplicate.
+    for (std::size_t a = 0; a < r.alerts.size(); ++a) {
+        if (receipt.alert_outcomes[a] != AlertOutcome::RunStarted) {
+            continue;
+        }
+        std::string first_reason;
+        bool any_started = false;
+        for (std::size_t i = 0; i < r.runs.size(); ++i) {
+            if (r.runs[i].alert_index != a) {
+                continue;
+            }
+            if (receipt.skipped[i].empty()) {
+                any_started = true;
+            } else if (first_reason.empty()) {
+                first_reason = receipt.skipped[i];
+            }
+        }
+        if (!any_started) {
+            receipt.alert_outcomes[a] = AlertOutcome::Duplicate;
+            receipt.alert_details[a] = first_reason;
         }
     }
     return {};
@@ -1165,8 +1293,20 @@ const char* alert_outcome_name(AlertOutcome outcome) {
             return "no_matching_runbook";
         case AlertOutcome::StatusIgnored:
             return "status_ignored";
+        case AlertOutcome::Duplicate:
+            return "duplicate";
     }
     return "no_matching_runbook";
+}
+
+std::vector<RunId> DeliveryReceipt::started_runs() const {
+    std::vector<RunId> out;
+    for (const RunId id : run_ids) {
+        if (id != 0) {
+            out.push_back(id);
+        }
+    }
+    return out;
 }
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options) {
