@@ -42,12 +42,9 @@ Json alert(const std::string& instance, const std::string& starts_at,
 }
 
 std::string notification(const std::vector<Json>& alerts) {
-    return Json{{"version", "4"},
-                {"receiver", "runbookd"},
-                {"status", "firing"},
-                {"groupKey", "{}:{alertname=\"Down\"}"},
-                {"alerts", alerts},
-                {"truncatedAlerts", 0}}
+    return Json{{"version", "4"},     {"receiver", "runbookd"},
+                {"status", "firing"}, {"groupKey", "{}:{alertname=\"Down\"}"},
+                {"alerts", alerts},   {"truncatedAlerts", 0}}
         .dump();
 }
 
@@ -64,8 +61,7 @@ std::string runs(const TestDaemon& d) {
 
 }  // namespace
 
-TEST_CASE("a re-sent snapshot starts nothing for the episodes it already started",
-          "[episode]") {
+TEST_CASE("a re-sent snapshot starts nothing for the episodes it already started", "[episode]") {
     TestDaemon d(RunbookFiles{{"diagnose.yaml", kRunbooks}});
     const auto a = alert("db-1", "2026-12-04T15:00:00.123456789Z");
 
@@ -133,8 +129,8 @@ TEST_CASE("two clients racing to deliver the same notification start one run", "
     TestDaemon d(RunbookFiles{{"diagnose.yaml", kRunbooks}});
     constexpr int kRounds = 100;
     for (int i = 0; i < kRounds; ++i) {
-        const std::string body = notification(
-            {alert("db-" + std::to_string(i), "2026-12-04T15:00:00Z")});
+        const std::string body =
+            notification({alert("db-" + std::to_string(i), "2026-12-04T15:00:00Z")});
         auto a = std::async(std::launch::async, [&] { return deliver(d, body); });
         auto b = std::async(std::launch::async, [&] { return deliver(d, body); });
         const int started = a.get()["runs_started"].get<int>() + b.get()["runs_started"].get<int>();

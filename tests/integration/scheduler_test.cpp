@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -481,4 +482,44 @@ steps:
 #endif
     REQUIRE(d.wait_runs_finished(60s));
     CHECK(query_value(d.db(), "SELECT count(*) FROM runs WHERE state = 'succeeded'") == "1000");
+}
+
+TEST_CASE("children left in a step's group are that step's, not orphans of another step",
+          "[runs][orphans]") {
+    constexpr const char* kTicker = R"(name: ticker
+matchers: ['alertname="Ticker"']
+steps:
+  - name: tick
+    shell: 'echo parent-exits; (for i in 1 2 3 4; do echo "tick $i"; sleep 0.3; done) &'
+)";
+    constexpr const char* kQuick = R"(name: quick
+matchers: ['alertname="Quick"']
+steps:
+  - name: quick
+    argv: [/bin/true]
+)";
+    constexpr const char* kStopped = R"(name: stopped
+matchers: ['alertname="Stopped"']
+steps:
+  - name: two-sleeps
+    shell: 'sleep 7 & sleep 8'
+    timeout: 500ms
+)";
+    TestDaemon d(
+        RunbookFiles{{"ticker.yaml", kTicker}, {"quick.yaml", kQuick}, {"stopped.yaml", kStopped}},
+        [](daemon::Config& c) { c.reap_orphans = true; });
+    post_alerts(d, {{"Ticker", "a"}, {"Stopped", "c"}});
+    std::this_thread::sleep_for(100ms);
+    post_alerts(d, {{"Quick", "b"}});
+    REQUIRE(d.wait_runs_finished(10s));
+
+    // The ticker's loop outlived its shell but stayed in its group: the step waited for it
+    // (output drain) and kept all of its output.
+    CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts WHERE step = 'tick'") ==
+          "parent-exits\ntick 1\ntick 2\ntick 3\ntick 4\n");
+    // Nothing escaped any group, so nothing was reported as an orphan.
+    CHECK(query_value(d.db(),
+                      "SELECT count(*) FROM events WHERE kind = "
+                      "'attempt.orphans_killed'") == "0");
+    CHECK(query_value(d.db(), "SELECT signal FROM attempts WHERE step = 'two-sleeps'") == "15");
 }

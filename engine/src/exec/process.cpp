@@ -342,12 +342,17 @@ struct ProcessRunner::State : std::enable_shared_from_this<ProcessRunner::State>
     void start_waiting();
     std::vector<pid_t> kill_orphans();
     void arm_sweep();
+    void forget_group_later(pid_t pgid);
 
     asio::io_context& io;
     RunnerOptions options;
     std::size_t running = 0;
     std::deque<std::shared_ptr<ChildProcess>> waiting;
     std::set<pid_t> leaders;  // pids of spawned step processes not yet reaped
+    // Process groups of steps that have finished, most recent last: their members were sent
+    // SIGKILL with the group; those re-parented here are reaped quietly, not as orphans.
+    std::set<pid_t> finished_groups;
+    std::deque<pid_t> finished_order;
     asio::steady_timer sweep_timer;
     bool sweep_armed = false;
     bool closed = false;
@@ -756,6 +761,14 @@ void ChildProcess::finish() {
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
     state_->leaders.erase(pid_);
+    state_->forget_group_later(pid_);
+    // Members of the group that were re-parented here (their parent in the group exited
+    // first) and are already dead: reap them now.
+    if (state_->options.reap_orphans) {
+        int member_status = 0;
+        while (::waitpid(-pid_, &member_status, WNOHANG) > 0) {
+        }
+    }
     holds_slot_ = false;
     state_->release_slot();
     sweep_orphans();
@@ -863,6 +876,17 @@ void ProcessRunner::State::start_waiting() {
     }
 }
 
+void ProcessRunner::State::forget_group_later(pid_t pgid) {
+    constexpr std::size_t kRemembered = 4096;
+    if (finished_groups.insert(pgid).second) {
+        finished_order.push_back(pgid);
+    }
+    while (finished_order.size() > kRemembered) {
+        finished_groups.erase(finished_order.front());
+        finished_order.pop_front();
+    }
+}
+
 std::vector<pid_t> ProcessRunner::State::kill_orphans() {
     std::vector<pid_t> killed;
     // Killing an orphan re-parents its own children here in turn; a few rounds catch them.
@@ -870,6 +894,20 @@ std::vector<pid_t> ProcessRunner::State::kill_orphans() {
         bool found = false;
         for (const pid_t pid : own_children()) {
             if (leaders.count(pid) != 0) {
+                continue;
+            }
+            const pid_t pgid = ::getpgid(pid);
+            if (pgid > 0 && leaders.count(pgid) != 0) {
+                // Still in a running step's group (its parent exited first): that step's
+                // stop or end kills it with the group.
+                continue;
+            }
+            if (pgid > 0 && finished_groups.count(pgid) != 0) {
+                // A member of a finished step's group, already sent SIGKILL with it.
+                ::kill(pid, SIGKILL);
+                int status = 0;
+                while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+                }
                 continue;
             }
             found = true;
