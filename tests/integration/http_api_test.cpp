@@ -572,6 +572,10 @@ TEST_CASE("cancel requests with bad input get a JSON error", "[http][cancel]") {
     REQUIRE(bad_body.ok());
     CHECK(bad_body->status == 400);
     CHECK(body_of(bad_body)["error"]["field"] == "actor");
+    auto typo = d.post("/api/v1/runs/1/cancel", R"({"actr": "dave"})");
+    REQUIRE(typo.ok());
+    CHECK(typo->status == 400);
+    CHECK(body_of(typo)["error"]["field"] == "actr");
     auto not_json = d.post("/api/v1/runs/1/cancel", "[1]");
     REQUIRE(not_json.ok());
     CHECK(not_json->status == 400);

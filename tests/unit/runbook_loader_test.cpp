@@ -184,6 +184,12 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
          "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    retry: 3\n",
          {"disk.yaml:5:5: unknown key \"retry\" in step (expected one of: name, description, "
           "timeout, retries, retry_on, argv, env, cwd, stop_signal, grace, limits, user, group)"}},
+        {"a relative working directory",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    cwd: tmp\n",
+         {"disk.yaml:5:10: cwd: expected an absolute path (starting with /)"}},
+        {"an empty working directory",
+         "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    cwd: \"\"\n",
+         {"disk.yaml:5:10: cwd: expected an absolute path (starting with /)"}},
         {"a list where a string belongs",
          "name: [disk, usage]\nsteps:\n  - name: df\n    argv: [df]\n",
          {"disk.yaml:1:7: name: expected a string, got a list"}},

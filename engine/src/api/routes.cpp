@@ -217,6 +217,17 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
                                      "\"alice\", \"reason\": \"wrong host\"}"));
             return;
         }
+        // A misspelt key would silently lose who cancelled: refuse what is not known.
+        for (const auto& [key, value] : body.items()) {
+            if (key != "actor" && key != "reason") {
+                respond(http::json_error(400, "invalid_argument",
+                                         fmt::format("unknown field \"{}\" (expected actor and "
+                                                     "reason)",
+                                                     key),
+                                         key));
+                return;
+            }
+        }
         for (const auto& [key, field] : {std::pair{"actor", &actor}, {"reason", &reason}}) {
             if (!body.contains(key)) {
                 continue;

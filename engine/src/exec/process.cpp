@@ -110,7 +110,11 @@ struct ChildSetup : bp::extend::handler {
         close_descriptors_on_exec();
 
         for (std::size_t i = 0; i < limit_count; ++i) {
-            const struct rlimit lim { limits[i].value, limits[i].value };
+            // The CPU limit's hard value is a second above the soft one, so that the step
+            // gets SIGXCPU first (and its record says so) rather than a bare SIGKILL.
+            const rlim_t hard =
+                limits[i].resource == RLIMIT_CPU ? limits[i].value + 1 : limits[i].value;
+            const struct rlimit lim { limits[i].value, hard };
             if (::setrlimit(limits[i].resource, &lim) != 0) {
                 fail(exec, ChildReport::Stage::Limit, limits[i].what);
             }
@@ -820,6 +824,11 @@ std::string ChildProcess::describe_ending(int status) {
         result_.ending = ProcessResult::Ending::Signaled;
         result_.signal = WTERMSIG(status);
         how = fmt::format("killed by signal {} ({})", result_.signal, signal_name(result_.signal));
+        if (spec_.limits.cpu_seconds &&
+            (result_.signal == SIGXCPU || (result_.signal == SIGKILL && !stopping_))) {
+            how += fmt::format("; the step's CPU limit is {} s (limits.cpu)",
+                               *spec_.limits.cpu_seconds);
+        }
     }
     if (!stopping_) {
         return how;

@@ -138,6 +138,10 @@ class ProcessExecutor final : public StepExecutor {
             if (!cwd) {
                 return cwd.error();
             }
+            if (!cwd->starts_with('/')) {
+                return make_error(ErrorCode::InvalidArgument,
+                                  fmt::format("cwd \"{}\" is not an absolute path", *cwd));
+            }
             spec.cwd = std::move(*cwd);
         }
         // Record the program as it will be executed; a failed lookup is reported at start.

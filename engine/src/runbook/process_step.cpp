@@ -263,6 +263,11 @@ void parse_process_keys(const YAML::Node& step, ParseContext& ctx, ProcessStepCo
     parse_env(find_key(step, "env"), ctx, config);
     if (const auto cwd = find_key(step, "cwd"); cwd.IsDefined()) {
         config.cwd = ctx.template_string(cwd, "cwd");
+        // A relative directory would depend on where runbookd happened to be started.
+        if (config.cwd && !config.cwd->source().starts_with('/')) {
+            ctx.error(cwd, "cwd: expected an absolute path (starting with /)");
+            config.cwd.reset();
+        }
     }
     if (const auto signal = find_key(step, "stop_signal"); signal.IsDefined()) {
         parse_stop_signal(signal, ctx, config);
