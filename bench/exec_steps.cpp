@@ -460,8 +460,8 @@ int run_concurrent(const Options& o) {
         "all_done_s=%.3f peak_running=%zu threads=%ld tasks=%ld fds=%ld vmrss_kib=%ld "
         "vmhwm_kib=%ld p50_us=%lld p99_us=%lld failures=%zu\n",
         o.concurrency, o.sleep_s, static_cast<unsigned long long>(nofile), s.all_started_s,
-        s.all_done_s, s.peak_running, s.threads, s.tasks, s.fds, s.vmrss_kib,
-        status_field("VmHWM"), static_cast<long long>(percentile(r.latencies, 0.50).count()),
+        s.all_done_s, s.peak_running, s.threads, s.tasks, s.fds, s.vmrss_kib, status_field("VmHWM"),
+        static_cast<long long>(percentile(r.latencies, 0.50).count()),
         static_cast<long long>(percentile(r.latencies, 0.99).count()), r.failures);
     if (r.failures != 0) {
         std::fprintf(stderr, "exec_steps_bench: %zu of %zu steps failed, first: %s\n", r.failures,
