@@ -1,4 +1,5 @@
 #include <csignal>
+#include <fstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -206,4 +207,77 @@ steps:
     CHECK_THAT(show.output, Catch::Contains("| next"));
     CHECK(show.output.find('\x1b') == std::string::npos);
     CHECK_THAT(show.output, Catch::Contains("output file: "));
+}
+
+namespace {
+
+// True while `pid` runs (not gone, not a zombie waiting for a parent to reap it).
+bool process_alive(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    if (!std::getline(in, stat)) {
+        return false;
+    }
+    const auto close = stat.rfind(')');
+    return close != std::string::npos && stat.size() > close + 2 && stat[close + 2] != 'Z';
+}
+
+}  // namespace
+
+TEST_CASE("after a crash, the next runbookd stops the step the crashed one left running",
+          "[cli][recovery]") {
+    test::TempDir dir;
+    test::write_file(dir.file("runbooks/slow.yaml"), R"(name: slow
+matchers: ['alertname="Slow"']
+steps:
+  - name: nap
+    argv: [/bin/sleep, "300"]
+)");
+    const std::uint16_t port = test::free_tcp_port();
+    const std::string db = dir.file("runbookd.db");
+    const std::vector<std::string> argv = {RUNBOOKD_BINARY,
+                                           "--listen",
+                                           fmt::format("127.0.0.1:{}", port),
+                                           "--runbooks",
+                                           dir.file("runbooks"),
+                                           "--db",
+                                           db};
+    const std::string url = fmt::format("http://127.0.0.1:{}", port);
+    const std::string alert = R"({"version":"4","status":"firing","receiver":"r","groupKey":"g",
+        "alerts":[{"status":"firing","labels":{"alertname":"Slow"},"annotations":{},
+        "startsAt":"2026-12-04T15:00:00Z","endsAt":"0001-01-01T00:00:00Z"}]})";
+
+    pid_t step_pid = 0;
+    {
+        test::Subprocess first(argv, dir.file("first.log"));
+        REQUIRE(test::wait_until([&] { return http::send_request("GET", url + "/").ok(); }, 10s));
+        REQUIRE(http::send_request("POST", url + "/api/v1/webhooks/alertmanager", alert,
+                                   {{"Content-Type", "application/json"}})
+                    .ok());
+        REQUIRE(test::wait_until(
+            [&] { return test::query_value(db, "SELECT count(pid) FROM attempts") == "1"; }, 5s));
+        step_pid = std::stoi(test::query_value(db, "SELECT pid FROM attempts"));
+        REQUIRE(process_alive(step_pid));
+        first.signal(SIGKILL);  // a crash: no drain, no cleanup
+        REQUIRE(first.wait(5s).has_value());
+    }
+    CHECK(process_alive(step_pid));  // left running by the crash
+
+    test::Subprocess second(argv, dir.file("second.log"));
+    const bool ready =
+        test::wait_until([&] { return http::send_request("GET", url + "/").ok(); }, 15s);
+    const bool stopped = test::wait_until([&] { return !process_alive(step_pid); }, 2s);
+    if (!stopped) {
+        ::kill(step_pid, SIGKILL);  // never leave the test's own step behind
+    }
+    INFO(test::read_file(dir.file("second.log")));
+    REQUIRE(ready);
+    CHECK(stopped);
+    CHECK(test::query_value(db, "SELECT state FROM runs") == "failed");
+    CHECK_THAT(test::query_value(db, "SELECT reason FROM runs"),
+               Catch::Contains(fmt::format("step \"nap\" was still running (process group {}) "
+                                           "and was stopped with SIGTERM",
+                                           step_pid)));
+    second.signal(SIGTERM);
+    CHECK(second.wait(10s) == 0);
 }

@@ -113,7 +113,8 @@ struct StoreFixture {
     AttemptId start_attempt(RunId run, std::vector<std::string> argv) {
         RunProgress p;
         p.run = run;
-        p.next = AttemptStart{run, "df", 0, 1, "argv", std::move(argv), "/", Timestamp::now()};
+        p.next =
+            AttemptStart{run, "df", 0, 1, "argv", std::move(argv), "/", Timestamp::now(), {}, {}};
         auto id = progress(std::move(p));
         REQUIRE(id.ok());
         return *id;
@@ -142,7 +143,7 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
     open_store(path)->close();
 
-    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3");
+    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3,4");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -358,7 +359,7 @@ TEST_CASE("one progress write closes an attempt, opens the next and can end the 
     RunProgress p;
     p.run = run;
     p.ended = std::make_pair(first, ok);
-    p.next = AttemptStart{run, "second", 1, 1, "argv", {}, "/", Timestamp::now()};
+    p.next = AttemptStart{run, "second", 1, 1, "argv", {}, "/", Timestamp::now(), {}, {}};
     p.next_end = not_rendered;
     p.finished =
         RunProgress::Finish{RunState::Failed, "step \"second\" failed", Timestamp::now(), ""};
@@ -380,7 +381,7 @@ TEST_CASE("a progress write that contradicts the stored state changes nothing", 
     const RunId run = f.queue_run();
     RunProgress p;
     p.run = run;
-    p.next = AttemptStart{run, "df", 0, 1, "argv", {"df"}, "/", Timestamp::now()};
+    p.next = AttemptStart{run, "df", 0, 1, "argv", {"df"}, "/", Timestamp::now(), {}, {}};
     p.ended = std::make_pair(AttemptId{77}, AttemptEnd{});
 
     auto r = f.progress(std::move(p));
@@ -470,12 +471,14 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
                          "ALTER TABLE attempts DROP COLUMN output_truncated;"
                          "ALTER TABLE runs DROP COLUMN cancelled_by;"
                          "DROP TABLE episodes;"
+                         "ALTER TABLE attempts DROP COLUMN pid;"
+                         "ALTER TABLE attempts DROP COLUMN pid_start_ticks;"
                          "DELETE FROM schema_migrations WHERE version >= 2;",
                          nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(db);
 
     auto store = open_store(f.path);
-    CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3");
+    CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3,4");
     auto detail = store->get_run(run);
     REQUIRE(detail.ok());
     CHECK(detail->run.state == RunState::Queued);

@@ -96,6 +96,11 @@ struct AttemptStart {
     std::vector<std::string> argv;  // as executed; empty when the kind runs no program
     std::string cwd;
     Timestamp started_at;
+    // The process once spawned (recorded by a later write): its pid, which is its process
+    // group id, and its start time in clock ticks after boot, so that a restarted runbookd
+    // can stop what a crash left running without mistaking a new process for it.
+    std::optional<int> pid;
+    std::optional<std::uint64_t> pid_start_ticks;
 };
 
 // Something that happened to an attempt's processes: the stop signal sent, the grace period
@@ -145,7 +150,14 @@ struct RunProgress {
         std::string cancelled_by;  // who cancelled the run; empty when runbookd itself ended it
     };
 
+    struct Spawned {
+        AttemptId attempt = 0;
+        int pid = 0;
+        std::uint64_t start_ticks = 0;
+    };
+
     RunId run = 0;
+    std::optional<Spawned> spawned;  // the attempt in flight now has a process
     std::optional<std::string> waiting;
     std::optional<Timestamp> started;
     std::optional<std::pair<AttemptId, AttemptEnd>> ended;

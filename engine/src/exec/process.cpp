@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
@@ -568,6 +569,9 @@ void ChildProcess::spawn() {
 
     log_->debug("process started {}pid={} program={}", spec_.log_context, pid_,
                 log::quote(result_.program));
+    if (spec_.on_spawned) {
+        spec_.on_spawned(pid_, process_start_ticks(pid_).value_or(0));
+    }
     read(out_);
     read(err_);
     watch_exit();
@@ -1050,6 +1054,29 @@ std::string resolve_program(const std::string& name, const std::vector<std::stri
         error = fmt::format("cannot start {}: not found in PATH ({})", name, path);
     }
     return {};
+}
+
+std::optional<std::uint64_t> process_start_ticks(pid_t pid) {
+    std::ifstream in(fmt::format("/proc/{}/stat", pid));
+    std::string stat;
+    if (!std::getline(in, stat)) {
+        return std::nullopt;
+    }
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; fields restart after
+    // the last ')' with field 3 (state). Skip fields 3-21, then read starttime (22).
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) {
+        return std::nullopt;
+    }
+    std::istringstream fields(stat.substr(close + 1));
+    std::string field;
+    for (int i = 3; i < 22 && fields >> field; ++i) {
+    }
+    std::uint64_t ticks = 0;
+    if (!(fields >> ticks)) {
+        return std::nullopt;
+    }
+    return ticks;
 }
 
 std::string signal_name(int signal) {

@@ -50,6 +50,10 @@ struct ProcessSpec {
     Millis drain{2'000};               // after the program exits, how long its output may stay open
     std::size_t excerpt_bytes = 8192;  // per stream, split between head and tail
     int nice = 0;                      // added to the child's nice value (0-19)
+    // Called once on the runner's thread right after the child started (not when it could not):
+    // its pid, which is also its process group id, and its start time in clock ticks after boot
+    // (field 22 of /proc/PID/stat), which tells it apart from a later process with the same pid.
+    std::function<void(pid_t pid, std::uint64_t start_ticks)> on_spawned;
     // Fields naming the attempt on every log line about this process, e.g.
     // "run=4 step=df attempt=1 " (with a trailing space), or empty.
     std::string log_context;
@@ -157,5 +161,9 @@ std::string resolve_program(const std::string& name, const std::vector<std::stri
                             std::string& error);
 
 std::string signal_name(int signal);
+
+// The start time of process `pid` in clock ticks after boot (field 22 of /proc/PID/stat), or
+// nothing when no such process exists.
+std::optional<std::uint64_t> process_start_ticks(pid_t pid);
 
 }  // namespace runbookd::exec

@@ -35,7 +35,11 @@ class ArgvAttempt final : public Attempt {
     const std::vector<std::string>& argv() const override { return spec_.argv; }
     const std::string& cwd() const override { return spec_.cwd; }
 
-    void start(std::function<void(AttemptOutcome)> done) override {
+    void start(std::function<void(int, std::uint64_t)> spawned,
+               std::function<void(AttemptOutcome)> done) override {
+        spec_.on_spawned = [spawned = std::move(spawned)](pid_t pid, std::uint64_t ticks) {
+            spawned(static_cast<int>(pid), ticks);
+        };
         handle_ = runner_.start(spec_, [done = std::move(done)](exec::ProcessResult r) {
             AttemptOutcome out;
             out.succeeded = r.succeeded();

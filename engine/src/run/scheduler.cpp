@@ -1,12 +1,16 @@
 #include "run/scheduler.hpp"
 
 #include <algorithm>
+#include <csignal>
+#include <future>
+#include <thread>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
+#include "exec/process.hpp"
 
 namespace runbookd::run {
 namespace {
@@ -19,6 +23,9 @@ constexpr std::chrono::milliseconds kMaxRetry{30'000};
 // scheduler stops loading queued runs until one of them starts, so a flood of runs for one
 // busy lock costs bounded memory (the rest wait in the store).
 constexpr std::size_t kMaxWaiting = 1024;
+// How long a step left running by a crashed runbookd gets between SIGTERM and SIGKILL when the
+// next runbookd starts (start-up waits for it).
+constexpr std::chrono::seconds kRecoveryGrace{5};
 
 // Whether a failed attempt is tried again under `policy`. Spawn failures, cancellations and
 // runs being stopped are never retried; the attempt count is checked by the caller.
@@ -309,9 +316,24 @@ void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id)
         log::quote(nlohmann::json(attempt->argv())
                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     attempt_ = std::move(attempt);
-    attempt_->start([self = shared_from_this()](AttemptOutcome outcome) {
-        self->on_outcome(std::move(outcome));
-    });
+    attempt_->start(
+        [self = shared_from_this(), attempt = attempt_id_](int pid, std::uint64_t ticks) {
+            // Only for recovery after a crash (docs/runs.md): nothing waits for this write.
+            RunProgress progress;
+            progress.run = self->id_;
+            progress.spawned = RunProgress::Spawned{attempt, pid, ticks};
+            self->sched_.store_.record_progress(
+                std::move(progress),
+                [logger = self->sched_.log_, id = self->id_](Result<AttemptId> r) {
+                    if (!r) {
+                        logger->warn("recording the step's pid failed run={} error={}", id,
+                                     log::quote(r.error().message));
+                    }
+                });
+        },
+        [self = shared_from_this()](AttemptOutcome outcome) {
+            self->on_outcome(std::move(outcome));
+        });
 }
 
 void RunExecution::on_outcome(AttemptOutcome outcome) {
@@ -477,23 +499,27 @@ Status Scheduler::recover() {
         return interrupted.error();
     }
     for (const RunId id : *interrupted) {
-        // TODO(runbookd): stop the process groups a crashed runbookd left behind and decide
-        // per step whether to resume; until then an interrupted run is failed for a human to
-        // look at.
+        // TODO(runbookd): decide per step whether to resume (`idempotent:` steps); until then
+        // an interrupted run is failed for a human to look at.
         log_->warn("run interrupted by a restart run={}", id);
+        const std::string stopped = stop_left_running(id);
         RunProgress progress;
         progress.run = id;
-        progress.finished =
-            RunProgress::Finish{RunState::Failed,
-                                "interrupted: runbookd stopped while the run was in progress; "
-                                "its last step may have been left running",
-                                Timestamp::now(), ""};
-        store_.record_progress(std::move(progress), [logger = log_, id](Result<AttemptId> r) {
-            if (!r) {
-                logger->error("failing interrupted run failed run={} error={}", id,
-                              log::quote(r.error().message));
-            }
+        progress.finished = RunProgress::Finish{
+            RunState::Failed,
+            "interrupted: runbookd stopped while the run was in progress; " + stopped,
+            Timestamp::now(), ""};
+        // Committed before start-up goes on: once runbookd answers, no run it recovered still
+        // reads "running".
+        std::promise<Result<AttemptId>> written;
+        store_.record_progress(std::move(progress), [&written](Result<AttemptId> r) {
+            written.set_value(std::move(r));
         });
+        if (auto r = written.get_future().get(); !r) {
+            return make_error(r.error().code,
+                              fmt::format("recording interrupted run {} failed: {}", id,
+                                          r.error().message));
+        }
     }
     auto queued = store_.runs_in_state(RunState::Queued);
     if (!queued) {
@@ -538,6 +564,53 @@ void Scheduler::park(RunId id) {
     waiting_.emplace(id, std::move(it->second));
     active_.erase(it);
     --active_count_;
+}
+
+// Stops the process group a crashed runbookd left running for run `id`, if its recorded process
+// is still the same one (pid and start time). Says what it did, for the run's reason.
+std::string Scheduler::stop_left_running(RunId id) {
+    auto run = store_.get_run(id);
+    if (!run) {
+        return "its last step may have been left running (" + run.error().message + ")";
+    }
+    for (const auto& a : run->attempts) {
+        if (a.state != "running") {
+            continue;
+        }
+        if (!a.start.pid) {
+            return fmt::format("step \"{}\" had not recorded a process", a.start.step);
+        }
+        const pid_t pid = *a.start.pid;
+        const auto ticks = exec::process_start_ticks(pid);
+        if (!ticks || (a.start.pid_start_ticks && *ticks != *a.start.pid_start_ticks)) {
+            // Gone, or the pid belongs to another process now. Its group may still have
+            // members, but a reused pid must never be signalled.
+            if (::kill(-pid, 0) == 0 && !ticks) {
+                ::kill(-pid, SIGKILL);
+                log_->warn("killed what was left of a step's process group run={} pgid={}", id,
+                           pid);
+                return fmt::format("the rest of step \"{}\"'s process group {} was killed",
+                                   a.start.step, pid);
+            }
+            return fmt::format("step \"{}\"'s process {} had already ended", a.start.step, pid);
+        }
+        log_->warn("stopping a step left running by the previous runbookd run={} pgid={}", id, pid);
+        ::kill(-pid, SIGTERM);
+        const auto deadline = std::chrono::steady_clock::now() + kRecoveryGrace;
+        while (::kill(-pid, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        const bool killed = ::kill(-pid, 0) == 0;
+        if (killed) {
+            ::kill(-pid, SIGKILL);
+        }
+        return fmt::format(
+            "step \"{}\" was still running (process group {}) and was stopped "
+            "with SIGTERM{}",
+            a.start.step, pid,
+            killed ? fmt::format(", then SIGKILL after {} s", kRecoveryGrace.count()) : "");
+    }
+    return "no step was running";
 }
 
 void Scheduler::start_more() {

@@ -84,6 +84,7 @@ class Scheduler {
     // Keeps a loaded run that admit() refused until a running one ends.
     void park(RunId id);
     double random01();
+    std::string stop_left_running(RunId id);
     void on_run_finished(RunId id);
     std::shared_ptr<const Runbook> resolve_runbook(const std::string& name, const std::string& hash,
                                                    std::string& error);

@@ -113,6 +113,10 @@ CREATE TABLE episodes (
     PRIMARY KEY (runbook, fingerprint, status, starts_at_ns)
 ) STRICT, WITHOUT ROWID;
 )sql"},
+        {4, "the process of each attempt, for recovery after a crash", R"sql(
+ALTER TABLE attempts ADD COLUMN pid INTEGER;
+ALTER TABLE attempts ADD COLUMN pid_start_ticks INTEGER;
+)sql"},
     };
     return all;
 }

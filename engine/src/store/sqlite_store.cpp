@@ -245,6 +245,7 @@ struct WriterStatements {
     Statement insert_delivery, insert_alert, insert_run, insert_event;
     Statement find_episode, find_later_episode, insert_episode;
     Statement wait_run, start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
+    Statement attempt_spawned;
 };
 
 // What the writer thread executes: `apply` inside the shared transaction, `finish` after the
@@ -457,6 +458,9 @@ Status SqliteStore::prepare_writer() {
          "INSERT INTO events (at, kind, delivery_id, run_id, attempt_id, detail) "
          "VALUES (?,?,?,?,?,?)"},
         {&ws_.wait_run, "UPDATE runs SET reason = ? WHERE id = ? AND state = 'queued'"},
+        {&ws_.attempt_spawned,
+         "UPDATE attempts SET pid = ?, pid_start_ticks = ? "
+         "WHERE id = ? AND run_id = ? AND state = 'running'"},
         {&ws_.start_run,
          "UPDATE runs SET state = 'running', reason = '', started_at = ? "
          "WHERE id = ? AND state = 'queued'"},
@@ -852,6 +856,18 @@ Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& 
 Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
     const RunProgress& p = w.progress;
     const RunId run = p.run;
+    if (p.spawned) {
+        // Ordered before the attempt's end in the queue; an attempt that ended in the same
+        // batch already is fine to miss (nothing is left to find after a crash).
+        if (auto s = ws_.attempt_spawned.bind(1, std::int64_t{p.spawned->pid})
+                         .bind(2, static_cast<std::int64_t>(p.spawned->start_ticks))
+                         .bind(3, p.spawned->attempt)
+                         .bind(4, run)
+                         .run();
+            !s) {
+            return s;
+        }
+    }
     if (p.waiting) {
         ws_.wait_run.bind(1, std::string_view(*p.waiting)).bind(2, run);
         if (auto s = update_one(ws_.wait_run, fmt::format("marking run {} waiting", run)); !s) {
@@ -1143,8 +1159,8 @@ std::vector<AttemptRecord> SqliteStore::read_attempts(Database& db, RunId run, S
         db,
         "SELECT id, step, step_index, attempt, kind, argv, cwd, state, exit_code, signal, "
         "error, started_at, finished_at, duration_ms, stdout_bytes, stderr_bytes, "
-        "stdout_excerpt, stderr_excerpt, output_path, output_bytes, output_truncated "
-        "FROM attempts WHERE run_id = ? "
+        "stdout_excerpt, stderr_excerpt, output_path, output_bytes, output_truncated, pid, "
+        "pid_start_ticks FROM attempts WHERE run_id = ? "
         "ORDER BY step_index, attempt");
     if (!stmt) {
         status = stmt.error();
@@ -1176,6 +1192,12 @@ std::vector<AttemptRecord> SqliteStore::read_attempts(Database& db, RunId run, S
         a.start.cwd = stmt->column_text(6);
         a.state = stmt->column_text(7);
         a.start.started_at = parse_stored_time(stmt->column_text(11));
+        if (auto pid = stmt->column_optional_int(21)) {
+            a.start.pid = static_cast<int>(*pid);
+        }
+        if (auto ticks = stmt->column_optional_int(22)) {
+            a.start.pid_start_ticks = static_cast<std::uint64_t>(*ticks);
+        }
         if (a.state != "running") {
             AttemptEnd e;
             e.succeeded = a.state == "succeeded";
