@@ -432,6 +432,7 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
     std::chrono::steady_clock::time_point started_;
     std::string stop_reason_;
     int output_fd_ = -1;
+    bool output_file_tried_ = false;
     pid_t pid_ = -1;
     bool holds_slot_ = false;
     bool leader_exited_ = false;
@@ -514,7 +515,6 @@ void ChildProcess::spawn() {
     setup.cwd = spec_.cwd.c_str();
     setup.report = &report;
     const std::vector<std::string> args(spec_.argv.begin() + 1, spec_.argv.end());
-    open_output_file();
 
     std::error_code ec;
     auto stdin_null = (bp::std_in < bp::null);
@@ -605,6 +605,11 @@ void ChildProcess::open_output_file() {
 }
 
 void ChildProcess::store_output(std::string_view data) {
+    // Created with the first byte: a step that prints nothing costs no directory and no file.
+    if (!output_file_tried_) {
+        output_file_tried_ = true;
+        open_output_file();
+    }
     if (output_fd_ < 0) {
         return;
     }

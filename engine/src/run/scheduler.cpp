@@ -26,6 +26,8 @@ constexpr std::size_t kMaxWaiting = 1024;
 // How long a step left running by a crashed runbookd gets between SIGTERM and SIGKILL when the
 // next runbookd starts (start-up waits for it).
 constexpr std::chrono::seconds kRecoveryGrace{5};
+// A step's process is recorded once it has run this long (record_process_later).
+constexpr std::chrono::milliseconds kRecordProcessAfter{200};
 
 // Whether a failed attempt is tried again under `policy`. Spawn failures, cancellations and
 // runs being stopped are never retried; the attempt count is checked by the caller.
@@ -61,7 +63,8 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
           id_(id),
           deadline_(scheduler.io_),
           retry_timer_(scheduler.io_),
-          backoff_(scheduler.io_) {}
+          backoff_(scheduler.io_),
+          pid_timer_(scheduler.io_) {}
 
     // Loads the run, then starts it if the scheduler admits it, else waits (parked).
     void begin();
@@ -85,6 +88,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     void try_start();
     void advance(RunProgress progress);
     void start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id);
+    void record_process_later(AttemptId attempt, int pid, std::uint64_t ticks);
     void on_outcome(AttemptOutcome outcome);
     void finish(RunProgress progress, RunState state, std::string reason);
     void persist(RunProgress progress, std::function<void(AttemptId)> then);
@@ -108,6 +112,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     asio::steady_timer deadline_;
     asio::steady_timer retry_timer_;  // store writes that failed
     asio::steady_timer backoff_;      // before the next attempt of a failed step
+    asio::steady_timer pid_timer_;    // recording the attempt's process (record_process_later)
     bool backoff_pending_ = false;
     std::chrono::milliseconds retry_delay_{kFirstRetry};
     std::optional<RunState> stop_state_;
@@ -318,25 +323,38 @@ void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id)
     attempt_ = std::move(attempt);
     attempt_->start(
         [self = shared_from_this(), attempt = attempt_id_](int pid, std::uint64_t ticks) {
-            // Only for recovery after a crash (docs/runs.md): nothing waits for this write.
-            RunProgress progress;
-            progress.run = self->id_;
-            progress.spawned = RunProgress::Spawned{attempt, pid, ticks};
-            self->sched_.store_.record_progress(
-                std::move(progress),
-                [logger = self->sched_.log_, id = self->id_](Result<AttemptId> r) {
-                    if (!r) {
-                        logger->warn("recording the step's pid failed run={} error={}", id,
-                                     log::quote(r.error().message));
-                    }
-                });
+            self->record_process_later(attempt, pid, ticks);
         },
         [self = shared_from_this()](AttemptOutcome outcome) {
             self->on_outcome(std::move(outcome));
         });
 }
 
+// The attempt's process, for stopping it after a crash (docs/runs.md). Written only once the
+// step has run for kRecordProcessAfter: most steps are over by then, and a step that has ended
+// leaves nothing to stop, so storms of short steps cost no extra write. Nothing waits for it.
+void RunExecution::record_process_later(AttemptId attempt, int pid, std::uint64_t ticks) {
+    pid_timer_.expires_after(kRecordProcessAfter);
+    pid_timer_.async_wait([self = shared_from_this(), attempt, pid,
+                           ticks](const boost::system::error_code& e) {
+        if (e || !self->attempt_ || self->attempt_id_ != attempt) {
+            return;
+        }
+        RunProgress progress;
+        progress.run = self->id_;
+        progress.spawned = RunProgress::Spawned{attempt, pid, ticks};
+        self->sched_.store_.record_progress(
+            std::move(progress), [logger = self->sched_.log_, id = self->id_](Result<AttemptId> r) {
+                if (!r) {
+                    logger->warn("recording the step's pid failed run={} error={}", id,
+                                 log::quote(r.error().message));
+                }
+            });
+    });
+}
+
 void RunExecution::on_outcome(AttemptOutcome outcome) {
+    pid_timer_.cancel();
     const RetryPolicy& policy = step().retry;
     const bool retry =
         !stop_state_ && attempt_number_ < policy.attempts && wants_retry(policy, outcome);
@@ -516,9 +534,8 @@ Status Scheduler::recover() {
             written.set_value(std::move(r));
         });
         if (auto r = written.get_future().get(); !r) {
-            return make_error(r.error().code,
-                              fmt::format("recording interrupted run {} failed: {}", id,
-                                          r.error().message));
+            return make_error(r.error().code, fmt::format("recording interrupted run {} failed: {}",
+                                                          id, r.error().message));
         }
     }
     auto queued = store_.runs_in_state(RunState::Queued);
