@@ -243,7 +243,7 @@ class OwnerLock {
 struct WriterStatements {
     Statement begin, commit, rollback, savepoint, release, rollback_to;
     Statement insert_delivery, insert_alert, insert_run, insert_event;
-    Statement find_episode, find_later_episode, insert_episode;
+    Statement find_episode, insert_episode;
     Statement wait_run, start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
     Statement attempt_spawned;
 };
@@ -446,11 +446,9 @@ Status SqliteStore::prepare_writer() {
          "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
          "created_at) VALUES (?, ?, 'alert', ?, 'alertmanager', 'queued', '', ?)"},
         {&ws_.find_episode,
-         "SELECT run_id FROM episodes WHERE runbook = ? AND fingerprint = ? AND status = ? "
-         "AND starts_at_ns = ?"},
-        {&ws_.find_later_episode,
-         "SELECT run_id, starts_at FROM episodes WHERE runbook = ? AND fingerprint = ? "
-         "AND status = ? AND starts_at_ns > ? ORDER BY starts_at_ns DESC LIMIT 1"},
+         "SELECT run_id, starts_at_ns, starts_at FROM episodes WHERE runbook = ? AND "
+         "fingerprint = ? AND status = ? AND starts_at_ns >= ? ORDER BY starts_at_ns DESC "
+         "LIMIT 1"},
         {&ws_.insert_episode,
          "INSERT INTO episodes (runbook, fingerprint, status, starts_at_ns, starts_at, run_id) "
          "VALUES (?,?,?,?,?,?)"},
@@ -739,6 +737,7 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
         if (!receipt.skipped[i].empty()) {
             continue;
         }
+        // One lookup: this episode, or the latest later one of the same alert.
         ws_.find_episode.bind(1, std::string_view(run.runbook))
             .bind(2, std::string_view(alert.fingerprint))
             .bind(3, status)
@@ -750,30 +749,18 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
         }
         if (*row) {
             const auto earlier = ws_.find_episode.column_int(0);
-            receipt.skipped[i] = fmt::format(
-                "duplicate: this episode ({} since {}) already started runbook {} as run {}",
-                status, w.alerts[run.alert_index].starts_at, run.runbook, earlier);
-            ws_.find_episode.reset();
-            continue;
+            if (ws_.find_episode.column_int(1) == nanos) {
+                receipt.skipped[i] = fmt::format(
+                    "duplicate: this episode ({} since {}) already started runbook {} as run {}",
+                    status, w.alerts[run.alert_index].starts_at, run.runbook, earlier);
+            } else {
+                receipt.skipped[i] = fmt::format(
+                    "stale: a later episode of this alert ({} since {}) already started runbook "
+                    "{} as run {}",
+                    status, ws_.find_episode.column_text(2), run.runbook, earlier);
+            }
         }
         ws_.find_episode.reset();
-        ws_.find_later_episode.bind(1, std::string_view(run.runbook))
-            .bind(2, std::string_view(alert.fingerprint))
-            .bind(3, status)
-            .bind(4, nanos);
-        row = ws_.find_later_episode.step();
-        if (!row) {
-            ws_.find_later_episode.reset();
-            return row.error();
-        }
-        if (*row) {
-            receipt.skipped[i] = fmt::format(
-                "stale: a later episode of this alert ({} since {}) already started runbook {} "
-                "as run {}",
-                status, ws_.find_later_episode.column_text(1), run.runbook,
-                ws_.find_later_episode.column_int(0));
-        }
-        ws_.find_later_episode.reset();
     }
     // An alert that matched runbooks but starts none of them is a duplicate.
     for (std::size_t a = 0; a < r.alerts.size(); ++a) {
