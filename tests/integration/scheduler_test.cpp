@@ -78,6 +78,7 @@ steps:
     REQUIRE(d.wait_runs_finished());
 
     CHECK(run_field(d, id, "state") == "failed");
+    CHECK(run_field(d, id, "reason") == "step \"try\" failed after 3 attempts: exited with code 3");
     const auto rows = query(d.db(),
                             "SELECT attempt, exit_code, started_at, finished_at, stdout_excerpt "
                             "FROM attempts ORDER BY attempt");

@@ -386,7 +386,10 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
         end.signal ? std::to_string(*end.signal) : "none", end.duration_ms, log::quote(end.error));
 
     const bool succeeded = end.succeeded;
-    const std::string reason = fmt::format("step \"{}\" failed: {}", step().name, end.error);
+    const std::string reason = attempt_number_ > 1
+                                   ? fmt::format("step \"{}\" failed after {} attempts: {}",
+                                                 step().name, attempt_number_, end.error)
+                                   : fmt::format("step \"{}\" failed: {}", step().name, end.error);
     RunProgress progress;
     progress.ended = std::make_pair(attempt_id_, std::move(end));
     if (retry) {
