@@ -141,3 +141,64 @@ TEST_CASE("two clients racing to deliver the same notification start one run", "
     CHECK(query_value(d.db(), "SELECT count(*) FROM alerts WHERE outcome = 'duplicate'") ==
           std::to_string(kRounds));
 }
+
+TEST_CASE("a cooldown holds back new episodes of the same key until it has passed",
+          "[episode][cooldown]") {
+    constexpr const char* kRestart = R"(name: restart
+matchers: ['alertname="Down"']
+dedup: "{{ alert.labels.instance }}"
+cooldown: 1500ms
+steps:
+  - name: noop
+    argv: [/bin/true]
+)";
+    TestDaemon d(RunbookFiles{{"restart.yaml", kRestart}});
+    const Json first = deliver(d, notification({alert("db-1", "2026-12-04T15:00:00Z")}));
+    // The alert flaps: a new episode at once, and another alert of the same instance.
+    const Json flap = deliver(d, notification({alert("db-1", "2026-12-04T15:01:00Z")}));
+    Json other_alert = alert("db-1", "2026-12-04T15:02:00Z");
+    other_alert["labels"]["job"] = "node";
+    const Json same_instance = deliver(d, notification({other_alert}));
+    const Json other_instance = deliver(d, notification({alert("db-2", "2026-12-04T15:02:00Z")}));
+
+    CHECK(first["runs_started"] == 1);
+    CHECK(flap["runs_started"] == 0);
+    REQUIRE(flap["not_acted_on"].size() == 1);
+    CHECK(flap["not_acted_on"][0]["reason"] == "cooldown");
+    CHECK_THAT(flap["not_acted_on"][0]["detail"].get<std::string>(),
+               Catch::StartsWith("cooldown: runbook restart ran for key \"db-1\" ") &&
+                   Catch::EndsWith("its cooldown is 1500ms"));
+    CHECK(same_instance["runs_started"] == 0);
+    CHECK(other_instance["runs_started"] == 1);
+
+    std::this_thread::sleep_for(1600ms);
+    const Json later = deliver(d, notification({alert("db-1", "2026-12-04T15:03:00Z")}));
+    CHECK(later["runs_started"] == 1);
+    CHECK(query_value(d.db(), "SELECT group_concat(outcome, ' ') FROM alerts") ==
+          "run_started cooldown cooldown run_started run_started");
+}
+
+TEST_CASE("max_runs caps the runs for one key within its window", "[episode][cooldown]") {
+    constexpr const char* kBudget = R"(name: budgeted
+matchers: ['alertname="Down"']
+max_runs: {count: 2, per: 1h}
+steps:
+  - name: noop
+    argv: [/bin/true]
+)";
+    TestDaemon d(RunbookFiles{{"budget.yaml", kBudget}});
+    // Three episodes of one alert (per-alert budget: no dedup key), in one notification each.
+    deliver(d, notification({alert("db-1", "2026-12-04T15:00:00Z")}));
+    deliver(d, notification({alert("db-1", "2026-12-04T15:10:00Z")}));
+    const Json third = deliver(d, notification({alert("db-1", "2026-12-04T15:20:00Z")}));
+    // Another alert has its own budget.
+    const Json other = deliver(d, notification({alert("db-2", "2026-12-04T15:20:00Z")}));
+
+    CHECK(third["runs_started"] == 0);
+    REQUIRE(third["not_acted_on"].size() == 1);
+    CHECK(third["not_acted_on"][0]["reason"] == "budget");
+    CHECK_THAT(third["not_acted_on"][0]["detail"].get<std::string>(),
+               Catch::StartsWith("budget: runbook budgeted already ran 2 times for key"));
+    CHECK(other["runs_started"] == 1);
+    CHECK(runs(d) == "3");
+}

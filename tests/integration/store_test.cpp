@@ -68,7 +68,8 @@ std::shared_ptr<const DeliveryRecord> make_delivery(const Runbook& runbook, int 
         static std::atomic<int> serial{0};
         d->alerts.push_back(
             {make_alert("fp" + std::to_string(serial++)), AlertOutcome::RunStarted, ""});
-        d->runs.push_back({static_cast<std::size_t>(i), runbook.name, runbook.content_hash});
+        d->runs.push_back(
+            {static_cast<std::size_t>(i), runbook.name, runbook.content_hash, "", {}, {}});
     }
     return d;
 }
@@ -143,7 +144,7 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
     open_store(path)->close();
 
-    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3,4");
+    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3,4,5");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -478,7 +479,8 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
     sqlite3_close(db);
 
     auto store = open_store(f.path);
-    CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3,4");
+    CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") ==
+          "1,2,3,4,5");
     auto detail = store->get_run(run);
     REQUIRE(detail.ok());
     CHECK(detail->run.state == RunState::Queued);

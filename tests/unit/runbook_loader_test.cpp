@@ -179,11 +179,21 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
         {"an unknown runbook key",
          "name: disk\nstepz: []\nsteps:\n  - name: df\n    argv: [df]\n",
          {"disk.yaml:2:1: unknown key \"stepz\" in runbook (expected one of: name, description, "
-          "matchers, on, timeout, concurrency, lock, steps)"}},
+          "matchers, on, timeout, concurrency, lock, dedup, cooldown, max_runs, steps)"}},
         {"an unknown step key",
          "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    retry: 3\n",
          {"disk.yaml:5:5: unknown key \"retry\" in step (expected one of: name, description, "
           "timeout, retries, retry_on, argv, env, cwd, stop_signal, grace, limits, user, group)"}},
+        {"a budget that is not a mapping",
+         "name: disk\nmax_runs: 3\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:2:11: max_runs: expected a mapping such as {count: 3, per: 1h}"}},
+        {"a budget without its window",
+         "name: disk\nmax_runs: {count: 3}\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:2:11: max_runs: needs both count and per, e.g. {count: 3, per: 1h}"}},
+        {"a cooldown that is not a duration",
+         "name: disk\ncooldown: later\nsteps:\n  - name: df\n    argv: [df]\n",
+         {"disk.yaml:2:11: cooldown: \"later\" is not a positive duration (write e.g. 500ms, "
+          "30s, 5m, 1h30m)"}},
         {"a relative working directory",
          "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    cwd: tmp\n",
          {"disk.yaml:5:10: cwd: expected an absolute path (starting with /)"}},
@@ -334,7 +344,8 @@ TEST_CASE("every error in a runbook file is reported in one load", "[runbook]") 
     CHECK(errors ==
           std::vector<std::string>{
               "disk.yaml:3:1: unknown key \"colour\" in runbook (expected one of: name, "
-              "description, matchers, on, timeout, concurrency, lock, steps)",
+              "description, matchers, on, timeout, concurrency, lock, dedup, cooldown, max_runs, "
+              "steps)",
               "disk.yaml:2:10: timeout: \"soon\" is not a positive duration (write e.g. 500ms, "
               "30s, 5m, 1h30m)",
               "disk.yaml:6:12: argv: the program (first element) cannot contain placeholders: "

@@ -87,6 +87,15 @@ struct Runbook {
     // once, whichever runbooks they belong to. Rendered when the run starts.
     std::optional<Template> lock;
     SourceLocation lock_location;
+    // Suppression (docs/intake.md). `dedup` renders the key that makes alerts "the same thing"
+    // for `cooldown` and `max_runs` (default: the alert's fingerprint).
+    struct RunBudget {
+        int count = 0;
+        Duration per{0};
+    };
+    std::optional<Template> dedup;
+    std::optional<Duration> cooldown;   // no new run for the same key within this long
+    std::optional<RunBudget> max_runs;  // at most `count` runs for the same key per `per`
     std::vector<StepSpec> steps;
 
     // True when the alert's labels match and its status is one this runbook acts on.

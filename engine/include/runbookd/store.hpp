@@ -26,7 +26,17 @@ inline bool is_terminal(RunState s) {
 
 // Why an alert of a delivery started no run (or that it did).
 //   Duplicate: each runbook it matched has already run for this episode, or for a later one.
-enum class AlertOutcome { RunStarted, NoMatchingRunbook, StatusIgnored, Duplicate };
+//   Cooldown, Budget: a runbook's cooldown or max_runs held it back (docs/intake.md).
+enum class AlertOutcome {
+    RunStarted,
+    NoMatchingRunbook,
+    StatusIgnored,
+    Duplicate,
+    Cooldown,
+    Budget
+};
+// The outcome a skipped run request's reason stands for ("cooldown: ..." → Cooldown).
+AlertOutcome outcome_of_skip(std::string_view reason);
 const char* alert_outcome_name(AlertOutcome outcome);
 
 // Everything one webhook delivery creates. The store commits all of it in one transaction:
@@ -44,6 +54,9 @@ struct DeliveryRecord {
         std::size_t alert_index = 0;  // into `alerts`
         std::string runbook;
         std::string runbook_hash;
+        std::string dedup_key;  // the runbook's `dedup` rendered, else the fingerprint
+        std::optional<Duration> cooldown;
+        std::optional<Runbook::RunBudget> max_runs;
     };
 
     Timestamp received_at;

@@ -37,7 +37,26 @@ void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
                 ignoring.push_back(runbook->name);
                 continue;
             }
-            record.runs.push_back({i, runbook->name, runbook->content_hash});
+            DeliveryRecord::RunRequest run{i,
+                                           runbook->name,
+                                           runbook->content_hash,
+                                           entry.alert.fingerprint,
+                                           runbook->cooldown,
+                                           runbook->max_runs};
+            if (runbook->dedup) {
+                const TemplateScope scope{&entry.alert, 0, runbook->name};
+                if (auto key = runbook->dedup->render(scope)) {
+                    run.dedup_key = std::move(*key);
+                } else {
+                    // Act rather than suppress on a key the runbook cannot render for this
+                    // alert: cooldown and budget then count per alert.
+                    record.warnings.push_back(fmt::format(
+                        "runbook {}: dedup key not rendered for alert {} ({}); cooldown and "
+                        "max_runs count this alert on its own",
+                        runbook->name, entry.alert.fingerprint, key.error().message));
+                }
+            }
+            record.runs.push_back(std::move(run));
             entry.outcome = AlertOutcome::RunStarted;
         }
         if (entry.outcome == AlertOutcome::RunStarted) {
@@ -109,7 +128,8 @@ std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt
         if (receipt.skipped[i].empty() || receipt.alert_outcomes[a] != AlertOutcome::RunStarted) {
             continue;
         }
-        entry(record.alerts[a].alert, "duplicate", receipt.skipped[i], &record.runs[i].runbook);
+        entry(record.alerts[a].alert, alert_outcome_name(outcome_of_skip(receipt.skipped[i])),
+              receipt.skipped[i], &record.runs[i].runbook);
     }
     out += R"(],"warnings":[)";
     for (std::size_t i = 0; i < record.warnings.size(); ++i) {

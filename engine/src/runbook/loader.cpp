@@ -371,6 +371,44 @@ void parse_lock(const YAML::Node& node, ParseContext& ctx, Runbook& runbook) {
     runbook.lock = std::move(key);
 }
 
+void parse_suppression(const YAML::Node& root, ParseContext& ctx, Runbook& runbook) {
+    if (const auto d = find_key(root, "dedup"); d.IsDefined()) {
+        auto key = ctx.template_string(d, "dedup");
+        if (key && key->source().empty()) {
+            ctx.error(d,
+                      "dedup: expected a non-empty key (e.g. dedup: \"{{ "
+                      "alert.labels.instance }}\")");
+        } else {
+            runbook.dedup = std::move(key);
+        }
+    }
+    if (const auto c = find_key(root, "cooldown"); c.IsDefined()) {
+        runbook.cooldown = ctx.duration(c, "cooldown");
+    }
+    if (const auto m = find_key(root, "max_runs"); m.IsDefined()) {
+        if (!m.IsMap()) {
+            ctx.error(m, "max_runs: expected a mapping such as {count: 3, per: 1h}");
+            return;
+        }
+        ctx.check_mapping(m, "max_runs", {"count", "per"});
+        const auto count = find_key(m, "count");
+        const auto per = find_key(m, "per");
+        if (!count.IsDefined() || !per.IsDefined()) {
+            ctx.error(m, "max_runs: needs both count and per, e.g. {count: 3, per: 1h}");
+            return;
+        }
+        const auto n = ctx.integer(count, "max_runs.count", 1, 1'000'000);
+        const auto window = ctx.duration(per, "max_runs.per");
+        if (n && window) {
+            runbook.max_runs = Runbook::RunBudget{static_cast<int>(*n), *window};
+        }
+    }
+    if (runbook.dedup && !runbook.cooldown && !runbook.max_runs) {
+        ctx.warning(find_key(root, "dedup"),
+                    "dedup: the key is only used by cooldown and max_runs, and neither is set");
+    }
+}
+
 std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx,
                                        const StepParsers& parsers) {
     auto runbook = std::make_shared<Runbook>();
@@ -380,9 +418,9 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
                                     node_kind(root)));
         return nullptr;
     }
-    ctx.check_mapping(
-        root, "runbook",
-        {"name", "description", "matchers", "on", "timeout", "concurrency", "lock", "steps"});
+    ctx.check_mapping(root, "runbook",
+                      {"name", "description", "matchers", "on", "timeout", "concurrency", "lock",
+                       "dedup", "cooldown", "max_runs", "steps"});
     parse_name(root, ctx, "runbook", runbook->name);
     runbook->name_location = ctx.location(find_key(root, "name"));
     if (const auto d = find_key(root, "description"); d.IsDefined()) {
@@ -404,6 +442,7 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
         }
     }
     parse_lock(find_key(root, "lock"), ctx, *runbook);
+    parse_suppression(root, ctx, *runbook);
     const YAML::Node steps = find_key(root, "steps");
     if (!steps.IsDefined()) {
         ctx.error(root, "runbook needs steps");

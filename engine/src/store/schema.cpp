@@ -117,6 +117,11 @@ CREATE TABLE episodes (
 ALTER TABLE attempts ADD COLUMN pid INTEGER;
 ALTER TABLE attempts ADD COLUMN pid_start_ticks INTEGER;
 )sql"},
+        {5, "cooldowns and run budgets: the key and time of each episode's run", R"sql(
+ALTER TABLE episodes ADD COLUMN dedup_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE episodes ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX episodes_by_key ON episodes (runbook, dedup_key, created_ms);
+)sql"},
     };
     return all;
 }

@@ -73,6 +73,7 @@ struct DeliveryWrite {
     };
     std::shared_ptr<const DeliveryRecord> record;
     std::string received_at;
+    std::int64_t received_ms = 0;
     std::string warnings_json;
     std::vector<std::string> warning_events;
     std::vector<AlertText> alerts;
@@ -83,6 +84,7 @@ DeliveryWrite prepare_delivery(std::shared_ptr<const DeliveryRecord> record) {
     DeliveryWrite w;
     const DeliveryRecord& r = *record;
     w.received_at = r.received_at.to_rfc3339_millis();
+    w.received_ms = r.received_at.seconds * 1000 + r.received_at.nanos / 1'000'000;
     w.warnings_json = dump_json(Json(r.warnings));
     for (const auto& warning : r.warnings) {
         w.warning_events.push_back(dump_json(Json{{"warning", warning}}));
@@ -243,7 +245,7 @@ class OwnerLock {
 struct WriterStatements {
     Statement begin, commit, rollback, savepoint, release, rollback_to;
     Statement insert_delivery, insert_alert, insert_run, insert_event;
-    Statement find_episode, insert_episode;
+    Statement find_episode, insert_episode, last_run_for_key, runs_for_key_since;
     Statement wait_run, start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
     Statement attempt_spawned;
 };
@@ -304,6 +306,7 @@ class SqliteStore final : public Store {
                         std::optional<std::int64_t> attempt, std::string_view detail);
     Status apply_delivery(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status decide_runs(const DeliveryWrite& write, DeliveryReceipt& receipt);
+    Status check_suppression(const DeliveryWrite& write, std::size_t run, DeliveryReceipt& receipt);
     Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
                        const std::string& detail, const std::vector<TransitionText>& transitions);
@@ -450,8 +453,13 @@ Status SqliteStore::prepare_writer() {
          "fingerprint = ? AND status = ? AND starts_at_ns >= ? ORDER BY starts_at_ns DESC "
          "LIMIT 1"},
         {&ws_.insert_episode,
-         "INSERT INTO episodes (runbook, fingerprint, status, starts_at_ns, starts_at, run_id) "
-         "VALUES (?,?,?,?,?,?)"},
+         "INSERT INTO episodes (runbook, fingerprint, status, starts_at_ns, starts_at, run_id, "
+         "dedup_key, created_ms) VALUES (?,?,?,?,?,?,?,?)"},
+        {&ws_.last_run_for_key,
+         "SELECT created_ms, run_id FROM episodes WHERE runbook = ? AND dedup_key = ? "
+         "ORDER BY created_ms DESC LIMIT 1"},
+        {&ws_.runs_for_key_since,
+         "SELECT count(*) FROM episodes WHERE runbook = ? AND dedup_key = ? AND created_ms > ?"},
         {&ws_.insert_event,
          "INSERT INTO events (at, kind, delivery_id, run_id, attempt_id, detail) "
          "VALUES (?,?,?,?,?,?)"},
@@ -691,6 +699,8 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
                 .bind(4, episode_nanos(alert.starts_at))
                 .bind(5, std::string_view(w.alerts[run.alert_index].starts_at))
                 .bind(6, id)
+                .bind(7, std::string_view(run.dedup_key))
+                .bind(8, w.received_ms)
                 .run();
         if (!s) {
             return s;
@@ -761,6 +771,11 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
             }
         }
         ws_.find_episode.reset();
+        if (receipt.skipped[i].empty()) {
+            if (auto s = check_suppression(w, i, receipt); !s) {
+                return s;
+            }
+        }
     }
     // An alert that matched runbooks but starts none of them is a duplicate.
     for (std::size_t a = 0; a < r.alerts.size(); ++a) {
@@ -780,8 +795,80 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
             }
         }
         if (!any_started) {
-            receipt.alert_outcomes[a] = AlertOutcome::Duplicate;
+            receipt.alert_outcomes[a] = outcome_of_skip(first_reason);
             receipt.alert_details[a] = first_reason;
+        }
+    }
+    return {};
+}
+
+// The runbook's cooldown and max_runs for run request `i`, counting runs already recorded for
+// the same (runbook, dedup key) and those this delivery starts before it.
+Status SqliteStore::check_suppression(const DeliveryWrite& w, std::size_t i,
+                                      DeliveryReceipt& receipt) {
+    const DeliveryRecord& r = *w.record;
+    const auto& run = r.runs[i];
+    if (!run.cooldown && !run.max_runs) {
+        return {};
+    }
+    const auto same_key_earlier = [&](std::size_t j) {
+        return r.runs[j].runbook == run.runbook && r.runs[j].dedup_key == run.dedup_key &&
+               receipt.skipped[j].empty();
+    };
+    if (run.cooldown) {
+        for (std::size_t j = 0; j < i; ++j) {
+            if (same_key_earlier(j)) {
+                receipt.skipped[i] = fmt::format(
+                    "cooldown: runbook {} starts once per {} for key \"{}\", and this "
+                    "notification already starts it",
+                    run.runbook, format_duration(*run.cooldown), run.dedup_key);
+                return {};
+            }
+        }
+        ws_.last_run_for_key.bind(1, std::string_view(run.runbook))
+            .bind(2, std::string_view(run.dedup_key));
+        auto row = ws_.last_run_for_key.step();
+        if (!row) {
+            ws_.last_run_for_key.reset();
+            return row.error();
+        }
+        if (*row) {
+            const std::int64_t last = ws_.last_run_for_key.column_int(0);
+            const std::int64_t last_run = ws_.last_run_for_key.column_int(1);
+            if (w.received_ms - last < run.cooldown->count()) {
+                receipt.skipped[i] = fmt::format(
+                    "cooldown: runbook {} ran for key \"{}\" {} ago (run {}); its cooldown is {}",
+                    run.runbook, run.dedup_key,
+                    format_duration(Duration(std::max<std::int64_t>(0, w.received_ms - last))),
+                    last_run, format_duration(*run.cooldown));
+            }
+        }
+        ws_.last_run_for_key.reset();
+        if (!receipt.skipped[i].empty()) {
+            return {};
+        }
+    }
+    if (run.max_runs) {
+        std::int64_t count = 0;
+        for (std::size_t j = 0; j < i; ++j) {
+            count += same_key_earlier(j) ? 1 : 0;
+        }
+        ws_.runs_for_key_since.bind(1, std::string_view(run.runbook))
+            .bind(2, std::string_view(run.dedup_key))
+            .bind(3, w.received_ms - run.max_runs->per.count());
+        auto row = ws_.runs_for_key_since.step();
+        if (!row) {
+            ws_.runs_for_key_since.reset();
+            return row.error();
+        }
+        count += ws_.runs_for_key_since.column_int(0);
+        ws_.runs_for_key_since.reset();
+        if (count >= run.max_runs->count) {
+            receipt.skipped[i] = fmt::format(
+                "budget: runbook {} already ran {} times for key \"{}\" in the last {} "
+                "(max_runs {})",
+                run.runbook, count, run.dedup_key, format_duration(run.max_runs->per),
+                run.max_runs->count);
         }
     }
     return {};
@@ -1304,8 +1391,22 @@ const char* alert_outcome_name(AlertOutcome outcome) {
             return "status_ignored";
         case AlertOutcome::Duplicate:
             return "duplicate";
+        case AlertOutcome::Cooldown:
+            return "cooldown";
+        case AlertOutcome::Budget:
+            return "budget";
     }
     return "no_matching_runbook";
+}
+
+AlertOutcome outcome_of_skip(std::string_view reason) {
+    if (reason.starts_with("cooldown")) {
+        return AlertOutcome::Cooldown;
+    }
+    if (reason.starts_with("budget")) {
+        return AlertOutcome::Budget;
+    }
+    return AlertOutcome::Duplicate;
 }
 
 std::vector<RunId> DeliveryReceipt::started_runs() const {
