@@ -1,3 +1,5 @@
+#include <memory>
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -29,20 +31,21 @@ steps:
     argv: [/usr/bin/env]
 )";
 
-std::string alertmanager_config(std::uint16_t runbookd_port) {
+std::string alertmanager_config(std::uint16_t runbookd_port,
+                                const std::string& repeat_interval = "1h") {
     return fmt::format(R"(route:
   receiver: runbookd
   group_by: ['alertname']
   group_wait: 1s
   group_interval: 2s
-  repeat_interval: 1h
+  repeat_interval: {}
 receivers:
   - name: runbookd
     webhook_configs:
       - url: http://127.0.0.1:{}/api/v1/webhooks/alertmanager
         send_resolved: true
 )",
-                       runbookd_port);
+                       repeat_interval, runbookd_port);
 }
 
 bool answers(const std::string& url) {
@@ -59,37 +62,65 @@ void post_alert(std::uint16_t am_port, const Json& alert) {
     REQUIRE(r->status == 200);
 }
 
-}  // namespace
+// runbookd and a real Alertmanager posting to it, each on its own loopback port, both stopped
+// by PID when the Stack goes.
+struct Stack {
+    explicit Stack(const std::string& repeat_interval = "1h") {
+        test::write_file(dir.path() / "runbooks" / "e2e.yaml", kRunbook);
+        test::write_file(dir.path() / "alertmanager.yml",
+                         alertmanager_config(rb_port, repeat_interval));
+        runbookd = std::make_unique<test::Subprocess>(
+            std::vector<std::string>{RUNBOOKD_BINARY, "--listen",
+                                     fmt::format("127.0.0.1:{}", rb_port), "--runbooks",
+                                     dir.file("runbooks"), "--db", db},
+            rb_log);
+        REQUIRE(test::wait_until(
+            [&] { return answers(fmt::format("http://127.0.0.1:{}/", rb_port)); }, 10s));
+        alertmanager = std::make_unique<test::Subprocess>(
+            std::vector<std::string>{ALERTMANAGER_BINARY,
+                                     "--config.file=" + dir.file("alertmanager.yml"),
+                                     "--storage.path=" + dir.file("am-data"),
+                                     fmt::format("--web.listen-address=127.0.0.1:{}", am_port),
+                                     "--cluster.listen-address=", "--log.level=debug"},
+            am_log);
+        if (!test::wait_until(
+                [&] { return answers(fmt::format("http://127.0.0.1:{}/-/ready", am_port)); },
+                20s)) {
+            FAIL("Alertmanager did not become ready\n" << logs());
+        }
+    }
 
-TEST_CASE("an alert posted to a real Alertmanager runs a runbook in runbookd", "[e2e]") {
+    std::string logs() const {
+        return "runbookd log:\n" + test::read_file(rb_log) + "\nalertmanager log:\n" +
+               test::read_file(am_log);
+    }
+
+    // Stops Alertmanager, then runbookd with SIGTERM; true when runbookd exited 0.
+    bool stop() {
+        alertmanager->stop();
+        runbookd->signal(SIGTERM);
+        return runbookd->wait(10s) == 0;
+    }
+
     test::TempDir dir;
-    test::write_file(dir.path() / "runbooks" / "e2e.yaml", kRunbook);
     const std::uint16_t rb_port = test::free_tcp_port();
     const std::uint16_t am_port = test::free_tcp_port();
     const std::string db = dir.file("runbookd.db");
     const std::string rb_log = dir.file("runbookd.log");
     const std::string am_log = dir.file("alertmanager.log");
-    test::write_file(dir.path() / "alertmanager.yml", alertmanager_config(rb_port));
-    const auto logs = [&] {
-        return "runbookd log:\n" + test::read_file(rb_log) + "\nalertmanager log:\n" +
-               test::read_file(am_log);
-    };
+    std::unique_ptr<test::Subprocess> runbookd;
+    std::unique_ptr<test::Subprocess> alertmanager;
+};
 
-    test::Subprocess runbookd({RUNBOOKD_BINARY, "--listen", fmt::format("127.0.0.1:{}", rb_port),
-                               "--runbooks", dir.file("runbooks"), "--db", db},
-                              rb_log);
-    REQUIRE(test::wait_until([&] { return answers(fmt::format("http://127.0.0.1:{}/", rb_port)); },
-                             10s));
-    test::Subprocess alertmanager(
-        {ALERTMANAGER_BINARY, "--config.file=" + dir.file("alertmanager.yml"),
-         "--storage.path=" + dir.file("am-data"),
-         fmt::format("--web.listen-address=127.0.0.1:{}", am_port),
-         "--cluster.listen-address=", "--log.level=debug"},
-        am_log);
-    if (!test::wait_until(
-            [&] { return answers(fmt::format("http://127.0.0.1:{}/-/ready", am_port)); }, 20s)) {
-        FAIL("Alertmanager did not become ready\n" << logs());
-    }
+}  // namespace
+
+TEST_CASE("an alert posted to a real Alertmanager runs a runbook in runbookd", "[e2e]") {
+    Stack stack;
+    const std::string& db = stack.db;
+    const std::uint16_t am_port = stack.am_port;
+    const auto logs = [&] {
+        return stack.logs();
+    };
 
     const Json labels = {
         {"alertname", "RunbookdE2E"}, {"instance", "web-7:9100"}, {"severity", "critical"}};
@@ -143,8 +174,32 @@ TEST_CASE("an alert posted to a real Alertmanager runs a runbook in runbookd", "
     CHECK(query(db, "SELECT outcome FROM alerts WHERE status = 'resolved'")[0][0] ==
           "status_ignored");
     CHECK(query_value(db, "SELECT count(*) FROM runs") == "1");
+    CHECK(stack.stop());
+}
 
-    alertmanager.stop();
-    runbookd.signal(SIGTERM);
-    CHECK(runbookd.wait(10s) == 0);
+TEST_CASE("Alertmanager re-sending the same alert starts its runbook once", "[e2e]") {
+    // repeat_interval 2s: Alertmanager sends the unchanged group again every few seconds.
+    Stack stack("2s");
+    const std::string& db = stack.db;
+    const std::uint16_t am_port = stack.am_port;
+    const auto logs = [&] {
+        return stack.logs();
+    };
+
+    post_alert(
+        am_port,
+        {{"labels", {{"alertname", "RunbookdE2E"}, {"instance", "web-8"}, {"severity", "page"}}},
+         {"annotations", {{"summary", "again and again"}}},
+         {"startsAt", Timestamp::now().to_rfc3339()}});
+    if (!test::wait_until(
+            [&] { return std::stoi(query_value(db, "SELECT count(*) FROM deliveries")) >= 3; },
+            30s)) {
+        FAIL("Alertmanager did not send the alert three times\n" << logs());
+    }
+
+    CHECK(query_value(db, "SELECT count(*) FROM runs") == "1");
+    CHECK(query_value(db, "SELECT count(DISTINCT fingerprint || starts_at) FROM alerts") == "1");
+    // Every delivery after the first reported the alert as a duplicate.
+    CHECK(query_value(db, "SELECT count(*) - sum(outcome = 'duplicate') FROM alerts") == "1");
+    CHECK(stack.stop());
 }
