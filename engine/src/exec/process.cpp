@@ -570,7 +570,7 @@ void ChildProcess::spawn() {
     log_->debug("process started {}pid={} program={}", spec_.log_context, pid_,
                 log::quote(result_.program));
     if (spec_.on_spawned) {
-        spec_.on_spawned(pid_, process_start_ticks(pid_).value_or(0));
+        spec_.on_spawned(pid_);
     }
     read(out_);
     read(err_);

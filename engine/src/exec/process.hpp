@@ -50,10 +50,10 @@ struct ProcessSpec {
     Millis drain{2'000};               // after the program exits, how long its output may stay open
     std::size_t excerpt_bytes = 8192;  // per stream, split between head and tail
     int nice = 0;                      // added to the child's nice value (0-19)
-    // Called once on the runner's thread right after the child started (not when it could not):
-    // its pid, which is also its process group id, and its start time in clock ticks after boot
-    // (field 22 of /proc/PID/stat), which tells it apart from a later process with the same pid.
-    std::function<void(pid_t pid, std::uint64_t start_ticks)> on_spawned;
+    // Called once on the runner's thread right after the child started (not when it could not),
+    // with its pid, which is also its process group id. The pid stays the child's until the
+    // completion runs (it is reaped just before).
+    std::function<void(pid_t pid)> on_spawned;
     // Fields naming the attempt on every log line about this process, e.g.
     // "run=4 step=df attempt=1 " (with a trailing space), or empty.
     std::string log_context;

@@ -35,10 +35,10 @@ class ArgvAttempt final : public Attempt {
     const std::vector<std::string>& argv() const override { return spec_.argv; }
     const std::string& cwd() const override { return spec_.cwd; }
 
-    void start(std::function<void(int, std::uint64_t)> spawned,
+    void start(std::function<void(int)> spawned,
                std::function<void(AttemptOutcome)> done) override {
-        spec_.on_spawned = [spawned = std::move(spawned)](pid_t pid, std::uint64_t ticks) {
-            spawned(static_cast<int>(pid), ticks);
+        spec_.on_spawned = [spawned = std::move(spawned)](pid_t pid) {
+            spawned(static_cast<int>(pid));
         };
         handle_ = runner_.start(spec_, [done = std::move(done)](exec::ProcessResult r) {
             AttemptOutcome out;

@@ -88,7 +88,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     void try_start();
     void advance(RunProgress progress);
     void start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id);
-    void record_process_later(AttemptId attempt, int pid, std::uint64_t ticks);
+    void record_process_later(AttemptId attempt, int pid);
     void on_outcome(AttemptOutcome outcome);
     void finish(RunProgress progress, RunState state, std::string reason);
     void persist(RunProgress progress, std::function<void(AttemptId)> then);
@@ -321,28 +321,32 @@ void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id)
         log::quote(nlohmann::json(attempt->argv())
                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     attempt_ = std::move(attempt);
-    attempt_->start(
-        [self = shared_from_this(), attempt = attempt_id_](int pid, std::uint64_t ticks) {
-            self->record_process_later(attempt, pid, ticks);
-        },
-        [self = shared_from_this()](AttemptOutcome outcome) {
-            self->on_outcome(std::move(outcome));
-        });
+    attempt_->start([self = shared_from_this(),
+                     attempt = attempt_id_](int pid) { self->record_process_later(attempt, pid); },
+                    [self = shared_from_this()](AttemptOutcome outcome) {
+                        self->on_outcome(std::move(outcome));
+                    });
 }
 
 // The attempt's process, for stopping it after a crash (docs/runs.md). Written only once the
 // step has run for kRecordProcessAfter: most steps are over by then, and a step that has ended
-// leaves nothing to stop, so storms of short steps cost no extra write. Nothing waits for it.
-void RunExecution::record_process_later(AttemptId attempt, int pid, std::uint64_t ticks) {
+// leaves nothing to stop, so storms of short steps cost no extra write (nor a read of /proc).
+// Nothing waits for it.
+void RunExecution::record_process_later(AttemptId attempt, int pid) {
     pid_timer_.expires_after(kRecordProcessAfter);
-    pid_timer_.async_wait([self = shared_from_this(), attempt, pid,
-                           ticks](const boost::system::error_code& e) {
+    pid_timer_.async_wait([self = shared_from_this(), attempt,
+                           pid](const boost::system::error_code& e) {
         if (e || !self->attempt_ || self->attempt_id_ != attempt) {
             return;
         }
+        // The start time tells this process apart from a later one with the same pid.
+        const auto ticks = exec::process_start_ticks(pid);
+        if (!ticks) {
+            return;  // reaped already: the outcome is on its way
+        }
         RunProgress progress;
         progress.run = self->id_;
-        progress.spawned = RunProgress::Spawned{attempt, pid, ticks};
+        progress.spawned = RunProgress::Spawned{attempt, pid, *ticks};
         self->sched_.store_.record_progress(
             std::move(progress), [logger = self->sched_.log_, id = self->id_](Result<AttemptId> r) {
                 if (!r) {

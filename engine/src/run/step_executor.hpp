@@ -52,10 +52,9 @@ class Attempt {
     virtual const std::vector<std::string>& argv() const = 0;  // empty when no program runs
     virtual const std::string& cwd() const = 0;
 
-    // Starts the attempt; `spawned` runs when its process exists (pid = process group id, and
-    // its start time in clock ticks after boot), `done` exactly once, both on the run engine's
-    // io_context.
-    virtual void start(std::function<void(int pid, std::uint64_t start_ticks)> spawned,
+    // Starts the attempt; `spawned` runs when its process exists (pid = process group id),
+    // `done` exactly once, both on the run engine's io_context.
+    virtual void start(std::function<void(int pid)> spawned,
                        std::function<void(AttemptOutcome)> done) = 0;
     // Stops it early; `done` still runs once, with `cancelled` set.
     virtual void cancel(std::string reason) = 0;
