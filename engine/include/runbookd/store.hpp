@@ -35,8 +35,6 @@ enum class AlertOutcome {
     Cooldown,
     Budget
 };
-// The outcome a skipped run request's reason stands for ("cooldown: ..." → Cooldown).
-AlertOutcome outcome_of_skip(std::string_view reason);
 const char* alert_outcome_name(AlertOutcome outcome);
 
 // Everything one webhook delivery creates. The store commits all of it in one transaction:
@@ -79,7 +77,14 @@ struct DeliveryReceipt {
     std::int64_t delivery_id = 0;
     std::vector<std::int64_t> alert_ids;  // parallel to DeliveryRecord::alerts
     std::vector<RunId> run_ids;           // parallel to DeliveryRecord::runs; 0: not started
-    std::vector<std::string> skipped;     // parallel to runs: why it was not started, or empty
+    // Parallel to runs: why a run request was not started (Duplicate, Cooldown or Budget, and in
+    // words), or RunStarted with no reason.
+    struct Skip {
+        AlertOutcome outcome = AlertOutcome::RunStarted;
+        std::string reason;
+        bool skipped() const { return outcome != AlertOutcome::RunStarted; }
+    };
+    std::vector<Skip> skipped;
     // Parallel to alerts: the outcome as recorded (an alert whose every run was skipped
     // becomes Duplicate, with the first reason as its detail).
     std::vector<AlertOutcome> alert_outcomes;

@@ -125,11 +125,12 @@ std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt
     }
     for (std::size_t i = 0; i < record.runs.size(); ++i) {
         const std::size_t a = record.runs[i].alert_index;
-        if (receipt.skipped[i].empty() || receipt.alert_outcomes[a] != AlertOutcome::RunStarted) {
+        const auto& skip = receipt.skipped[i];
+        if (!skip.skipped() || receipt.alert_outcomes[a] != AlertOutcome::RunStarted) {
             continue;
         }
-        entry(record.alerts[a].alert, alert_outcome_name(outcome_of_skip(receipt.skipped[i])),
-              receipt.skipped[i], &record.runs[i].runbook);
+        entry(record.alerts[a].alert, alert_outcome_name(skip.outcome), skip.reason,
+              &record.runs[i].runbook);
     }
     out += R"(],"warnings":[)";
     for (std::size_t i = 0; i < record.warnings.size(); ++i) {

@@ -679,7 +679,7 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
 
     for (std::size_t i = 0; i < r.runs.size(); ++i) {
         const auto& run = r.runs[i];
-        if (!receipt.skipped[i].empty()) {
+        if (receipt.skipped[i].skipped()) {
             continue;
         }
         s = ws_.insert_run.bind(1, std::string_view(run.runbook))
@@ -721,7 +721,7 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
 Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt) {
     const DeliveryRecord& r = *w.record;
     receipt.run_ids.assign(r.runs.size(), 0);
-    receipt.skipped.assign(r.runs.size(), std::string());
+    receipt.skipped.assign(r.runs.size(), DeliveryReceipt::Skip{});
     receipt.alert_outcomes.clear();
     receipt.alert_details.clear();
     for (const auto& entry : r.alerts) {
@@ -734,17 +734,18 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
         const std::string_view status = alert_status_name(alert.status);
         const std::int64_t nanos = episode_nanos(alert.starts_at);
         // Earlier in this delivery: an alert listed twice.
-        for (std::size_t j = 0; j < i && receipt.skipped[i].empty(); ++j) {
+        for (std::size_t j = 0; j < i && !receipt.skipped[i].skipped(); ++j) {
             const Alert& other = r.alerts[r.runs[j].alert_index].alert;
             if (r.runs[j].runbook == run.runbook && other.fingerprint == alert.fingerprint &&
                 other.status == alert.status && other.starts_at == alert.starts_at) {
-                receipt.skipped[i] = fmt::format(
-                    "duplicate: the alert is listed twice in this notification; runbook {} runs "
-                    "once for it",
-                    run.runbook);
+                receipt.skipped[i] = {AlertOutcome::Duplicate,
+                                      fmt::format("duplicate: the alert is listed twice in this "
+                                                  "notification; runbook {} runs "
+                                                  "once for it",
+                                                  run.runbook)};
             }
         }
-        if (!receipt.skipped[i].empty()) {
+        if (receipt.skipped[i].skipped()) {
             continue;
         }
         // One lookup: this episode, or the latest later one of the same alert.
@@ -760,43 +761,48 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
         if (*row) {
             const auto earlier = ws_.find_episode.column_int(0);
             if (ws_.find_episode.column_int(1) == nanos) {
-                receipt.skipped[i] = fmt::format(
-                    "duplicate: this episode ({} since {}) already started runbook {} as run {}",
-                    status, w.alerts[run.alert_index].starts_at, run.runbook, earlier);
+                receipt.skipped[i] = {
+                    AlertOutcome::Duplicate,
+                    fmt::format("duplicate: this episode ({} since {}) already started runbook {} "
+                                "as run {}",
+                                status, w.alerts[run.alert_index].starts_at, run.runbook, earlier)};
             } else {
-                receipt.skipped[i] = fmt::format(
-                    "stale: a later episode of this alert ({} since {}) already started runbook "
-                    "{} as run {}",
-                    status, ws_.find_episode.column_text(2), run.runbook, earlier);
+                receipt.skipped[i] = {
+                    AlertOutcome::Duplicate,
+                    fmt::format("stale: a later episode of this alert ({} since {}) already "
+                                "started runbook "
+                                "{} as run {}",
+                                status, ws_.find_episode.column_text(2), run.runbook, earlier)};
             }
         }
         ws_.find_episode.reset();
-        if (receipt.skipped[i].empty()) {
+        if (!receipt.skipped[i].skipped()) {
             if (auto s = check_suppression(w, i, receipt); !s) {
                 return s;
             }
         }
     }
-    // An alert that matched runbooks but starts none of them is a duplicate.
+    // An alert that matched runbooks but starts none of them takes its first run request's
+    // outcome (duplicate, cooldown, budget).
     for (std::size_t a = 0; a < r.alerts.size(); ++a) {
         if (receipt.alert_outcomes[a] != AlertOutcome::RunStarted) {
             continue;
         }
-        std::string first_reason;
+        const DeliveryReceipt::Skip* first = nullptr;
         bool any_started = false;
         for (std::size_t i = 0; i < r.runs.size(); ++i) {
             if (r.runs[i].alert_index != a) {
                 continue;
             }
-            if (receipt.skipped[i].empty()) {
+            if (!receipt.skipped[i].skipped()) {
                 any_started = true;
-            } else if (first_reason.empty()) {
-                first_reason = receipt.skipped[i];
+            } else if (first == nullptr) {
+                first = &receipt.skipped[i];
             }
         }
-        if (!any_started) {
-            receipt.alert_outcomes[a] = outcome_of_skip(first_reason);
-            receipt.alert_details[a] = first_reason;
+        if (!any_started && first != nullptr) {
+            receipt.alert_outcomes[a] = first->outcome;
+            receipt.alert_details[a] = first->reason;
         }
     }
     return {};
@@ -813,15 +819,16 @@ Status SqliteStore::check_suppression(const DeliveryWrite& w, std::size_t i,
     }
     const auto same_key_earlier = [&](std::size_t j) {
         return r.runs[j].runbook == run.runbook && r.runs[j].dedup_key == run.dedup_key &&
-               receipt.skipped[j].empty();
+               !receipt.skipped[j].skipped();
     };
     if (run.cooldown) {
         for (std::size_t j = 0; j < i; ++j) {
             if (same_key_earlier(j)) {
-                receipt.skipped[i] = fmt::format(
-                    "cooldown: runbook {} starts once per {} for key \"{}\", and this "
-                    "notification already starts it",
-                    run.runbook, format_duration(*run.cooldown), run.dedup_key);
+                receipt.skipped[i] = {
+                    AlertOutcome::Cooldown,
+                    fmt::format("cooldown: runbook {} starts once per {} for key \"{}\", and this "
+                                "notification already starts it",
+                                run.runbook, format_duration(*run.cooldown), run.dedup_key)};
                 return {};
             }
         }
@@ -836,15 +843,18 @@ Status SqliteStore::check_suppression(const DeliveryWrite& w, std::size_t i,
             const std::int64_t last = ws_.last_run_for_key.column_int(0);
             const std::int64_t last_run = ws_.last_run_for_key.column_int(1);
             if (w.received_ms - last < run.cooldown->count()) {
-                receipt.skipped[i] = fmt::format(
-                    "cooldown: runbook {} ran for key \"{}\" {} ago (run {}); its cooldown is {}",
-                    run.runbook, run.dedup_key,
-                    format_duration(Duration(std::max<std::int64_t>(0, w.received_ms - last))),
-                    last_run, format_duration(*run.cooldown));
+                receipt.skipped[i] = {
+                    AlertOutcome::Cooldown,
+                    fmt::format(
+                        "cooldown: runbook {} ran for key \"{}\" {} ago (run {}); its cooldown is "
+                        "{}",
+                        run.runbook, run.dedup_key,
+                        format_duration(Duration(std::max<std::int64_t>(0, w.received_ms - last))),
+                        last_run, format_duration(*run.cooldown))};
             }
         }
         ws_.last_run_for_key.reset();
-        if (!receipt.skipped[i].empty()) {
+        if (receipt.skipped[i].skipped()) {
             return {};
         }
     }
@@ -864,11 +874,12 @@ Status SqliteStore::check_suppression(const DeliveryWrite& w, std::size_t i,
         count += ws_.runs_for_key_since.column_int(0);
         ws_.runs_for_key_since.reset();
         if (count >= run.max_runs->count) {
-            receipt.skipped[i] = fmt::format(
-                "budget: runbook {} already ran {} times for key \"{}\" in the last {} "
-                "(max_runs {})",
-                run.runbook, count, run.dedup_key, format_duration(run.max_runs->per),
-                run.max_runs->count);
+            receipt.skipped[i] = {
+                AlertOutcome::Budget,
+                fmt::format("budget: runbook {} already ran {} times for key \"{}\" in the last {} "
+                            "(max_runs {})",
+                            run.runbook, count, run.dedup_key, format_duration(run.max_runs->per),
+                            run.max_runs->count)};
         }
     }
     return {};
@@ -1397,16 +1408,6 @@ const char* alert_outcome_name(AlertOutcome outcome) {
             return "budget";
     }
     return "no_matching_runbook";
-}
-
-AlertOutcome outcome_of_skip(std::string_view reason) {
-    if (reason.starts_with("cooldown")) {
-        return AlertOutcome::Cooldown;
-    }
-    if (reason.starts_with("budget")) {
-        return AlertOutcome::Budget;
-    }
-    return AlertOutcome::Duplicate;
 }
 
 std::vector<RunId> DeliveryReceipt::started_runs() const {
