@@ -523,26 +523,49 @@ Status Scheduler::recover() {
     if (!interrupted) {
         return interrupted.error();
     }
+    // TODO(runbookd): decide per step whether to resume (`idempotent:` steps); until then an
+    // interrupted run is failed for a human to look at.
+    std::vector<LeftRunning> left;
     for (const RunId id : *interrupted) {
-        // TODO(runbookd): decide per step whether to resume (`idempotent:` steps); until then
-        // an interrupted run is failed for a human to look at.
         log_->warn("run interrupted by a restart run={}", id);
-        const std::string stopped = stop_left_running(id);
+        left.push_back(stop_left_running(id));
+    }
+    // Every group got SIGTERM at once above; they share one grace period.
+    const auto deadline = std::chrono::steady_clock::now() + kRecoveryGrace;
+    const auto any_alive = [&left] {
+        return std::any_of(left.begin(), left.end(), [](const LeftRunning& l) {
+            return l.pgid > 0 && ::kill(-l.pgid, 0) == 0;
+        });
+    };
+    while (any_alive() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::vector<std::promise<Result<AttemptId>>> written(left.size());
+    for (std::size_t i = 0; i < left.size(); ++i) {
+        std::string stopped = std::move(left[i].what);
+        if (left[i].pgid > 0) {
+            const bool killed = ::kill(-left[i].pgid, 0) == 0;
+            if (killed) {
+                ::kill(-left[i].pgid, SIGKILL);
+                stopped += fmt::format(", then SIGKILL after {} s", kRecoveryGrace.count());
+            }
+        }
         RunProgress progress;
-        progress.run = id;
+        progress.run = (*interrupted)[i];
         progress.finished = RunProgress::Finish{
             RunState::Failed,
             "interrupted: runbookd stopped while the run was in progress; " + stopped,
             Timestamp::now(), ""};
-        // Committed before start-up goes on: once runbookd answers, no run it recovered still
-        // reads "running".
-        std::promise<Result<AttemptId>> written;
-        store_.record_progress(std::move(progress), [&written](Result<AttemptId> r) {
-            written.set_value(std::move(r));
+        store_.record_progress(std::move(progress), [&promise = written[i]](Result<AttemptId> r) {
+            promise.set_value(std::move(r));
         });
-        if (auto r = written.get_future().get(); !r) {
+    }
+    // Committed (together) before start-up goes on: once runbookd answers, no run it recovered
+    // still reads "running".
+    for (std::size_t i = 0; i < written.size(); ++i) {
+        if (auto r = written[i].get_future().get(); !r) {
             return make_error(r.error().code, fmt::format("recording interrupted run {} failed: {}",
-                                                          id, r.error().message));
+                                                          (*interrupted)[i], r.error().message));
         }
     }
     auto queued = store_.runs_in_state(RunState::Queued);
@@ -592,17 +615,20 @@ void Scheduler::park(RunId id) {
 
 // Stops the process group a crashed runbookd left running for run `id`, if its recorded process
 // is still the same one (pid and start time). Says what it did, for the run's reason.
-std::string Scheduler::stop_left_running(RunId id) {
+// Looks for the process a crashed runbookd left running for run `id`, if its recorded process
+// is still the same one (pid and start time), and sends its group SIGTERM; recover() waits for
+// all of them and SIGKILLs what remains.
+Scheduler::LeftRunning Scheduler::stop_left_running(RunId id) {
     auto run = store_.get_run(id);
     if (!run) {
-        return "its last step may have been left running (" + run.error().message + ")";
+        return {"its last step may have been left running (" + run.error().message + ")", 0};
     }
     for (const auto& a : run->attempts) {
         if (a.state != "running") {
             continue;
         }
         if (!a.start.pid) {
-            return fmt::format("step \"{}\" had not recorded a process", a.start.step);
+            return {fmt::format("step \"{}\" had not recorded a process", a.start.step), 0};
         }
         const pid_t pid = *a.start.pid;
         const auto ticks = exec::process_start_ticks(pid);
@@ -613,28 +639,21 @@ std::string Scheduler::stop_left_running(RunId id) {
                 ::kill(-pid, SIGKILL);
                 log_->warn("killed what was left of a step's process group run={} pgid={}", id,
                            pid);
-                return fmt::format("the rest of step \"{}\"'s process group {} was killed",
-                                   a.start.step, pid);
+                return {fmt::format("the rest of step \"{}\"'s process group {} was killed",
+                                    a.start.step, pid),
+                        0};
             }
-            return fmt::format("step \"{}\"'s process {} had already ended", a.start.step, pid);
+            return {fmt::format("step \"{}\"'s process {} had already ended", a.start.step, pid),
+                    0};
         }
         log_->warn("stopping a step left running by the previous runbookd run={} pgid={}", id, pid);
         ::kill(-pid, SIGTERM);
-        const auto deadline = std::chrono::steady_clock::now() + kRecoveryGrace;
-        while (::kill(-pid, 0) == 0 && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-        const bool killed = ::kill(-pid, 0) == 0;
-        if (killed) {
-            ::kill(-pid, SIGKILL);
-        }
-        return fmt::format(
-            "step \"{}\" was still running (process group {}) and was stopped "
-            "with SIGTERM{}",
-            a.start.step, pid,
-            killed ? fmt::format(", then SIGKILL after {} s", kRecoveryGrace.count()) : "");
+        return {fmt::format("step \"{}\" was still running (process group {}) and was stopped "
+                            "with SIGTERM",
+                            a.start.step, pid),
+                pid};
     }
-    return "no step was running";
+    return {"no step was running", 0};
 }
 
 void Scheduler::start_more() {

@@ -14,6 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/logger.h>
+#include <sys/types.h>
 
 #include <runbookd/runbook.hpp>
 #include <runbookd/step_parser.hpp>
@@ -84,7 +85,13 @@ class Scheduler {
     // Keeps a loaded run that admit() refused until a running one ends.
     void park(RunId id);
     double random01();
-    std::string stop_left_running(RunId id);
+    // What recovery did about a step a crash left running: in words, and the process group it
+    // sent SIGTERM (0 when none).
+    struct LeftRunning {
+        std::string what;
+        pid_t pgid = 0;
+    };
+    LeftRunning stop_left_running(RunId id);
     void on_run_finished(RunId id);
     std::shared_ptr<const Runbook> resolve_runbook(const std::string& name, const std::string& hash,
                                                    std::string& error);
