@@ -1,5 +1,4 @@
 #include <csignal>
-#include <fstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -209,21 +208,6 @@ steps:
     CHECK_THAT(show.output, Catch::Contains("output file: "));
 }
 
-namespace {
-
-// True while `pid` runs (not gone, not a zombie waiting for a parent to reap it).
-bool process_alive(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat;
-    if (!std::getline(in, stat)) {
-        return false;
-    }
-    const auto close = stat.rfind(')');
-    return close != std::string::npos && stat.size() > close + 2 && stat[close + 2] != 'Z';
-}
-
-}  // namespace
-
 TEST_CASE("after a crash, the next runbookd stops the step the crashed one left running",
           "[cli][recovery]") {
     test::TempDir dir;
@@ -257,16 +241,16 @@ steps:
         REQUIRE(test::wait_until(
             [&] { return test::query_value(db, "SELECT count(pid) FROM attempts") == "1"; }, 5s));
         step_pid = std::stoi(test::query_value(db, "SELECT pid FROM attempts"));
-        REQUIRE(process_alive(step_pid));
+        REQUIRE(test::process_running(step_pid));
         first.signal(SIGKILL);  // a crash: no drain, no cleanup
         REQUIRE(first.wait(5s).has_value());
     }
-    CHECK(process_alive(step_pid));  // left running by the crash
+    CHECK(test::process_running(step_pid));  // left running by the crash
 
     test::Subprocess second(argv, dir.file("second.log"));
     const bool ready =
         test::wait_until([&] { return http::send_request("GET", url + "/").ok(); }, 15s);
-    const bool stopped = test::wait_until([&] { return !process_alive(step_pid); }, 2s);
+    const bool stopped = test::wait_until([&] { return !test::process_running(step_pid); }, 2s);
     if (!stopped) {
         ::kill(step_pid, SIGKILL);  // never leave the test's own step behind
     }

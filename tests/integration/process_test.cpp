@@ -59,19 +59,9 @@ ProcessResult run(ProcessSpec spec,
     return std::move(*result);
 }
 
+// Gone, or a zombie waiting for its new parent to reap it: either way nothing runs.
 bool process_gone(pid_t pid) {
-    // Gone, or a zombie waiting for its new parent to reap it: either way nothing runs.
-    if (::kill(pid, 0) != 0) {
-        return true;
-    }
-    try {
-        const std::string stat =
-            runbookd::test::read_file("/proc/" + std::to_string(pid) + "/stat");
-        const auto close = stat.rfind(')');
-        return close != std::string::npos && stat.size() > close + 2 && stat[close + 2] == 'Z';
-    } catch (const std::exception&) {
-        return true;
-    }
+    return !runbookd::test::process_running(pid);
 }
 
 // Children of this test process that have exited but were never reaped.

@@ -74,6 +74,19 @@ std::string fixture(const std::string& relative) {
     return read_file(std::filesystem::path(RUNBOOKD_FIXTURES_DIR) / relative);
 }
 
+bool process_running(pid_t pid) {
+    if (::kill(pid, 0) != 0) {
+        return false;
+    }
+    try {
+        const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+        const auto close = stat.rfind(')');
+        return close == std::string::npos || stat.size() <= close + 2 || stat[close + 2] != 'Z';
+    } catch (const std::exception&) {
+        return false;  // gone between the two looks
+    }
+}
+
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {

@@ -44,6 +44,9 @@ std::string fixture(const std::string& relative);
 // Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
 
+// True while `pid` runs: it exists and is not a zombie waiting for a parent to reap it.
+bool process_running(pid_t pid);
+
 // A TCP port on 127.0.0.1 that was free a moment ago (for programs that cannot report the
 // port they bound).
 std::uint16_t free_tcp_port();
