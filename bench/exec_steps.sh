@@ -41,6 +41,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 STEPS=${BENCH_STEPS:-5000}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -101,18 +103,7 @@ if [[ -n ${BENCH_BINARY:-} ]]; then
 fi
 if [[ -z ${BENCH_BINARY:-} ]] || ((DAEMON_STEPS > 0)); then
     BIN=${BIN:-build/release/bench/exec_steps_bench}
-    if [[ ! -f build/release/build.ninja ]]; then
-        say "configuring the release preset (cmake --preset release)"
-        cmake --preset release >"$TMP/build.log" 2>&1 || {
-            tail -n 30 "$TMP/build.log" >&2
-            die "cmake --preset release failed"
-        }
-    fi
-    say "building ${TARGETS[*]} (cmake --build --preset release --target ${TARGETS[*]})"
-    cmake --build --preset release --target "${TARGETS[@]}" >>"$TMP/build.log" 2>&1 || {
-        tail -n 30 "$TMP/build.log" >&2
-        die "building ${TARGETS[*]} failed (is RUNBOOKD_BUILD_BENCH off?)"
-    }
+    build_release "${TARGETS[@]}"
 fi
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -154,20 +145,6 @@ run_row fork --mode fork --steps "$FORK_STEPS" --ballast-mib 0
 run_row fork_ballast --mode fork --steps "$FORK_STEPS" --ballast-mib "$BALLAST"
 run_row concurrent --mode concurrent --concurrency "$CONCURRENT" --sleep-s 2
 
-# A TCP port on 127.0.0.1 that no socket uses now; runbookd is then checked to answer on it.
-free_port() {
-    local port hex _
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 12000))
-        hex=$(printf '%04X' "$port")
-        if ! awk -v h="$hex" 'FNR > 1 { split($2, a, ":"); if (a[2] == h) f = 1 }
-                              END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "found no free TCP port on 127.0.0.1"
-}
 
 # The daemon row: one run of DAEMON_STEPS `/bin/true` steps, timed from the attempts' rows.
 run_daemon_row() {

@@ -34,6 +34,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-20}
@@ -134,21 +136,6 @@ trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT
 trap 'say "terminated"; exit 143' TERM
 
-# A TCP port on 127.0.0.1 that no socket uses now, below the ephemeral range wrk's client
-# sockets come from. The server is then checked to answer on it, so a lost race is reported.
-free_port() {
-    local port hex _
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 12000))
-        hex=$(printf '%04X' "$port")
-        if ! awk -v h="$hex" 'FNR > 1 { split($2, a, ":"); if (a[2] == h) f = 1 }
-                              END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "found no free TCP port on 127.0.0.1"
-}
 
 # wait_ready PID NAME URL PATTERN LOG: polls URL until its body matches PATTERN (10 s at most).
 wait_ready() {
@@ -248,18 +235,7 @@ if [[ -n ${BENCH_RUNBOOKD:-} ]]; then
     [[ -x $RUNBOOKD ]] || die "BENCH_RUNBOOKD=$RUNBOOKD is not an executable"
 else
     RUNBOOKD=build/release/engine/runbookd
-    if [[ ! -f build/release/build.ninja ]]; then
-        say "configuring the release preset (cmake --preset release)"
-        cmake --preset release >"$TMP/build.log" 2>&1 || {
-            tail -n 30 "$TMP/build.log" >&2
-            die "cmake --preset release failed"
-        }
-    fi
-    say "building runbookd (cmake --build --preset release --target runbookd)"
-    cmake --build --preset release --target runbookd >>"$TMP/build.log" 2>&1 || {
-        tail -n 30 "$TMP/build.log" >&2
-        die "building runbookd failed"
-    }
+    build_release runbookd
 fi
 RUNBOOKD_VERSION=$("$RUNBOOKD" --version 2>&1 | head -n 1 || true)
 WEBHOOK_VERSION=$(webhook -version 2>&1 || true)
