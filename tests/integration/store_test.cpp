@@ -5,12 +5,15 @@
 #include <thread>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <sqlite3.h>
 #include <unistd.h>
 
 #include <runbookd/step_parser.hpp>
 #include <runbookd/store.hpp>
 
+#include "store/audit.hpp"
+#include "store/sqlite.hpp"
 #include "support/support.hpp"
 
 namespace {
@@ -26,6 +29,14 @@ steps:
   - name: df
     argv: [df, -h]
 )";
+
+// Undoes migration 6 (the audit chain), leaving what a version 5 runbookd wrote.
+constexpr const char* kBackToVersion5 =
+    "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;"
+    "DROP TRIGGER audit_anchor_no_update; DROP TRIGGER audit_anchor_no_delete;"
+    "DROP TABLE audit_anchor; DROP TABLE audit_prune_guard;"
+    "ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash;"
+    "DELETE FROM schema_migrations WHERE version = 6;";
 
 std::shared_ptr<const Runbook> load_runbook() {
     auto loaded = load_runbook_text(kRunbook, "disk.yaml", builtin_step_parsers());
@@ -135,6 +146,30 @@ struct StoreFixture {
     std::shared_ptr<const Runbook> runbook;
 };
 
+audit::VerifyReport verify_chain(const std::string& path) {
+    auto db = sqlite::Database::open(path, true, 1000);
+    REQUIRE(db.ok());
+    auto report = audit::verify(*db);
+    REQUIRE(report.ok());
+    return *report;
+}
+
+// A run through its whole life: queued, started, one attempt, finished.
+void run_once(StoreFixture& f) {
+    const RunId run = f.queue_run();
+    REQUIRE(f.start(run).ok());
+    const AttemptId attempt = f.start_attempt(run, {"/usr/bin/df"});
+    AttemptEnd end;
+    end.succeeded = true;
+    end.exit_code = 0;
+    end.finished_at = Timestamp::now();
+    RunProgress ended;
+    ended.run = run;
+    ended.ended = std::make_pair(attempt, end);
+    REQUIRE(f.progress(std::move(ended)).ok());
+    REQUIRE(f.finish(run, RunState::Succeeded, "").ok());
+}
+
 }  // namespace
 
 TEST_CASE("a new database is created and migrated once", "[store]") {
@@ -144,7 +179,8 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
     open_store(path)->close();
 
-    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") == "1,2,3,4,5");
+    CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") ==
+          "1,2,3,4,5,6");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -226,7 +262,8 @@ TEST_CASE("a run's lifecycle is recorded with its attempts and events", "[store]
     CHECK(query_value(f.path,
                       "SELECT group_concat(kind, ' ') FROM (SELECT kind FROM events "
                       "ORDER BY id)") ==
-          "run.queued run.started attempt.started attempt.finished run.finished");
+          "delivery.received run.queued run.started attempt.started attempt.finished "
+          "run.finished");
 
     auto detail = f.store->get_run(run);
     REQUIRE(detail.ok());
@@ -390,7 +427,9 @@ TEST_CASE("a progress write that contradicts the stored state changes nothing", 
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == ErrorCode::InvalidArgument);
     CHECK(query_value(f.path, "SELECT count(*) FROM attempts") == "0");
-    CHECK(query_value(f.path, "SELECT count(*) FROM events WHERE kind != 'run.queued'") == "0");
+    CHECK(query_value(f.path,
+                      "SELECT count(*) FROM events WHERE kind NOT IN "
+                      "('delivery.received', 'run.queued')") == "0");
 }
 
 TEST_CASE("a failing write does not take down the others committed with it", "[store]") {
@@ -406,8 +445,11 @@ TEST_CASE("a failing write does not take down the others committed with it", "[s
     f.store->record_delivery(make_delivery(*f.runbook, 1),
                              [&](Result<DeliveryReceipt> r) { first.set_value(std::move(r)); });
     std::this_thread::sleep_for(30ms);
+    // Starts the run (appending an audit event) before it fails on an unknown attempt: the
+    // event goes with the rollback, and the chain must not miss it.
     RunProgress contradiction;
     contradiction.run = run;
+    contradiction.started = Timestamp::now();
     contradiction.ended = std::make_pair(AttemptId{99}, AttemptEnd{});
     f.store->record_progress(contradiction,
                              [&](Result<AttemptId> r) { bad.set_value(std::move(r)); });
@@ -424,6 +466,12 @@ TEST_CASE("a failing write does not take down the others committed with it", "[s
     CHECK(query_value(f.path, "SELECT count(*) FROM deliveries") == "3");
     CHECK(query_value(f.path, "SELECT count(*) FROM runs WHERE id = " +
                                   std::to_string(receipt->run_ids.at(0))) == "1");
+    CHECK(query_value(f.path, "SELECT state FROM runs WHERE id = " + std::to_string(run)) ==
+          "queued");
+    run_once(f);
+    const auto report = verify_chain(f.path);
+    INFO(report.message);
+    CHECK(report.intact());
 }
 
 TEST_CASE("a database is used by one runbookd at a time", "[store]") {
@@ -473,14 +521,16 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
                          "ALTER TABLE runs DROP COLUMN cancelled_by;"
                          "DROP TABLE episodes;"
                          "ALTER TABLE attempts DROP COLUMN pid;"
-                         "ALTER TABLE attempts DROP COLUMN pid_start_ticks;"
-                         "DELETE FROM schema_migrations WHERE version >= 2;",
+                         "ALTER TABLE attempts DROP COLUMN pid_start_ticks;",
                          nullptr, nullptr, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, kBackToVersion5, nullptr, nullptr, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "DELETE FROM schema_migrations WHERE version >= 2;", nullptr, nullptr,
+                         nullptr) == SQLITE_OK);
     sqlite3_close(db);
 
     auto store = open_store(f.path);
     CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5");
+          "1,2,3,4,5,6");
     auto detail = store->get_run(run);
     REQUIRE(detail.ok());
     CHECK(detail->run.state == RunState::Queued);
@@ -551,4 +601,164 @@ TEST_CASE("an attempt's transitions and output file are recorded", "[store]") {
     CHECK(detail->attempts[0].end->output_stored_bytes == 1024);
     CHECK(detail->attempts[0].end->output_truncated);
     CHECK(detail->attempts[0].end->signal == 9);
+}
+
+TEST_CASE("every event carries the hash of the one before it and the chain verifies",
+          "[store][audit]") {
+    StoreFixture f;
+
+    run_once(f);
+    run_once(f);
+
+    const auto report = verify_chain(f.path);
+    INFO(report.message);
+    CHECK(report.intact());
+    CHECK(report.events == 12);
+    CHECK(report.first_id == 1);
+    CHECK(report.last_id == 12);
+    CHECK(query_value(f.path, "SELECT prev_hash FROM events WHERE id = 1") == audit::kGenesisHash);
+    CHECK(query_value(f.path,
+                      "SELECT count(*) FROM events e JOIN events p ON p.id = e.id - 1 "
+                      "WHERE e.prev_hash = p.hash") == "11");
+    CHECK(report.head_hash == query_value(f.path, "SELECT hash FROM events WHERE id = 12"));
+}
+
+TEST_CASE("a delivery is one delivery.received event listing each alert and its outcome",
+          "[store][audit]") {
+    StoreFixture f;
+    auto d = std::make_shared<DeliveryRecord>(*make_delivery(*f.runbook, 1));
+    d->alerts.push_back({d->alerts[0].alert, AlertOutcome::RunStarted, ""});
+    d->runs.push_back({1, f.runbook->name, f.runbook->content_hash, "", {}, {}});
+
+    record(*f.store, d);
+
+    const auto detail = nlohmann::json::parse(
+        query_value(f.path, "SELECT detail FROM events WHERE kind = 'delivery.received'"));
+    REQUIRE(detail["alerts"].size() == 2);
+    CHECK(detail["alerts"][0]["fingerprint"] == d->alerts[0].alert.fingerprint);
+    CHECK(detail["alerts"][0]["status"] == "firing");
+    CHECK(detail["alerts"][0]["startsAt"] == "2026-12-04T15:49:26.5Z");
+    CHECK(detail["alerts"][0]["outcome"] == "run_started");
+    CHECK(detail["alerts"][1]["outcome"] == "duplicate");
+    CHECK(detail["receiver"] == "runbookd");
+    CHECK(query_value(f.path, "SELECT count(*) FROM events WHERE kind = 'delivery.received'") ==
+          "1");
+}
+
+TEST_CASE("a write that fails after appending events leaves no hole or fork in the chain",
+          "[store][audit]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    // Appends run.started, then fails on an attempt that does not exist: rolled back in the
+    // batch's transaction and again in its own savepoint.
+    RunProgress failing;
+    failing.run = run;
+    failing.started = Timestamp::now();
+    failing.ended = std::make_pair(AttemptId{77}, AttemptEnd{});
+
+    auto r = f.progress(failing);
+    run_once(f);
+
+    REQUIRE_FALSE(r.ok());
+    CHECK(query_value(f.path, "SELECT count(*) FROM events WHERE run_id = " + std::to_string(run) +
+                                  " AND kind = 'run.started'") == "0");
+    const auto report = verify_chain(f.path);
+    INFO(report.message);
+    CHECK(report.intact());
+    CHECK(report.events == std::stoll(query_value(f.path, "SELECT count(*) FROM events")));
+}
+
+TEST_CASE("a version 5 database is chained by the migration and verifies", "[store][audit]") {
+    StoreFixture f;
+    run_once(f);
+    f.store->close();
+    f.store.reset();
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(f.path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, kBackToVersion5, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    REQUIRE(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "5");
+
+    f.store = open_store(f.path);
+    run_once(f);
+
+    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "6");
+    const auto report = verify_chain(f.path);
+    INFO(report.message);
+    CHECK(report.intact());
+    CHECK(report.events == 12);
+    CHECK(query_value(f.path, "SELECT count(*) FROM events WHERE hash = ''") == "0");
+}
+
+TEST_CASE("events cannot be updated or deleted except by prune", "[store][audit]") {
+    StoreFixture f;
+    run_once(f);
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(f.path.c_str(), &db) == SQLITE_OK);
+
+    const int update =
+        sqlite3_exec(db, "UPDATE events SET detail = '{}' WHERE id = 2", nullptr, nullptr, nullptr);
+    const std::string update_error = sqlite3_errmsg(db);
+    const int remove =
+        sqlite3_exec(db, "DELETE FROM events WHERE id = 1", nullptr, nullptr, nullptr);
+    const std::string delete_error = sqlite3_errmsg(db);
+    sqlite3_close(db);
+
+    CHECK(update != SQLITE_OK);
+    CHECK_THAT(update_error, Catch::Contains("audit events are append-only: UPDATE"));
+    CHECK(remove != SQLITE_OK);
+    CHECK_THAT(delete_error, Catch::Contains("audit events are append-only: DELETE"));
+    CHECK(verify_chain(f.path).intact());
+}
+
+TEST_CASE("prune removes old events, keeps the newest, and the chain still verifies",
+          "[store][audit]") {
+    StoreFixture f;
+    run_once(f);
+    std::this_thread::sleep_for(5ms);
+    const Timestamp boundary = Timestamp::now();
+    std::this_thread::sleep_for(5ms);
+    run_once(f);
+    auto db = sqlite::Database::open(f.path, false, 1000);
+    REQUIRE(db.ok());
+
+    auto pruned = audit::prune(*db, boundary, "tester");
+    run_once(f);  // the writer goes on from its head in memory
+    auto all = audit::prune(*db, *parse_rfc3339("2100-01-01T00:00:00Z"), "tester");
+
+    REQUIRE(pruned.ok());
+    CHECK(pruned->deleted_events == 6);
+    CHECK(pruned->last_event_id == 6);
+    REQUIRE(all.ok());
+    CHECK(all->deleted_events == 11);
+    CHECK(query_value(f.path, "SELECT count(*) FROM events") == "1");
+    CHECK(query(f.path, "SELECT pruned_by, deleted_events, last_event_id FROM audit_anchor") ==
+          std::vector<std::vector<std::string>>{{"tester", "6", "6"}, {"tester", "11", "17"}});
+    const auto report = verify_chain(f.path);
+    INFO(report.message);
+    CHECK(report.intact());
+    CHECK(report.first_id == 18);
+    REQUIRE(report.anchor.has_value());
+    CHECK(report.anchor->last_event_id == 17);
+}
+
+TEST_CASE("prune refuses a chain that does not verify", "[store][audit]") {
+    StoreFixture f;
+    run_once(f);
+    sqlite3* raw = nullptr;
+    REQUIRE(sqlite3_open(f.path.c_str(), &raw) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(raw,
+                         "DROP TRIGGER events_no_update;"
+                         "UPDATE events SET detail = '{\"forged\":1}' WHERE id = 3;",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+    auto db = sqlite::Database::open(f.path, false, 1000);
+    REQUIRE(db.ok());
+
+    auto pruned = audit::prune(*db, *parse_rfc3339("2100-01-01T00:00:00Z"), "tester");
+
+    REQUIRE_FALSE(pruned.ok());
+    CHECK_THAT(pruned.error().message,
+               Catch::Contains("refused: it does not verify: event 3 was modified"));
+    CHECK(query_value(f.path, "SELECT count(*) FROM events") == "6");
 }

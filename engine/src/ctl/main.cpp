@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -9,6 +10,7 @@
 #include <runbookd/step_parser.hpp>
 
 #include "http/client.hpp"
+#include "store/audit.hpp"
 
 namespace {
 
@@ -251,6 +253,124 @@ int runbooks_list(const Options& o) {
     return 0;
 }
 
+Json anchor_json(const std::optional<runbookd::audit::Anchor>& anchor) {
+    if (!anchor) {
+        return nullptr;
+    }
+    return {{"last_event_id", anchor->last_event_id},
+            {"last_hash", anchor->last_hash},
+            {"pruned_at", anchor->pruned_at},
+            {"pruned_by", anchor->pruned_by},
+            {"deleted_events", anchor->deleted_events}};
+}
+
+// Opens the database file itself (not through runbookd); it may be in use by runbookd (WAL).
+std::optional<runbookd::sqlite::Database> open_db(const std::string& path, bool read_only) {
+    if (!std::filesystem::exists(path)) {
+        std::cerr << "runbookctl: database " << path << " does not exist\n";
+        return std::nullopt;
+    }
+    auto db = runbookd::sqlite::Database::open(path, read_only, 5000);
+    if (!db) {
+        std::cerr << "runbookctl: " << db.error().message << "\n";
+        return std::nullopt;
+    }
+    return std::move(*db);
+}
+
+int audit_verify(const Options& o, const std::string& path) {
+    auto db = open_db(path, true);
+    if (!db) {
+        return kExitFailure;
+    }
+    auto report = runbookd::audit::verify(*db);
+    if (!report) {
+        std::cerr << "runbookctl: audit verify of " << path << " failed: " << report.error().message
+                  << "\n";
+        return kExitFailure;
+    }
+    const auto& r = *report;
+    if (o.output == "json") {
+        Json out = {{"intact", r.intact()},     {"events", r.events},
+                    {"first_id", r.first_id},   {"last_id", r.last_id},
+                    {"head_hash", r.head_hash}, {"anchor", anchor_json(r.anchor)}};
+        if (!r.intact()) {
+            out["problem"] = r.problem;
+            out["event_id"] = r.event_id;
+            out["message"] = r.message;
+        }
+        std::cout << out.dump(2) << "\n";
+    } else if (r.intact()) {
+        std::cout << fmt::format("audit chain intact: {} events", r.events);
+        if (r.events > 0) {
+            std::cout << fmt::format(" (ids {} to {})", r.first_id, r.last_id);
+        }
+        std::cout << fmt::format(", head {}\n", r.head_hash);
+        if (r.anchor) {
+            std::cout << fmt::format("pruned through event {} on {} by {}\n",
+                                     r.anchor->last_event_id, r.anchor->pruned_at,
+                                     text_of(Json(r.anchor->pruned_by)));
+        }
+    }
+    if (!r.intact()) {
+        std::cerr << fmt::format("runbookctl: audit chain broken at event {} ({}): {}\n",
+                                 r.event_id, r.problem, r.message);
+        return kExitFailure;
+    }
+    return 0;
+}
+
+// "2026-01-31" (midnight UTC) or an RFC 3339 time.
+std::optional<runbookd::Timestamp> parse_date(const std::string& text) {
+    const bool date_only = text.size() == 10 && text[4] == '-' && text[7] == '-';
+    auto parsed = runbookd::parse_rfc3339(date_only ? text + "T00:00:00Z" : text);
+    if (!parsed) {
+        return std::nullopt;
+    }
+    return *parsed;
+}
+
+int audit_prune(const Options& o, const std::string& path, const std::string& before,
+                const std::string& actor) {
+    const auto when = parse_date(before);
+    if (!when) {
+        std::cerr << "runbookctl: --before \"" << text_of(Json(before))
+                  << "\" is not a date (write YYYY-MM-DD or an RFC 3339 time such as "
+                     "2026-01-31T12:00:00Z)\n";
+        return kExitUsage;
+    }
+    auto db = open_db(path, false);
+    if (!db) {
+        return kExitFailure;
+    }
+    auto report = runbookd::audit::prune(*db, *when, actor);
+    if (!report) {
+        std::cerr << "runbookctl: audit prune of " << path << " failed: " << report.error().message
+                  << "\n";
+        return kExitFailure;
+    }
+    if (o.output == "json") {
+        std::cout << Json{{"deleted_events", report->deleted_events},
+                          {"last_event_id", report->last_event_id},
+                          {"last_hash", report->last_hash},
+                          {"remaining_events", report->remaining_events}}
+                         .dump(2)
+                  << "\n";
+    } else if (report->deleted_events == 0) {
+        std::cout << "no events to prune before " << when->to_rfc3339_millis() << "\n";
+    } else {
+        std::cout << fmt::format("pruned {} events through event {} (hash {}); {} remain\n",
+                                 report->deleted_events, report->last_event_id, report->last_hash,
+                                 report->remaining_events);
+    }
+    return 0;
+}
+
+std::string default_actor() {
+    const char* user = std::getenv("USER");
+    return user != nullptr && *user != '\0' ? user : "runbookctl";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -285,6 +405,19 @@ int main(int argc, char** argv) {
     runbooks_cmd->require_subcommand(1);
     auto* runbooks_list_cmd = runbooks_cmd->add_subcommand("list", "list loaded runbooks");
 
+    auto* audit_cmd = app.add_subcommand("audit", "the audit chain in the database: verify, prune");
+    audit_cmd->require_subcommand(1);
+    std::string db_path, before, actor = default_actor();
+    auto* verify_cmd =
+        audit_cmd->add_subcommand("verify", "check that no audit event was changed or removed");
+    verify_cmd->add_option("--db", db_path, "runbookd's SQLite file")->required();
+    auto* prune_cmd = audit_cmd->add_subcommand(
+        "prune", "delete events recorded before a date, keeping the chain verifiable");
+    prune_cmd->add_option("--db", db_path, "runbookd's SQLite file")->required();
+    prune_cmd->add_option("--before", before, "YYYY-MM-DD (UTC) or an RFC 3339 time")->required();
+    prune_cmd->add_option("--actor", actor, "who prunes, recorded in the anchor ($USER)")
+        ->capture_default_str();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::Success& e) {
@@ -308,6 +441,12 @@ int main(int argc, char** argv) {
     }
     if (runbooks_list_cmd->parsed()) {
         return runbooks_list(o);
+    }
+    if (verify_cmd->parsed()) {
+        return audit_verify(o, db_path);
+    }
+    if (prune_cmd->parsed()) {
+        return audit_prune(o, db_path, before, actor);
     }
     return kExitFailure;
 }

@@ -1,5 +1,7 @@
 #include "store/schema.hpp"
 
+#include "store/audit.hpp"
+
 namespace runbookd::schema {
 
 // The tables are a public interface (docs/audit-schema.md): users query them with sqlite3.
@@ -121,6 +123,38 @@ ALTER TABLE attempts ADD COLUMN pid_start_ticks INTEGER;
 ALTER TABLE episodes ADD COLUMN dedup_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE episodes ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX episodes_by_key ON episodes (runbook, dedup_key, created_ms);
+)sql"},
+        // The chain is computed in code (SHA-256), before the triggers forbid updating events.
+        {6, "tamper-evident audit: hash chain over events, prune anchors, append-only triggers",
+         R"sql(
+ALTER TABLE events ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+CREATE TABLE audit_anchor (
+    id             INTEGER PRIMARY KEY,
+    pruned_at      TEXT NOT NULL,
+    pruned_by      TEXT NOT NULL,
+    before         TEXT NOT NULL,
+    deleted_events INTEGER NOT NULL,
+    last_event_id  INTEGER NOT NULL,
+    last_hash      TEXT NOT NULL
+) STRICT;
+CREATE TABLE audit_prune_guard (through_id INTEGER NOT NULL) STRICT;
+)sql",
+         audit::chain_existing_events, R"sql(
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only: UPDATE of events is refused');
+END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+WHEN NOT EXISTS (SELECT 1 FROM audit_prune_guard WHERE OLD.id <= through_id) BEGIN
+    SELECT RAISE(ABORT,
+        'audit events are append-only: DELETE of events is refused (see runbookctl audit prune)');
+END;
+CREATE TRIGGER audit_anchor_no_update BEFORE UPDATE ON audit_anchor BEGIN
+    SELECT RAISE(ABORT, 'audit anchors are append-only: UPDATE of audit_anchor is refused');
+END;
+CREATE TRIGGER audit_anchor_no_delete BEFORE DELETE ON audit_anchor BEGIN
+    SELECT RAISE(ABORT, 'audit anchors are append-only: DELETE of audit_anchor is refused');
+END;
 )sql"},
     };
     return all;

@@ -3,6 +3,12 @@
 #include <string_view>
 #include <vector>
 
+#include <runbookd/result.hpp>
+
+namespace runbookd::sqlite {
+class Database;
+}
+
 namespace runbookd::schema {
 
 // One step of the database schema. Migrations only ever append: a released migration is never
@@ -11,6 +17,10 @@ struct Migration {
     int version;
     std::string_view description;
     std::string_view sql;
+    // Code run after `sql` in the same transaction (e.g. computing values SQL cannot), then
+    // `after_sql`.
+    Status (*backfill)(sqlite::Database& db) = nullptr;
+    std::string_view after_sql = {};
 };
 
 const std::vector<Migration>& migrations();

@@ -16,6 +16,7 @@
 
 #include "common/json_text.hpp"
 #include "common/log.hpp"
+#include "store/audit.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
 
@@ -78,7 +79,32 @@ struct DeliveryWrite {
     std::vector<std::string> warning_events;
     std::vector<AlertText> alerts;
     std::vector<std::string> run_events;
+    // The delivery.received event's detail without the alert outcomes, which only the writer
+    // knows: the opening (up to the alerts list) and each alert's entry without its closing
+    // brace. received_detail() puts them together.
+    std::string received_head;
+    std::vector<std::string> received_alerts;
 };
+
+// An object rendered as JSON without its closing brace, so that fields can be appended.
+std::string open_json_object(const Json& object) {
+    std::string text = dump_json(object);
+    text.pop_back();
+    return text;
+}
+
+std::string received_detail(const DeliveryWrite& w, const std::vector<AlertOutcome>& outcomes) {
+    std::string out = w.received_head;
+    for (std::size_t i = 0; i < w.received_alerts.size(); ++i) {
+        out += i == 0 ? "" : ",";
+        out += w.received_alerts[i];
+        out += R"(,"outcome":")";
+        out += alert_outcome_name(outcomes[i]);
+        out += "\"}";
+    }
+    out += "]}";
+    return out;
+}
 
 DeliveryWrite prepare_delivery(std::shared_ptr<const DeliveryRecord> record) {
     DeliveryWrite w;
@@ -97,7 +123,14 @@ DeliveryWrite prepare_delivery(std::shared_ptr<const DeliveryRecord> record) {
         }
         w.alerts.push_back({json_text::label_set(a.labels), json_text::label_set(a.annotations),
                             a.starts_at.to_rfc3339(), std::move(ends)});
+        w.received_alerts.push_back(
+            open_json_object(Json{{"fingerprint", a.fingerprint},
+                                  {"status", alert_status_name(a.status)},
+                                  {"startsAt", w.alerts.back().starts_at}}));
     }
+    std::string head = open_json_object(
+        Json{{"receiver", r.receiver}, {"status", r.status}, {"body_sha256", r.body_sha256}});
+    w.received_head = head + R"(,"alerts":[)";
     for (const auto& run : r.runs) {
         w.run_events.push_back(dump_json(Json{{"runbook", run.runbook}, {"trigger", "alert"}}));
     }
@@ -320,6 +353,9 @@ class SqliteStore final : public Store {
     OwnerLock lock_;
     Database writer_db_;
     WriterStatements ws_;
+    // The last event of the audit chain, as committed or as applied in the open transaction.
+    // Writer thread only; rolled back with every rollback (see commit_batch).
+    audit::ChainHead head_;
     std::shared_ptr<spdlog::logger> log_;
 
     std::mutex mutex_;
@@ -396,6 +432,12 @@ Status migrate(Database& db, std::shared_ptr<spdlog::logger> log) {
             return s;
         }
         Status s = db.exec(m.sql);
+        if (s && m.backfill != nullptr) {
+            s = m.backfill(db);
+        }
+        if (s && !m.after_sql.empty()) {
+            s = db.exec(m.after_sql);
+        }
         if (s) {
             auto insert = Statement::prepare(
                 db,
@@ -461,8 +503,8 @@ Status SqliteStore::prepare_writer() {
         {&ws_.runs_for_key_since,
          "SELECT count(*) FROM episodes WHERE runbook = ? AND dedup_key = ? AND created_ms > ?"},
         {&ws_.insert_event,
-         "INSERT INTO events (at, kind, delivery_id, run_id, attempt_id, detail) "
-         "VALUES (?,?,?,?,?,?)"},
+         "INSERT INTO events (id, at, kind, delivery_id, run_id, attempt_id, detail, prev_hash, "
+         "hash) VALUES (?,?,?,?,?,?,?,?,?)"},
         {&ws_.wait_run, "UPDATE runs SET reason = ? WHERE id = ? AND state = 'queued'"},
         {&ws_.attempt_spawned,
          "UPDATE attempts SET pid = ?, pid_start_ticks = ? "
@@ -492,6 +534,11 @@ Status SqliteStore::prepare_writer() {
         }
         *e.target = std::move(*stmt);
     }
+    auto head = audit::load_head(writer_db_);
+    if (!head) {
+        return head.error();
+    }
+    head_ = std::move(*head);
     return {};
 }
 
@@ -540,9 +587,11 @@ void SqliteStore::take(std::deque<PendingWrite>& queue, std::vector<PendingWrite
 // Commits the batch in one transaction: one fsync for many writes. The fast path applies the
 // writes one after another; if one of them fails, the transaction is rolled back and the batch
 // applied again with a savepoint around each write, so that the failing write is the only one
-// that fails. Writes rebuild their results from scratch, so applying one twice is safe.
+// that fails. Writes rebuild their results from scratch, so applying one twice is safe. The
+// audit chain head goes back with every rollback: the events it counted are gone.
 void SqliteStore::commit_batch(std::vector<PendingWrite>& batch) {
     std::vector<Status> results(batch.size());
+    const audit::ChainHead committed_head = head_;
     Status tx = ws_.begin.run();
     bool all_applied = true;
     if (tx) {
@@ -552,6 +601,7 @@ void SqliteStore::commit_batch(std::vector<PendingWrite>& batch) {
         }
         if (!all_applied) {
             (void)ws_.rollback.run();
+            head_ = committed_head;
             tx = apply_isolated(batch, results);
         }
     }
@@ -560,6 +610,9 @@ void SqliteStore::commit_batch(std::vector<PendingWrite>& batch) {
         if (!tx) {
             (void)ws_.rollback.run();
         }
+    }
+    if (!tx) {
+        head_ = committed_head;
     }
     if (!tx) {
         log_->warn("commit failed writes={} error={}", batch.size(),
@@ -580,9 +633,11 @@ Status SqliteStore::apply_isolated(std::vector<PendingWrite>& batch, std::vector
             results[i] = s;
             continue;
         }
+        const audit::ChainHead before = head_;
         results[i] = batch[i].apply();
         if (!results[i]) {
             (void)ws_.rollback_to.run();
+            head_ = before;
         }
         (void)ws_.release.run();
     }
@@ -605,13 +660,25 @@ Status SqliteStore::insert_event(std::string_view kind, std::string_view at,
                                  std::optional<std::int64_t> delivery,
                                  std::optional<std::int64_t> run,
                                  std::optional<std::int64_t> attempt, std::string_view detail) {
-    return ws_.insert_event.bind(1, at)
-        .bind(2, kind)
-        .bind(3, delivery)
-        .bind(4, run)
-        .bind(5, attempt)
-        .bind(6, detail)
-        .run();
+    // The id is chosen here, not by SQLite, because the hash covers it; consecutive ids make a
+    // deleted event show as a gap.
+    const std::int64_t id = head_.id + 1;
+    std::string hash =
+        audit::event_hash({id, at, kind, delivery, run, attempt, detail, head_.hash});
+    Status s = ws_.insert_event.bind(1, id)
+                   .bind(2, at)
+                   .bind(3, kind)
+                   .bind(4, delivery)
+                   .bind(5, run)
+                   .bind(6, attempt)
+                   .bind(7, detail)
+                   .bind(8, std::string_view(head_.hash))
+                   .bind(9, std::string_view(hash))
+                   .run();
+    if (s) {
+        head_ = {id, std::move(hash)};
+    }
+    return s;
 }
 
 Status SqliteStore::update_one(Statement& stmt, std::string_view what) {
@@ -646,6 +713,11 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
     }
     receipt.delivery_id = writer_db_.last_insert_id();
     if (s = decide_runs(w, receipt); !s) {
+        return s;
+    }
+    if (s = insert_event("delivery.received", w.received_at, receipt.delivery_id, std::nullopt,
+                         std::nullopt, received_detail(w, receipt.alert_outcomes));
+        !s) {
         return s;
     }
     for (const auto& detail : w.warning_events) {
