@@ -1,5 +1,7 @@
 #include "store/audit.hpp"
 
+#include <csignal>
+#include <filesystem>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -7,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
+#include "common/hash.hpp"
 #include "support/support.hpp"
 
 namespace {
@@ -213,4 +216,104 @@ TEST_CASE("audit commands report bad input clearly", "[audit][cli]") {
     CHECK_THAT(missing.out, Catch::Contains("database " + dir.file("none.db") + " does not exist"));
     CHECK(bad_date.exit_code == 2);
     CHECK_THAT(bad_date.out, Catch::Contains("--before \"last tuesday\" is not a date"));
+}
+
+namespace {
+
+constexpr const char* kSecretValue = "s3cr3t-Zq9-value";
+
+// Every file under `dir` (recursively) except `skip` that holds `needle` anywhere in its bytes.
+std::vector<std::string> files_holding(const std::filesystem::path& dir, const std::string& needle,
+                                       const std::string& skip) {
+    std::vector<std::string> found;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+        if (entry.is_regular_file() && entry.path().string() != skip &&
+            test::read_file(entry.path()).find(needle) != std::string::npos) {
+            found.push_back(entry.path().string());
+        }
+    }
+    return found;
+}
+
+}  // namespace
+
+TEST_CASE("a secret reaches its step's environment only: not the audit, output files or log",
+          "[audit][secrets]") {
+    test::TempDir dir;
+    test::write_file(dir.file("token"), std::string(kSecretValue) + "\n");
+    test::write_file(dir.file("runbookd.yaml"), "secrets:\n  api_token: {file: token}\n");
+    test::write_file(dir.file("runbooks/leak.yaml"), fmt::format(R"yaml(name: leak
+matchers: ['alertname="HostHighLoad"']
+steps:
+  - name: echo-secret
+    shell: |
+      echo "token is $TOKEN"
+      printf '%s' "$TOKEN" >&2
+      [ "$(printf %s "$TOKEN" | sha256sum | cut -c1-64)" = "{}" ] && echo "token matches"
+      exit 3
+    env:
+      TOKEN: {{secret: api_token}}
+)yaml",
+                                                                 sha256_hex(kSecretValue)));
+    const std::uint16_t port = test::free_tcp_port();
+    const std::string db = dir.file("runbookd.db");
+    const std::string log = dir.file("runbookd.log");
+    test::Subprocess daemon({RUNBOOKD_BINARY, "--config", dir.file("runbookd.yaml"), "--listen",
+                             fmt::format("127.0.0.1:{}", port), "--runbooks", dir.file("runbooks"),
+                             "--db", db, "--log-level", "trace"},
+                            log);
+    const std::string url = fmt::format("http://127.0.0.1:{}", port);
+    REQUIRE(test::wait_ready(url));
+
+    REQUIRE(
+        test::post_notification(url, test::fixture("alertmanager/v4-firing-two-alerts.json")).ok());
+    REQUIRE(test::wait_until(
+        [&] { return query_value(db, "SELECT count(*) FROM runs WHERE state = 'failed'") == "2"; },
+        10s));
+    daemon.signal(SIGTERM);
+    REQUIRE(daemon.wait(10s) == 0);
+
+    INFO(test::read_file(log));
+    CHECK(test::query(db, "SELECT DISTINCT stdout_excerpt, stderr_excerpt FROM attempts") ==
+          std::vector<std::vector<std::string>>{
+              {"token is [secret:api_token]\ntoken matches\n", "[secret:api_token]"}});
+    CHECK(query_value(db,
+                      "SELECT count(*) FROM events WHERE kind = 'attempt.finished' AND "
+                      "json_extract(detail, '$.exit_code') = 3") == "2");
+    const std::string output = query_value(db, "SELECT output_path FROM attempts LIMIT 1");
+    CHECK_THAT(test::read_file(output), Catch::Contains("[secret:api_token]"));
+    CHECK_THAT(test::read_file(log), Catch::Contains("secrets read count=1 names=api_token"));
+    // The database (with its WAL), the output files and the log: no byte of the value.
+    CHECK(files_holding(dir.path(), kSecretValue, dir.file("token")).empty());
+}
+
+TEST_CASE("runbookd refuses to start on a secret it cannot read, naming it", "[audit][secrets]") {
+    test::TempDir dir;
+    test::write_file(dir.file("runbookd.yaml"), "secrets:\n  api_token: {file: missing}\n");
+    test::write_file(dir.file("runbooks/x.yaml"),
+                     "name: x\nsteps:\n  - name: a\n    argv: [env]\n    env:\n"
+                     "      T: {secret: other}\n");
+    const std::vector<std::string> argv = {
+        RUNBOOKD_BINARY,  "--config",           dir.file("runbookd.yaml"),
+        "--runbooks",     dir.file("runbooks"), "--db",
+        dir.file("x.db"), "--listen",           "127.0.0.1:0"};
+
+    const auto start = [&](const std::string& log) {
+        test::Subprocess p(argv, log);
+        const auto code = p.wait(10s);
+        return std::make_pair(code, test::read_file(log));
+    };
+
+    auto missing = start(dir.file("first.log"));
+    test::write_file(dir.file("missing"), "value\n");
+    auto unknown = start(dir.file("second.log"));
+
+    CHECK(missing.first == 2);
+    CHECK_THAT(missing.second,
+               Catch::Contains("secret \"api_token\": cannot read file " + dir.file("missing")));
+    CHECK(unknown.first == 2);
+    CHECK_THAT(unknown.second,
+               Catch::Contains(dir.file("runbooks/x.yaml") +
+                               ":6:19: env.T: unknown secret \"other\" (configured secrets: "
+                               "api_token)"));
 }

@@ -163,11 +163,9 @@ steps:
          fmt::format("127.0.0.1:{}", port), "--runbooks", dir.file("runbooks"), "--db", db},
         dir.file("runbookd.log"));
     const std::string url = fmt::format("http://127.0.0.1:{}", port);
-    REQUIRE(test::wait_until([&] { return http::send_request("GET", url + "/").ok(); }, 10s));
-    REQUIRE(http::send_request("POST", url + "/api/v1/webhooks/alertmanager",
-                               test::fixture("alertmanager/v4-firing-two-alerts.json"),
-                               {{"Content-Type", "application/json"}})
-                .ok());
+    REQUIRE(test::wait_ready(url));
+    REQUIRE(
+        test::post_notification(url, test::fixture("alertmanager/v4-firing-two-alerts.json")).ok());
     REQUIRE(test::wait_until(
         [&] {
             return test::query_value(db, "SELECT count(*) FROM runs WHERE state = 'running'") ==

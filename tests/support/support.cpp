@@ -87,6 +87,16 @@ bool process_running(pid_t pid) {
     }
 }
 
+Result<http::ClientResponse> post_notification(const std::string& base_url,
+                                               const std::string& body) {
+    return http::send_request("POST", base_url + "/api/v1/webhooks/alertmanager", body,
+                              {{"Content-Type", "application/json"}});
+}
+
+bool wait_ready(const std::string& base_url, std::chrono::milliseconds timeout) {
+    return wait_until([&] { return http::send_request("GET", base_url + "/").ok(); }, timeout);
+}
+
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {

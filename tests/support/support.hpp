@@ -77,6 +77,12 @@ class Subprocess {
     std::optional<int> status_;
 };
 
+// Posts an Alertmanager notification (JSON text) to the webhook of the runbookd at `base_url`.
+Result<http::ClientResponse> post_notification(const std::string& base_url,
+                                               const std::string& body);
+// Waits until the runbookd at `base_url` answers; returns whether it did within `timeout`.
+bool wait_ready(const std::string& base_url, std::chrono::milliseconds timeout = 10s);
+
 // Rows of a query on a SQLite file, every column as text ("NULL" for NULL).
 std::vector<std::vector<std::string>> query(const std::string& db_path, const std::string& sql);
 // The single value of a query returning one row and one column.

@@ -19,7 +19,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* const kKnownRootKeys = "listen, runbooks, db, log, http, runs, exec, store";
+const char* const kKnownRootKeys = "listen, runbooks, db, log, http, runs, exec, store, secrets";
 
 // Writes `text` as etc/runbookd.yaml in `dir` and loads it over a default Config.
 runbookd::Status load(const TempDir& dir, const std::string& text, Config& config) {
@@ -354,4 +354,68 @@ TEST_CASE("a typo in a section does not hide its other errors, listed in line or
               ":5:19: runs.shutdown_grace: \"soon\" is not a positive duration (write e.g. "
               "500ms, 30s, 5m, 1h30m)\n" +
               file + ":7:9: exec.nice: expected a whole number from 0 to 19, got \"25\"");
+}
+
+TEST_CASE("secrets are read from files and variables at start, by name", "[config][secrets]") {
+    TempDir dir;
+    write_file(dir.path() / "etc" / "token", "s3cr3t-from-file\n");
+    ::setenv("RUNBOOKD_TEST_SECRET", "s3cr3t-from-env", 1);
+    Config config;
+    REQUIRE(load(dir,
+                 "secrets:\n"
+                 "  api_token: {file: token}\n"
+                 "  db-password: {env: RUNBOOKD_TEST_SECRET}\n",
+                 config)
+                .ok());
+
+    auto values = runbookd::daemon::read_secrets(config.secrets);
+
+    REQUIRE(values.ok());
+    CHECK(*values == runbookd::daemon::SecretValues{{"api_token", "s3cr3t-from-file"},
+                                                    {"db-password", "s3cr3t-from-env"}});
+    CHECK(config.secrets[0].file == (dir.path() / "etc" / "token").string());
+}
+
+TEST_CASE("a secret that cannot be read stops the start, naming it and its source",
+          "[config][secrets]") {
+    TempDir dir;
+    ::unsetenv("RUNBOOKD_TEST_UNSET");
+    write_file(dir.path() / "empty", "\n");
+
+    auto missing_file = runbookd::daemon::read_secrets({{"api", dir.file("none"), ""}});
+    auto unset = runbookd::daemon::read_secrets({{"db", "", "RUNBOOKD_TEST_UNSET"}});
+    auto empty = runbookd::daemon::read_secrets({{"blank", dir.file("empty"), ""}});
+
+    REQUIRE_FALSE(missing_file.ok());
+    CHECK(missing_file.error().message ==
+          "secret \"api\": cannot read file " + dir.file("none") + ": No such file or directory");
+    REQUIRE_FALSE(unset.ok());
+    CHECK(unset.error().message ==
+          "secret \"db\": environment variable RUNBOOKD_TEST_UNSET is not set");
+    REQUIRE_FALSE(empty.ok());
+    CHECK(empty.error().message == "secret \"blank\": file " + dir.file("empty") + " is empty");
+}
+
+TEST_CASE("a secret entry must name exactly one source", "[config][secrets]") {
+    TempDir dir;
+    Config config;
+
+    auto s = load(dir,
+                  "secrets:\n"
+                  "  both: {file: a, env: B}\n"
+                  "  neither: {}\n"
+                  "  \"bad name\": {env: X}\n"
+                  "  other: {vault: x}\n",
+                  config);
+
+    REQUIRE_FALSE(s.ok());
+    const auto path = config_path(dir);
+    CHECK_THAT(s.error().message,
+               Catch::Contains(path + ":2:9: secrets.both: expected exactly one of file or env"));
+    CHECK_THAT(
+        s.error().message,
+        Catch::Contains(path + ":3:12: secrets.neither: expected exactly one of file or env"));
+    CHECK_THAT(s.error().message,
+               Catch::Contains(path + ":4:3: secrets: \"bad name\" is not a valid secret name"));
+    CHECK_THAT(s.error().message, Catch::Contains(path + ":5:11: unknown key \"vault\""));
 }

@@ -10,6 +10,7 @@
 #include "exec/output.hpp"
 
 using runbookd::exec::OutputCapture;
+using Secrets = std::vector<std::pair<std::string, std::string>>;
 
 namespace {
 
@@ -180,4 +181,37 @@ TEST_CASE("a multi-byte character split between appends is kept intact", "[outpu
     capture.append("\x93");
 
     CHECK(capture.excerpt() == "caf\xc3\xa9 \xe2\x9c\x93");
+}
+
+TEST_CASE("every secret value in a stream is replaced, also when split across chunks",
+          "[output][secrets]") {
+    const std::string stream = "token=hunter2-xyz; again:hunter2-xyz; part hunter2 end";
+    const std::string expected = "token=[secret:api]; again:[secret:api]; part hunter2 end";
+
+    for (std::size_t chunk = 1; chunk <= stream.size(); ++chunk) {
+        runbookd::exec::Redactor redactor(Secrets{{"api", "hunter2-xyz"}});
+        std::string out;
+        for (std::size_t i = 0; i < stream.size(); i += chunk) {
+            out += redactor.feed(std::string_view(stream).substr(i, chunk));
+        }
+        out += redactor.finish();
+
+        INFO("chunk size " << chunk);
+        CHECK(out == expected);
+    }
+}
+
+TEST_CASE("overlapping secret values are redacted by the longest, and nothing is held forever",
+          "[output][secrets]") {
+    runbookd::exec::Redactor redactor(Secrets{{"short", "abc"}, {"long", "abcdef"}, {"empty", ""}});
+
+    std::string out = redactor.feed("xx abc");
+    out += redactor.feed("def abc abcd");
+    const std::string held = out;
+    out += redactor.finish();
+
+    CHECK(out == "xx [secret:long] [secret:short] [secret:short]d");
+    CHECK(held == "xx [secret:long] [secret:short] ");
+    CHECK(redactor.active());
+    CHECK_FALSE(runbookd::exec::Redactor(Secrets{{"empty", ""}}).active());
 }

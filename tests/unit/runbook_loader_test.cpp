@@ -1,6 +1,7 @@
 #include <csignal>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -783,4 +784,38 @@ TEST_CASE("process, shell and runbook key errors give file, line, column and wha
 
         CHECK(errors == c.errors);
     }
+}
+
+TEST_CASE("a step env value can name a configured secret, and only a configured one",
+          "[runbook][secrets]") {
+    const std::string text =
+        "name: deploy\n"                      // 1
+        "steps:\n"                            // 2
+        "  - name: push\n"                    // 3
+        "    argv: [push]\n"                  // 4
+        "    env:\n"                          // 5
+        "      TOKEN: {secret: api_token}\n"  // 6
+        "      OTHER: {secret: nope}\n"       // 7
+        "      BAD: {secrets: api_token}\n"   // 8
+        "      PLAIN: value\n";               // 9
+    const std::set<std::string> names = {"api_token"};
+    const std::string good = text.substr(0, text.find("      OTHER")) + "      PLAIN: value\n";
+
+    auto checked = load_runbook_text(text, "deploy.yaml", builtin_step_parsers(), &names);
+    auto loaded = load_runbook_text(good, "deploy.yaml", builtin_step_parsers(), &names);
+    auto unchecked = load_runbook_text(text.substr(0, text.find("      BAD")), "deploy.yaml",
+                                       builtin_step_parsers());
+
+    REQUIRE(checked.errors.size() == 2);
+    CHECK(checked.errors[0].to_string() ==
+          "deploy.yaml:7:23: env.OTHER: unknown secret \"nope\" (configured secrets: api_token)");
+    CHECK(checked.errors[1].to_string() ==
+          "deploy.yaml:8:13: unknown key \"secrets\" in env.BAD (expected one of: secret)");
+    REQUIRE(loaded.errors.empty());
+    const auto& step = dynamic_cast<const ArgvStepConfig&>(*loaded.runbooks[0]->steps[0].config);
+    CHECK(step.secret_env ==
+          std::vector<std::pair<std::string, std::string>>{{"TOKEN", "api_token"}});
+    REQUIRE(step.env.size() == 1);
+    CHECK(step.env[0].first == "PLAIN");
+    CHECK(unchecked.errors.empty());  // runbookctl lint knows no configured names
 }

@@ -21,6 +21,9 @@ struct ProcessLimits {
 // `limits:`, `user:` and `group:`.
 struct ProcessStepConfig : StepConfig {
     std::vector<std::pair<std::string, Template>> env;
+    // `env: {NAME: {secret: SECRET}}`: variable name → secret name. The value reaches the
+    // child's environment only; output is redacted (docs/execution.md).
+    std::vector<std::pair<std::string, std::string>> secret_env;
     std::optional<Template> cwd;
     std::optional<int> stop_signal;  // signal number; empty: SIGTERM
     std::optional<Duration> grace;   // stop signal → SIGKILL; empty: daemon default

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,11 @@ class ParseContext {
     bool check_mapping(const YAML::Node& node, std::string_view what,
                        const std::vector<std::string_view>& allowed);
 
+    // The secret names configured (config `secrets:`) that `env: {X: {secret: NAME}}` may
+    // use; null when they are not known (runbookctl lint), and any name is accepted then.
+    void set_secret_names(const std::set<std::string>* names) { secret_names_ = names; }
+    const std::set<std::string>* secret_names() const { return secret_names_; }
+
     const std::string& file() const { return file_; }
     std::vector<Diagnostic>& diagnostics() { return diagnostics_; }
     std::vector<Diagnostic>& warnings() { return warnings_; }
@@ -62,6 +68,7 @@ class ParseContext {
   private:
     std::string file_;
     std::string_view text_;
+    const std::set<std::string>* secret_names_ = nullptr;
     std::vector<Diagnostic> diagnostics_;
     std::vector<Diagnostic> warnings_;
 };
@@ -95,11 +102,14 @@ struct LoadResult {
 };
 
 // Loads every `*.yaml` and `*.yml` file directly in `dir` (hidden files skipped), one runbook
-// per file. Runbook names must be unique across the directory.
-LoadResult load_runbook_dir(const std::filesystem::path& dir, const StepParsers& parsers);
+// per file. Runbook names must be unique across the directory. With `secret_names`, a step env
+// naming any other secret is an error (see ParseContext::set_secret_names).
+LoadResult load_runbook_dir(const std::filesystem::path& dir, const StepParsers& parsers,
+                            const std::set<std::string>* secret_names = nullptr);
 
 // Loads one runbook from text; `file` names it in diagnostics.
 LoadResult load_runbook_text(std::string_view text, const std::string& file,
-                             const StepParsers& parsers);
+                             const StepParsers& parsers,
+                             const std::set<std::string>* secret_names = nullptr);
 
 }  // namespace runbookd

@@ -1,7 +1,10 @@
 #include "daemon/config.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -89,6 +92,7 @@ class Section {
     }
     bool present() const { return node_.IsDefined() && !node_.IsNull(); }
     ParseContext& ctx() { return ctx_; }
+    const std::filesystem::path& base() const { return base_; }
 
   private:
     std::string qualified(std::string_view key) const {
@@ -101,8 +105,55 @@ class Section {
     std::filesystem::path base_;
 };
 
+bool valid_secret_name(std::string_view name) {
+    return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' || c == '.';
+    });
+}
+
+// secrets: {NAME: {file: PATH} | {env: VAR}}. Only where each value comes from is read here;
+// the values themselves are read by read_secrets() at start.
+void read_secret_sources(Section& root, Config& c) {
+    const YAML::Node node = root.child("secrets");
+    if (!node.IsDefined() || node.IsNull()) {
+        return;
+    }
+    ParseContext& ctx = root.ctx();
+    if (!node.IsMap()) {
+        ctx.error(node,
+                  "secrets: expected a mapping of secret names to {file: PATH} or {env: VAR}");
+        return;
+    }
+    for (auto it = node.begin(); it != node.end(); ++it) {
+        auto name = ctx.string(it->first, "secrets");
+        if (!name) {
+            continue;
+        }
+        if (!valid_secret_name(*name)) {
+            ctx.error(it->first, fmt::format("secrets: \"{}\" is not a valid secret name (letters, "
+                                             "digits, _, - and .)",
+                                             *name));
+            continue;
+        }
+        Section entry(ctx, it->second, "secrets." + *name, root.base());
+        if (!entry.check({"file", "env"})) {
+            continue;
+        }
+        SecretSource source{*name, "", ""};
+        entry.path("file", source.file);
+        entry.string("env", source.env);
+        if (source.file.empty() == source.env.empty()) {
+            ctx.error(it->second,
+                      fmt::format("secrets.{}: expected exactly one of file or env", *name));
+            continue;
+        }
+        c.secrets.push_back(std::move(source));
+    }
+}
+
 void read_sections(Section& root, Config& c) {
-    root.check({"listen", "runbooks", "db", "log", "http", "runs", "exec", "store"});
+    root.check({"listen", "runbooks", "db", "log", "http", "runs", "exec", "store", "secrets"});
+    read_secret_sources(root, c);
     root.string("listen", c.listen);
     root.path("runbooks", c.runbooks_dir);
     root.path("db", c.db_path);
@@ -217,6 +268,52 @@ Status load_config_file(const std::string& path, Config& config) {
         return make_error(ErrorCode::InvalidArgument, message);
     }
     return {};
+}
+
+Result<SecretValues> read_secrets(const std::vector<SecretSource>& sources) {
+    SecretValues out;
+    for (const auto& s : sources) {
+        std::string value;
+        if (!s.file.empty()) {
+            std::ifstream in(s.file, std::ios::binary);
+            if (!in) {
+                return make_error(ErrorCode::InvalidArgument,
+                                  fmt::format("secret \"{}\": cannot read file {}: {}", s.name,
+                                              s.file, std::strerror(errno)));
+            }
+            std::stringstream buffer;
+            buffer << in.rdbuf();
+            value = buffer.str();
+            // Files written by editors and `echo` end with a newline that is not the secret.
+            if (value.ends_with('\n')) {
+                value.pop_back();
+                if (value.ends_with('\r')) {
+                    value.pop_back();
+                }
+            }
+        } else {
+            const char* env = std::getenv(s.env.c_str());
+            if (env == nullptr) {
+                return make_error(ErrorCode::InvalidArgument,
+                                  fmt::format("secret \"{}\": environment variable {} is not set",
+                                              s.name, s.env));
+            }
+            value = env;
+        }
+        const std::string source = s.file.empty() ? "variable " + s.env : "file " + s.file;
+        if (value.empty()) {
+            return make_error(ErrorCode::InvalidArgument,
+                              fmt::format("secret \"{}\": {} is empty", s.name, source));
+        }
+        if (value.find('\0') != std::string::npos) {
+            return make_error(ErrorCode::InvalidArgument,
+                              fmt::format("secret \"{}\": {} holds a NUL byte, which cannot be "
+                                          "passed in an environment variable",
+                                          s.name, source));
+        }
+        out.emplace_back(s.name, std::move(value));
+    }
+    return out;
 }
 
 Status parse_listen(std::string_view listen, std::string& host, std::uint16_t& port) {

@@ -14,6 +14,13 @@
 
 namespace runbookd::daemon {
 
+// One entry of the config's `secrets:` map: where runbookd reads the value at start.
+struct SecretSource {
+    std::string name;
+    std::string file;  // exactly one of file and env is set
+    std::string env;
+};
+
 // Everything runbookd can be told, from the YAML file given with --config and from flags
 // (flags win). Defaults are documented in docs/configuration.md.
 struct Config {
@@ -34,7 +41,16 @@ struct Config {
     Duration shutdown_grace{20'000};
     bool synchronous_full = true;
     int busy_timeout_ms = 5000;
+    std::vector<SecretSource> secrets;
 };
+
+// A secret's name and value, as read at start.
+using SecretValues = std::vector<std::pair<std::string, std::string>>;
+
+// Reads every configured secret: a file's content without one trailing newline, or an
+// environment variable of runbookd. A missing or unreadable file, an unset variable, an empty
+// value or one holding a NUL byte is an error naming the secret and its source.
+Result<SecretValues> read_secrets(const std::vector<SecretSource>& sources);
 
 // Reads a config file over `config`. Every problem is reported as "file:line:column: message".
 Status load_config_file(const std::string& path, Config& config);

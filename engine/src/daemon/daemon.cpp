@@ -2,11 +2,13 @@
 
 #include <filesystem>
 #include <future>
+#include <set>
 #include <thread>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/resource.h>
 
 #include <runbookd/step_parser.hpp>
@@ -42,8 +44,9 @@ struct Daemon::Parts {
     bool stopped = false;
 };
 
-Result<std::shared_ptr<const RunbookCatalog>> load_catalog(const std::string& dir) {
-    auto loaded = load_runbook_dir(dir, builtin_step_parsers());
+Result<std::shared_ptr<const RunbookCatalog>> load_catalog(
+    const std::string& dir, const std::set<std::string>* secret_names) {
+    auto loaded = load_runbook_dir(dir, builtin_step_parsers(), secret_names);
     for (const auto& w : loaded.warnings) {
         log::get("runbook")->warn("runbook warning where={} warning={}",
                                   log::quote(w.location.to_string()), log::quote(w.message));
@@ -115,7 +118,20 @@ Status Daemon::start() {
     if (auto s = parse_listen(config_.listen, http_options.host, http_options.port); !s) {
         return s;
     }
-    auto catalog = load_catalog(config_.runbooks_dir);
+    // Secrets first: runbooks may only name configured ones. Only names are ever logged.
+    auto secrets = read_secrets(config_.secrets);
+    if (!secrets) {
+        return secrets.error();
+    }
+    std::set<std::string> secret_names;
+    for (const auto& [name, value] : *secrets) {
+        secret_names.insert(name);
+    }
+    if (!secret_names.empty()) {
+        log->info("secrets read count={} names={}", secret_names.size(),
+                  log::quote(fmt::format("{}", fmt::join(secret_names, ","))));
+    }
+    auto catalog = load_catalog(config_.runbooks_dir, &secret_names);
     if (!catalog) {
         return make_error(ErrorCode::InvalidArgument,
                           fmt::format("invalid runbooks in {}:\n{}", config_.runbooks_dir,
@@ -151,6 +167,7 @@ Status Daemon::start() {
         // themselves get the limit runbookd was started with.
         process.default_limits.open_files = original_open_files;
     }
+    process.secrets = std::move(*secrets);
     if (process.output_dir.empty()) {
         process.output_dir = default_output_dir(config_.db_path);
     }

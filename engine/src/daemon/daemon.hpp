@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,7 +14,9 @@ namespace runbookd::daemon {
 
 // Loads every runbook of `dir`; on any problem returns an Error listing all of them, one
 // "file:line:column: message" per line.
-Result<std::shared_ptr<const RunbookCatalog>> load_catalog(const std::string& dir);
+// `secret_names`: the configured secrets runbooks may name (null: any name).
+Result<std::shared_ptr<const RunbookCatalog>> load_catalog(
+    const std::string& dir, const std::set<std::string>* secret_names = nullptr);
 
 // The whole of runbookd wired together: store, scheduler and executors on their own thread,
 // and the HTTP server. Start-up order and shutdown order are written out in daemon.cpp and

@@ -46,4 +46,68 @@ std::string OutputCapture::excerpt() const {
     return out;
 }
 
+Redactor::Redactor(std::vector<std::pair<std::string, std::string>> secrets) {
+    for (auto& s : secrets) {
+        if (!s.second.empty()) {
+            secrets_.push_back(std::move(s));
+        }
+    }
+    std::stable_sort(secrets_.begin(), secrets_.end(), [](const auto& a, const auto& b) {
+        return a.second.size() > b.second.size();
+    });
+}
+
+std::string Redactor::feed(std::string_view data) {
+    if (!active()) {
+        return std::string(data);
+    }
+    return redact(data, false);
+}
+
+std::string Redactor::finish() {
+    return redact({}, true);
+}
+
+std::string Redactor::redact(std::string_view data, bool final) {
+    std::string text = std::move(pending_);
+    pending_.clear();
+    text.append(data);
+    std::string out;
+    out.reserve(text.size());
+    std::size_t i = 0;
+    while (i < text.size()) {
+        const std::string_view rest = std::string_view(text).substr(i);
+        const std::pair<std::string, std::string>* match = nullptr;
+        bool maybe_longer = false;
+        for (const auto& s : secrets_) {
+            const std::string_view value = s.second;
+            if (rest.front() != value.front()) {
+                continue;
+            }
+            if (rest.size() >= value.size()) {
+                if (rest.substr(0, value.size()) == value) {
+                    match = &s;
+                    break;
+                }
+            } else if (!final && value.substr(0, rest.size()) == rest) {
+                // A longer value may start here; only the next chunk can tell.
+                maybe_longer = true;
+                break;
+            }
+        }
+        if (maybe_longer) {
+            pending_.assign(rest);
+            break;
+        }
+        if (match != nullptr) {
+            out += "[secret:" + match->first + "]";
+            i += match->second.size();
+        } else {
+            out += text[i];
+            ++i;
+        }
+    }
+    return out;
+}
+
 }  // namespace runbookd::exec

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace runbookd::exec {
 
@@ -28,6 +30,28 @@ class OutputCapture {
     std::string tail_;            // ring buffer once full
     std::size_t tail_start_ = 0;  // index of the oldest byte in tail_
     std::int64_t total_ = 0;
+};
+
+// Replaces every occurrence of a secret value in a stream by "[secret:NAME]", also when the
+// value is split across chunks: bytes that could be the start of a value are held back until
+// the next chunk (or the end) shows whether they are. Where values overlap, the longest one
+// that matches wins. One per stream; not thread-safe.
+class Redactor {
+  public:
+    // (name, value) pairs; empty values are ignored.
+    explicit Redactor(std::vector<std::pair<std::string, std::string>> secrets);
+
+    bool active() const { return !secrets_.empty(); }
+    // The redacted text that can be passed on now.
+    std::string feed(std::string_view data);
+    // The end of the stream: whatever was held back, redacted.
+    std::string finish();
+
+  private:
+    std::string redact(std::string_view data, bool final);
+
+    std::vector<std::pair<std::string, std::string>> secrets_;  // longest value first
+    std::string pending_;
 };
 
 }  // namespace runbookd::exec

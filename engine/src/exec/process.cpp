@@ -376,8 +376,8 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
           io_(state_->io),
           spec_(std::move(spec)),
           done_(std::move(done)),
-          out_(io_, spec_.excerpt_bytes),
-          err_(io_, spec_.excerpt_bytes),
+          out_(io_, spec_.excerpt_bytes, spec_.redact),
+          err_(io_, spec_.excerpt_bytes, spec_.redact),
           pidfd_(io_),
           timeout_timer_(io_),
           grace_timer_(io_),
@@ -392,10 +392,14 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
 
   private:
     struct Stream {
-        Stream(asio::io_context& io, std::size_t excerpt_bytes)
-            : pipe(io), capture(excerpt_bytes / 2, excerpt_bytes - excerpt_bytes / 2) {}
+        Stream(asio::io_context& io, std::size_t excerpt_bytes,
+               const std::vector<std::pair<std::string, std::string>>& secrets)
+            : pipe(io),
+              capture(excerpt_bytes / 2, excerpt_bytes - excerpt_bytes / 2),
+              redactor(secrets) {}
         bp::async_pipe pipe;
         OutputCapture capture;
+        Redactor redactor;
         std::array<char, 16384> buffer{};
         bool open = true;
     };
@@ -406,6 +410,8 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
     void store_output(std::string_view data);
     void close_output_file();
     void read(Stream& stream);
+    void take_output(Stream& stream, std::string_view chunk);
+    void end_output(Stream& stream);
     void watch_exit();
     void on_leader_exit();
     void stop(std::string reason);
@@ -655,17 +661,40 @@ void ChildProcess::read(Stream& stream) {
         asio::buffer(stream.buffer),
         [self = shared_from_this(), &stream](const boost::system::error_code& e, std::size_t n) {
             if (n > 0) {
-                const std::string_view chunk(stream.buffer.data(), n);
-                stream.capture.append(chunk);
-                self->store_output(chunk);
+                self->take_output(stream, std::string_view(stream.buffer.data(), n));
             }
             if (e) {
+                self->end_output(stream);
                 stream.open = false;
                 self->maybe_finish();
                 return;
             }
             self->read(stream);
         });
+}
+
+// Output goes through the stream's redactor before anything keeps it: no secret value reaches
+// the excerpts or the file.
+void ChildProcess::take_output(Stream& stream, std::string_view chunk) {
+    if (!stream.redactor.active()) {
+        stream.capture.append(chunk);
+        store_output(chunk);
+        return;
+    }
+    const std::string clean = stream.redactor.feed(chunk);
+    stream.capture.append(clean);
+    store_output(clean);
+}
+
+// Releases what the redactor held back; harmless to call more than once.
+void ChildProcess::end_output(Stream& stream) {
+    if (stream.redactor.active()) {
+        const std::string rest = stream.redactor.finish();
+        if (!rest.empty()) {
+            stream.capture.append(rest);
+            store_output(rest);
+        }
+    }
 }
 
 void ChildProcess::watch_exit() {
@@ -793,6 +822,8 @@ void ChildProcess::finish() {
     pidfd_.close(ignored);
     out_.pipe.close(ignored);
     err_.pipe.close(ignored);
+    end_output(out_);
+    end_output(err_);
     close_output_file();
 
     result_.duration =

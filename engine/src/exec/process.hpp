@@ -64,6 +64,10 @@ struct ProcessSpec {
     // new file (created with its missing parent directories; an existing file is an error).
     std::string output_path;
     std::int64_t output_cap_bytes = 16 << 20;  // stored at most; the rest is counted only
+    // (name, value): every occurrence of a value in stdout or stderr becomes "[secret:NAME]"
+    // before it reaches the excerpts or the output file; byte counts are of the redacted
+    // streams.
+    std::vector<std::pair<std::string, std::string>> redact;
 };
 
 struct ProcessResult {

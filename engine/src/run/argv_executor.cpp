@@ -1,5 +1,6 @@
 #include "run/argv_executor.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <csignal>
 #include <cstdlib>
@@ -173,6 +174,7 @@ class ProcessExecutor final : public StepExecutor {
                                            ctx.step_index, ctx.attempt);
             spec.output_cap_bytes = defaults_.output_cap_bytes;
         }
+        spec.redact = defaults_.secrets;
         spec.drain = defaults_.drain;
         spec.excerpt_bytes = defaults_.excerpt_bytes;
         spec.nice = defaults_.nice;
@@ -205,6 +207,18 @@ class ProcessExecutor final : public StepExecutor {
                 return s.error();
             }
             set(name, std::move(*value));
+        }
+        for (const auto& [name, secret] : config.secret_env) {
+            const auto found = std::find_if(
+                defaults_.secrets.begin(), defaults_.secrets.end(),
+                [&secret = secret](const auto& entry) { return entry.first == secret; });
+            if (found == defaults_.secrets.end()) {
+                return make_error(ErrorCode::InvalidArgument,
+                                  fmt::format("env {}: secret \"{}\" is not configured (config "
+                                              "secrets:)",
+                                              name, secret));
+            }
+            set(name, found->second);
         }
         if (ctx.alert != nullptr) {
             // The alert, for scripts: values arrive as data, never as code.

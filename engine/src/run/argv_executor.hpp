@@ -38,6 +38,9 @@ struct ProcessDefaults {
     std::int64_t output_cap_bytes = 16 << 20;  // exec.output_cap; 0: no output files
     // exec.default_limits: what a step gets for each limit it does not set itself.
     exec::ResourceLimits default_limits;
+    // The configured secrets (name, value), read at start: a step's `env: {X: {secret: NAME}}`
+    // takes its value from here, and every value is redacted from every step's output.
+    std::vector<std::pair<std::string, std::string>> secrets;
 };
 
 // Runs `argv:` steps as child processes through the ProcessRunner.

@@ -629,9 +629,11 @@ bool ParseContext::check_mapping(const YAML::Node& node, std::string_view what,
 }
 
 LoadResult load_runbook_text(std::string_view text, const std::string& file,
-                             const StepParsers& parsers) {
+                             const StepParsers& parsers,
+                             const std::set<std::string>* secret_names) {
     LoadResult result;
     ParseContext ctx(file, text);
+    ctx.set_secret_names(secret_names);
     std::vector<YAML::Node> documents;
     try {
         documents = YAML::LoadAll(std::string(text));
@@ -662,7 +664,8 @@ LoadResult load_runbook_text(std::string_view text, const std::string& file,
     return result;
 }
 
-LoadResult load_runbook_dir(const std::filesystem::path& dir, const StepParsers& parsers) {
+LoadResult load_runbook_dir(const std::filesystem::path& dir, const StepParsers& parsers,
+                            const std::set<std::string>* secret_names) {
     namespace fs = std::filesystem;
     LoadResult result;
     std::error_code ec;
@@ -709,7 +712,7 @@ LoadResult load_runbook_dir(const std::filesystem::path& dir, const StepParsers&
             result.errors.push_back(Diagnostic{SourceLocation{file, 0, 0}, "cannot read file"});
             continue;
         }
-        auto loaded = load_runbook_text(buffer.str(), file, parsers);
+        auto loaded = load_runbook_text(buffer.str(), file, parsers, secret_names);
         for (auto& e : loaded.errors) {
             result.errors.push_back(std::move(e));
         }

@@ -64,6 +64,35 @@ bool valid_env_name(std::string_view name) {
     });
 }
 
+// `{secret: NAME}` as the value of env variable `var`.
+void parse_secret_ref(const YAML::Node& node, const std::string& var, ParseContext& ctx,
+                      ProcessStepConfig& config) {
+    const std::string what = "env." + var;
+    if (!ctx.check_mapping(node, what, {"secret"})) {
+        return;
+    }
+    const auto ref = find_key(node, "secret");
+    if (!ref.IsDefined()) {
+        ctx.error(node, fmt::format("{}: expected a string or {{secret: NAME}}", what));
+        return;
+    }
+    auto secret = ctx.string(ref, what + ".secret");
+    if (!secret) {
+        return;
+    }
+    const auto* known = ctx.secret_names();
+    if (known != nullptr && known->count(*secret) == 0) {
+        std::string names;
+        for (const auto& n : *known) {
+            names += (names.empty() ? "" : ", ") + n;
+        }
+        ctx.error(ref, fmt::format("{}: unknown secret \"{}\" (configured secrets: {})", what,
+                                   *secret, names.empty() ? "none" : names));
+        return;
+    }
+    config.secret_env.emplace_back(var, std::move(*secret));
+}
+
 void parse_env(const YAML::Node& node, ParseContext& ctx, ProcessStepConfig& config) {
     if (!node.IsDefined()) {
         return;
@@ -87,10 +116,16 @@ void parse_env(const YAML::Node& node, ParseContext& ctx, ProcessStepConfig& con
                                              *name));
             continue;
         }
-        const bool duplicate = std::any_of(config.env.begin(), config.env.end(),
-                                           [&](const auto& entry) { return entry.first == *name; });
-        if (duplicate) {
+        const auto same = [&](const auto& entry) {
+            return entry.first == *name;
+        };
+        if (std::any_of(config.env.begin(), config.env.end(), same) ||
+            std::any_of(config.secret_env.begin(), config.secret_env.end(), same)) {
             ctx.error(it->first, fmt::format("duplicate key \"{}\"", *name));
+            continue;
+        }
+        if (it->second.IsMap()) {
+            parse_secret_ref(it->second, *name, ctx, config);
             continue;
         }
         auto value = ctx.template_string(it->second, "env." + *name);
