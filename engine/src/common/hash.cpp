@@ -4,8 +4,8 @@
 #include <array>
 #include <memory>
 #include <stdexcept>
+#include <string_view>
 
-#include <fmt/format.h>
 #include <openssl/evp.h>
 
 namespace runbookd {
@@ -39,10 +39,12 @@ std::string sha256_hex(std::string_view data) {
     if (EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1) {
         throw std::runtime_error("sha256 failed: EVP_Digest returned an error");
     }
-    std::string hex;
-    hex.reserve(length * 2);
+    // Hashed for every audit event on the store's writer thread: no formatting call per byte.
+    constexpr std::string_view kDigits = "0123456789abcdef";
+    std::string hex(length * 2, '0');
     for (unsigned int i = 0; i < length; ++i) {
-        hex += fmt::format("{:02x}", digest[i]);
+        hex[2 * i] = kDigits[digest[i] >> 4];
+        hex[2 * i + 1] = kDigits[digest[i] & 0x0f];
     }
     return hex;
 }
