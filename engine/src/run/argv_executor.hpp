@@ -38,6 +38,9 @@ struct ProcessDefaults {
     std::int64_t output_cap_bytes = 16 << 20;  // exec.output_cap; 0: no output files
     // exec.default_limits: what a step gets for each limit it does not set itself.
     exec::ResourceLimits default_limits;
+    // The value of exec::kInstanceEnv in every step's environment (after the step's own
+    // `env:`, which cannot change it); empty: not set.
+    std::string instance;
 };
 
 // Runs `argv:` steps as child processes through the ProcessRunner.

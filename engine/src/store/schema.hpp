@@ -11,6 +11,9 @@ struct Migration {
     int version;
     std::string_view description;
     std::string_view sql;
+    // Rebuilds tables that others refer to (SQLite cannot change a CHECK constraint in place):
+    // runs with foreign keys off, then checks them all before it commits.
+    bool rebuilds_tables = false;
 };
 
 const std::vector<Migration>& migrations();
