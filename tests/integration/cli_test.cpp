@@ -206,36 +206,67 @@ steps:
     CHECK_THAT(show.output, Catch::Contains("output file: "));
 }
 
+namespace {
+
+// runbookd as a child process on its own port and database, for crash tests.
+struct CrashTarget {
+    test::TempDir dir;
+    std::uint16_t port = test::free_tcp_port();
+    std::string db = dir.file("runbookd.db");
+    std::string url = fmt::format("http://127.0.0.1:{}", port);
+
+    explicit CrashTarget(const std::string& runbook) {
+        test::write_file(dir.file("runbooks/r.yaml"), runbook);
+    }
+    std::vector<std::string> argv() const {
+        return {RUNBOOKD_BINARY,
+                "--listen",
+                fmt::format("127.0.0.1:{}", port),
+                "--runbooks",
+                dir.file("runbooks"),
+                "--db",
+                db};
+    }
+    bool up() const {
+        return test::wait_until([&] { return http::send_request("GET", url + "/").ok(); }, 15s);
+    }
+    void fire(const std::string& alertname) const {
+        const std::string alert = fmt::format(
+            R"({{"version":"4","status":"firing","receiver":"r","groupKey":"g",
+            "alerts":[{{"status":"firing","labels":{{"alertname":"{}"}},"annotations":{{}},
+            "startsAt":"2026-12-04T15:00:00Z","endsAt":"0001-01-01T00:00:00Z"}}]}})",
+            alertname);
+        auto r = http::send_request("POST", url + "/api/v1/webhooks/alertmanager", alert,
+                                    {{"Content-Type", "application/json"}});
+        REQUIRE(r.ok());
+        REQUIRE(r->status == 200);
+    }
+};
+
+pid_t read_pid_file(const std::string& path) {
+    if (!std::filesystem::exists(path)) {
+        return 0;
+    }
+    const std::string text = test::read_file(path);
+    return text.empty() ? 0 : std::stoi(text);
+}
+
+}  // namespace
+
 TEST_CASE("after a crash, the next runbookd stops the step the crashed one left running",
           "[cli][recovery]") {
-    test::TempDir dir;
-    test::write_file(dir.file("runbooks/slow.yaml"), R"(name: slow
+    CrashTarget t(R"(name: slow
 matchers: ['alertname="Slow"']
 steps:
   - name: nap
     argv: [/bin/sleep, "300"]
 )");
-    const std::uint16_t port = test::free_tcp_port();
-    const std::string db = dir.file("runbookd.db");
-    const std::vector<std::string> argv = {RUNBOOKD_BINARY,
-                                           "--listen",
-                                           fmt::format("127.0.0.1:{}", port),
-                                           "--runbooks",
-                                           dir.file("runbooks"),
-                                           "--db",
-                                           db};
-    const std::string url = fmt::format("http://127.0.0.1:{}", port);
-    const std::string alert = R"({"version":"4","status":"firing","receiver":"r","groupKey":"g",
-        "alerts":[{"status":"firing","labels":{"alertname":"Slow"},"annotations":{},
-        "startsAt":"2026-12-04T15:00:00Z","endsAt":"0001-01-01T00:00:00Z"}]})";
-
+    const std::string& db = t.db;
     pid_t step_pid = 0;
     {
-        test::Subprocess first(argv, dir.file("first.log"));
-        REQUIRE(test::wait_until([&] { return http::send_request("GET", url + "/").ok(); }, 10s));
-        REQUIRE(http::send_request("POST", url + "/api/v1/webhooks/alertmanager", alert,
-                                   {{"Content-Type", "application/json"}})
-                    .ok());
+        test::Subprocess first(t.argv(), t.dir.file("first.log"));
+        REQUIRE(t.up());
+        t.fire("Slow");
         REQUIRE(test::wait_until(
             [&] { return test::query_value(db, "SELECT count(pid) FROM attempts") == "1"; }, 5s));
         step_pid = std::stoi(test::query_value(db, "SELECT pid FROM attempts"));
@@ -245,21 +276,114 @@ steps:
     }
     CHECK(test::process_running(step_pid));  // left running by the crash
 
-    test::Subprocess second(argv, dir.file("second.log"));
-    const bool ready =
-        test::wait_until([&] { return http::send_request("GET", url + "/").ok(); }, 15s);
+    test::Subprocess second(t.argv(), t.dir.file("second.log"));
+    const bool ready = t.up();
     const bool stopped = test::wait_until([&] { return !test::process_running(step_pid); }, 2s);
     if (!stopped) {
         ::kill(step_pid, SIGKILL);  // never leave the test's own step behind
     }
-    INFO(test::read_file(dir.file("second.log")));
+    INFO(test::read_file(t.dir.file("second.log")));
     REQUIRE(ready);
     CHECK(stopped);
-    CHECK(test::query_value(db, "SELECT state FROM runs") == "failed");
+    // Not idempotent: whether it did its work is unknown, and nothing runs it again.
+    CHECK(test::query_value(db, "SELECT state FROM runs") == "interrupted");
+    CHECK(test::query_value(db, "SELECT group_concat(state) FROM attempts") == "outcome_unknown");
+    CHECK_THAT(test::query_value(db, "SELECT reason FROM runs"),
+               Catch::Contains("the step is not marked idempotent"));
     CHECK_THAT(test::query_value(db, "SELECT reason FROM runs"),
                Catch::Contains(fmt::format("step \"nap\" was still running (process group {}) "
                                            "and was stopped with SIGTERM",
                                            step_pid)));
+    second.signal(SIGTERM);
+    CHECK(second.wait(10s) == 0);
+}
+
+TEST_CASE("after a crash an idempotent step runs again, and steps that escaped are stopped",
+          "[cli][recovery]") {
+    // The first attempt starts a process in a session of its own (out of the step's process
+    // group, so no recorded pid leads to it) and then sleeps; runbookd is killed at once, before
+    // it records any pid. The next runbookd must still find both, by the marker in their
+    // environment, stop them, and run the step again.
+    test::TempDir marks;
+    const std::string escaped = marks.file("escaped.pid");
+    const std::string attempts = marks.file("attempts");
+    CrashTarget t(fmt::format(R"(name: resume
+matchers: ['alertname="Resume"']
+steps:
+  - name: mark
+    idempotent: true
+    shell: |
+      echo "$RUNBOOK_ATTEMPT" >> {0}
+      if [ "$RUNBOOK_ATTEMPT" = 1 ]; then
+        setsid sleep 300 &
+        echo $! > {1}.tmp && mv {1}.tmp {1}
+        exec sleep 300
+      fi
+  - name: after
+    argv: [/bin/true]
+)",
+                              attempts, escaped));
+    pid_t escapee = 0;
+    {
+        test::Subprocess first(t.argv(), t.dir.file("first.log"));
+        REQUIRE(t.up());
+        t.fire("Resume");
+        REQUIRE(test::wait_until([&] { return read_pid_file(escaped) != 0; }, 5s));
+        first.signal(SIGKILL);
+        REQUIRE(first.wait(5s).has_value());
+        escapee = read_pid_file(escaped);
+    }
+    INFO("pid recorded before the crash: " << test::query_value(t.db,
+                                                                "SELECT count(pid) FROM attempts"));
+    REQUIRE(test::process_running(escapee));
+
+    test::Subprocess second(t.argv(), t.dir.file("second.log"));
+    const bool ready = t.up();
+    const bool stopped = test::wait_until([&] { return !test::process_running(escapee); }, 2s);
+    if (!stopped) {
+        ::kill(escapee, SIGKILL);
+    }
+    INFO(test::read_file(t.dir.file("second.log")));
+    REQUIRE(ready);
+    CHECK(stopped);
+    REQUIRE(test::wait_until(
+        [&] { return test::query_value(t.db, "SELECT state FROM runs") == "succeeded"; }, 10s));
+    CHECK(test::query_value(t.db,
+                            "SELECT group_concat(step || ':' || attempt || ':' || state) "
+                            "FROM attempts ORDER BY id") ==
+          "mark:1:outcome_unknown,mark:2:succeeded,after:1:succeeded");
+    CHECK(test::read_file(attempts) == "1\n2\n");
+    CHECK_THAT(test::query_value(t.db, "SELECT detail FROM events WHERE kind = 'run.resumed'"),
+               Catch::Contains("step \\\"mark\\\" was interrupted"));
+    second.signal(SIGTERM);
+    CHECK(second.wait(10s) == 0);
+}
+
+TEST_CASE("on_interrupt: fail ends an interrupted run failed even when its step is idempotent",
+          "[cli][recovery]") {
+    CrashTarget t(R"(name: strict
+matchers: ['alertname="Strict"']
+on_interrupt: fail
+steps:
+  - name: nap
+    idempotent: true
+    argv: [/bin/sleep, "300"]
+)");
+    {
+        test::Subprocess first(t.argv(), t.dir.file("first.log"));
+        REQUIRE(t.up());
+        t.fire("Strict");
+        REQUIRE(test::wait_until(
+            [&] { return test::query_value(t.db, "SELECT count(pid) FROM attempts") == "1"; }, 5s));
+        first.signal(SIGKILL);
+        REQUIRE(first.wait(5s).has_value());
+    }
+    test::Subprocess second(t.argv(), t.dir.file("second.log"));
+    REQUIRE(t.up());
+    CHECK(test::query_value(t.db, "SELECT state FROM runs") == "failed");
+    CHECK_THAT(test::query_value(t.db, "SELECT reason FROM runs"),
+               Catch::Contains("(on_interrupt: fail)"));
+    CHECK(test::query_value(t.db, "SELECT state FROM attempts") == "outcome_unknown");
     second.signal(SIGTERM);
     CHECK(second.wait(10s) == 0);
 }

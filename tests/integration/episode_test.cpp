@@ -1,4 +1,5 @@
 // One run per alert episode: Alertmanager's re-sent snapshots, HA duplicates and races.
+#include <atomic>
 #include <future>
 #include <thread>
 
@@ -201,4 +202,154 @@ steps:
                Catch::StartsWith("budget: runbook budgeted already ran 2 times for key"));
     CHECK(other["runs_started"] == 1);
     CHECK(runs(d) == "3");
+}
+
+namespace {
+
+// The policy table below runs on this clock: each row sets the time of its delivery.
+struct ManualClock {
+    std::shared_ptr<std::atomic<std::int64_t>> ms = std::make_shared<std::atomic<std::int64_t>>(0);
+    std::function<Timestamp()> function() const {
+        return [ms = ms] {
+            const std::int64_t t = ms->load();
+            return Timestamp{t / 1000, static_cast<std::int32_t>((t % 1000) * 1'000'000)};
+        };
+    }
+};
+
+constexpr std::int64_t kT0 = 1796396400'000;  // 2026-12-04T15:00:00Z, in ms
+constexpr std::int64_t kMinute = 60'000;
+
+std::string at_minute(double minutes) {
+    const auto ms = kT0 + static_cast<std::int64_t>(minutes * kMinute);
+    return Timestamp{ms / 1000, static_cast<std::int32_t>((ms % 1000) * 1'000'000)}
+        .to_rfc3339_millis();
+}
+
+Json named_alert(const std::string& name, const std::string& instance, double starts_minute,
+                 const std::string& status = "firing") {
+    Json a = alert(instance, at_minute(starts_minute), status);
+    a["labels"]["alertname"] = name;
+    return a;
+}
+
+}  // namespace
+
+TEST_CASE("episode policies at their boundaries, on an injected clock", "[episode][cooldown]") {
+    constexpr const char* kRestart = R"(name: restart
+matchers: ['alertname="Down"']
+dedup: "{{ alert.labels.instance }}"
+cooldown: 10m
+max_runs: {count: 2, per: 1h}
+steps:
+  - name: noop
+    argv: [/bin/true]
+)";
+    constexpr const char* kOnce = R"(name: once
+matchers: ['alertname="Stuck"']
+dedup: "{{ alert.labels.instance }}"
+once_until_resolved: true
+steps:
+  - name: noop
+    argv: [/bin/true]
+)";
+    ManualClock clock;
+    TestDaemon d(
+        RunbookFiles{{"restart.yaml", kRestart}, {"cleanup.yaml", kCleanup}, {"once.yaml", kOnce}},
+        [&](daemon::Config& c) { c.clock = clock.function(); });
+
+    struct Row {
+        const char* what;
+        double minute;  // when the delivery arrives
+        Json alert;
+        const char* outcome;  // of the alert, as recorded
+        const char* started;  // runbooks started, comma-separated
+    };
+    const std::vector<Row> rows = {
+        {"first episode", 0, named_alert("Down", "db-1", 0), "run_started", "restart"},
+        {"HA peer sends it again", 0.01, named_alert("Down", "db-1", 0), "duplicate", ""},
+        {"flap just inside the cooldown", 9.999, named_alert("Down", "db-1", 9), "cooldown", ""},
+        {"flap when the cooldown has just passed", 10, named_alert("Down", "db-1", 10),
+         "run_started", "restart"},
+        {"third run within the hour", 25, named_alert("Down", "db-1", 25), "budget", ""},
+        {"the first run leaves the budget window", 60, named_alert("Down", "db-1", 60),
+         "run_started", "restart"},
+        {"a delayed delivery of an older episode", 61, named_alert("Down", "db-1", 9), "duplicate",
+         ""},
+        {"repeat_interval re-sends the open episode", 300, named_alert("Down", "db-1", 60),
+         "duplicate", ""},
+        {"it resolves: the clean-up runbook runs", 301, named_alert("Down", "db-1", 60, "resolved"),
+         "run_started", "cleanup"},
+        {"the resolved notification again", 302, named_alert("Down", "db-1", 60, "resolved"),
+         "duplicate", ""},
+        {"resolved, never seen firing: no firing runbook", 303,
+         named_alert("Down", "db-2", 303, "resolved"), "run_started", "cleanup"},
+        {"once_until_resolved: first episode", 400, named_alert("Stuck", "db-1", 400),
+         "run_started", "once"},
+        {"a new episode while the first is unresolved", 401, named_alert("Stuck", "db-1", 401),
+         "duplicate", ""},
+        {"another alert of the same key", 402, named_alert("Stuck", "db-1", 402), "duplicate", ""},
+        {"another key is independent", 402, named_alert("Stuck", "db-2", 402), "run_started",
+         "once"},
+        {"the first episode resolves", 403, named_alert("Stuck", "db-1", 400, "resolved"),
+         "status_ignored", ""},
+        {"the next episode now runs", 404, named_alert("Stuck", "db-1", 404), "run_started",
+         "once"},
+    };
+    for (const Row& row : rows) {
+        INFO(row.what);
+        clock.ms->store(kT0 + static_cast<std::int64_t>(row.minute * kMinute));
+        const Json r = deliver(d, notification({row.alert}));
+        std::vector<std::string> started;
+        for (const auto& run : r["runs"]) {
+            started.push_back(run["runbook"].get<std::string>());
+        }
+        CHECK(fmt::format("{}", fmt::join(started, ",")) == row.started);
+        CHECK(query_value(d.db(), "SELECT outcome FROM alerts ORDER BY id DESC LIMIT 1") ==
+              row.outcome);
+    }
+    CHECK_THAT(query_value(d.db(),
+                           "SELECT outcome_detail FROM alerts WHERE outcome = 'duplicate' AND "
+                           "labels LIKE '%Stuck%' ORDER BY id LIMIT 1"),
+               Catch::StartsWith("unresolved: runbook once ran for key \"db-1\" as run ") &&
+                   Catch::EndsWith("that has not resolved (once_until_resolved)"));
+}
+
+TEST_CASE("on_resolve: cancel stops a run whose alert resolves; finish lets it run",
+          "[episode][resolve]") {
+    constexpr const char* kCancel = R"(name: wait-cancel
+matchers: ['alertname="Down"']
+on_resolve: cancel
+steps:
+  - name: wait
+    argv: [/bin/sleep, "30"]
+)";
+    constexpr const char* kFinish = R"(name: wait-finish
+matchers: ['alertname="Down"']
+steps:
+  - name: wait
+    argv: [/bin/sleep, "1"]
+)";
+    TestDaemon d(RunbookFiles{{"cancel.yaml", kCancel}, {"finish.yaml", kFinish}});
+    const Json fired = deliver(d, notification({alert("db-1", "2026-12-04T15:00:00Z")}));
+    REQUIRE(fired["runs_started"] == 2);
+    REQUIRE(test::wait_until(
+        [&] { return query_value(d.db(), "SELECT count(*) FROM attempts") == "2"; }, 5s));
+
+    deliver(d, notification({alert("db-1", "2026-12-04T15:00:00Z", "resolved")}));
+    REQUIRE(d.wait_runs_finished());
+
+    CHECK(query_value(d.db(), "SELECT state FROM runs WHERE runbook = 'wait-cancel'") ==
+          "cancelled");
+    CHECK(query_value(d.db(), "SELECT cancelled_by FROM runs WHERE runbook = 'wait-cancel'") ==
+          "alertmanager");
+    CHECK_THAT(query_value(d.db(), "SELECT reason FROM runs WHERE runbook = 'wait-cancel'"),
+               Catch::Contains("the alert resolved") &&
+                   Catch::Contains("runbook wait-cancel has on_resolve: cancel"));
+    CHECK(query_value(d.db(), "SELECT state FROM runs WHERE runbook = 'wait-finish'") ==
+          "succeeded");
+    // A re-sent resolved notification finds nothing left to cancel.
+    const Json again =
+        deliver(d, notification({alert("db-1", "2026-12-04T15:00:00Z", "resolved")}));
+    CHECK(again["runs_started"] == 0);
 }

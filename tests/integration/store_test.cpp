@@ -30,13 +30,15 @@ steps:
     argv: [df, -h]
 )";
 
-// Undoes migration 6 (the audit chain), leaving what a version 5 runbookd wrote.
+// Undoes migrations 6 (the audit chain) and 7 (its CHECK constraints stay wider), leaving what
+// a version 5 runbookd wrote.
 constexpr const char* kBackToVersion5 =
     "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;"
     "DROP TRIGGER audit_anchor_no_update; DROP TRIGGER audit_anchor_no_delete;"
     "DROP TABLE audit_anchor; DROP TABLE audit_prune_guard;"
     "ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash;"
-    "DELETE FROM schema_migrations WHERE version = 6;";
+    "DROP INDEX episodes_open; ALTER TABLE episodes DROP COLUMN resolved_ms;"
+    "DELETE FROM schema_migrations WHERE version >= 6;";
 
 std::shared_ptr<const Runbook> load_runbook() {
     auto loaded = load_runbook_text(kRunbook, "disk.yaml", builtin_step_parsers());
@@ -180,7 +182,7 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
 
     CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5,6");
+          "1,2,3,4,5,6,7");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -514,6 +516,7 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
     // Turn the file back into what a version 1 runbookd left.
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(f.path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, kBackToVersion5, nullptr, nullptr, nullptr) == SQLITE_OK);
     REQUIRE(sqlite3_exec(db,
                          "ALTER TABLE attempts DROP COLUMN output_path;"
                          "ALTER TABLE attempts DROP COLUMN output_bytes;"
@@ -523,14 +526,13 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
                          "ALTER TABLE attempts DROP COLUMN pid;"
                          "ALTER TABLE attempts DROP COLUMN pid_start_ticks;",
                          nullptr, nullptr, nullptr) == SQLITE_OK);
-    REQUIRE(sqlite3_exec(db, kBackToVersion5, nullptr, nullptr, nullptr) == SQLITE_OK);
     REQUIRE(sqlite3_exec(db, "DELETE FROM schema_migrations WHERE version >= 2;", nullptr, nullptr,
                          nullptr) == SQLITE_OK);
     sqlite3_close(db);
 
     auto store = open_store(f.path);
     CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5,6");
+          "1,2,3,4,5,6,7");
     auto detail = store->get_run(run);
     REQUIRE(detail.ok());
     CHECK(detail->run.state == RunState::Queued);
@@ -682,7 +684,7 @@ TEST_CASE("a version 5 database is chained by the migration and verifies", "[sto
     f.store = open_store(f.path);
     run_once(f);
 
-    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "6");
+    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "7");
     const auto report = verify_chain(f.path);
     INFO(report.message);
     CHECK(report.intact());

@@ -180,11 +180,13 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
         {"an unknown runbook key",
          "name: disk\nstepz: []\nsteps:\n  - name: df\n    argv: [df]\n",
          {"disk.yaml:2:1: unknown key \"stepz\" in runbook (expected one of: name, description, "
-          "matchers, on, timeout, concurrency, lock, dedup, cooldown, max_runs, steps)"}},
+          "matchers, on, timeout, concurrency, lock, dedup, cooldown, max_runs, "
+          "once_until_resolved, on_resolve, on_interrupt, steps)"}},
         {"an unknown step key",
          "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    retry: 3\n",
          {"disk.yaml:5:5: unknown key \"retry\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, argv, env, cwd, stop_signal, grace, limits, user, group)"}},
+          "timeout, retries, retry_on, idempotent, argv, env, cwd, stop_signal, grace, limits, "
+          "user, group)"}},
         {"a budget that is not a mapping",
          "name: disk\nmax_runs: 3\nsteps:\n  - name: df\n    argv: [df]\n",
          {"disk.yaml:2:11: max_runs: expected a mapping such as {count: 3, per: 1h}"}},
@@ -346,7 +348,7 @@ TEST_CASE("every error in a runbook file is reported in one load", "[runbook]") 
           std::vector<std::string>{
               "disk.yaml:3:1: unknown key \"colour\" in runbook (expected one of: name, "
               "description, matchers, on, timeout, concurrency, lock, dedup, cooldown, max_runs, "
-              "steps)",
+              "once_until_resolved, on_resolve, on_interrupt, steps)",
               "disk.yaml:2:10: timeout: \"soon\" is not a positive duration (write e.g. 500ms, "
               "30s, 5m, 1h30m)",
               "disk.yaml:6:12: argv: the program (first element) cannot contain placeholders: "
@@ -761,12 +763,14 @@ TEST_CASE("process, shell and runbook key errors give file, line, column and wha
         {"an unknown shell step key",
          shell_step + "    shell: date\n    argz: [x]\n",
          {"disk.yaml:5:5: unknown key \"argz\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, shell, args, env, cwd, stop_signal, grace, limits, user, "
+          "timeout, retries, retry_on, idempotent, shell, args, env, cwd, stop_signal, grace, "
+          "limits, user, "
           "group)"}},
         {"args on an argv step",
          argv_step + "    args: [x]\n",
          {"disk.yaml:5:5: unknown key \"args\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, argv, env, cwd, stop_signal, grace, limits, user, "
+          "timeout, retries, retry_on, idempotent, argv, env, cwd, stop_signal, grace, limits, "
+          "user, "
           "group)"}},
         {"a step with both argv and shell",
          argv_step + "    shell: date\n",

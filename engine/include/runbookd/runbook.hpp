@@ -66,6 +66,8 @@ struct StepSpec {
     SourceLocation location;
     std::optional<Duration> timeout;  // empty: the daemon's default step timeout
     RetryPolicy retry;
+    // Safe to run again after a crash interrupted it (docs/runs.md, Restart).
+    bool idempotent = false;
     std::shared_ptr<const StepConfig> config;
 };
 
@@ -96,6 +98,14 @@ struct Runbook {
     std::optional<Template> dedup;
     std::optional<Duration> cooldown;   // no new run for the same key within this long
     std::optional<RunBudget> max_runs;  // at most `count` runs for the same key per `per`
+    // No new run for a key while an alert that started one for it has not resolved.
+    bool once_until_resolved = false;
+    // A run still queued or running when its alert resolves: finish it (default) or cancel it.
+    bool on_resolve_cancel = false;
+    // A run a crash interrupted: Steps decides by each step's `idempotent`; Resume re-runs the
+    // interrupted step whatever it says; Fail ends the run interrupted.
+    enum class OnInterrupt { Steps, Resume, Fail };
+    OnInterrupt on_interrupt = OnInterrupt::Steps;
     std::vector<StepSpec> steps;
 
     // True when the alert's labels match and its status is one this runbook acts on.

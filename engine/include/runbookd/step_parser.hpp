@@ -50,6 +50,11 @@ class ParseContext {
                                         std::int64_t min, std::int64_t max);
     // A finite decimal number.
     std::optional<double> number(const YAML::Node& node, std::string_view what);
+    // true or false (YAML's spelling; yes/no/on/off are refused as ambiguous).
+    std::optional<bool> boolean(const YAML::Node& node, std::string_view what);
+    // One of `choices`, returned as its index.
+    std::optional<std::size_t> choice(const YAML::Node& node, std::string_view what,
+                                      const std::vector<std::string_view>& choices);
 
     // Checks that `node` is a mapping whose keys are strings, unique, and among `allowed`.
     bool check_mapping(const YAML::Node& node, std::string_view what,

@@ -17,7 +17,9 @@ namespace runbookd {
 using RunId = std::int64_t;
 using AttemptId = std::int64_t;
 
-enum class RunState { Queued, Running, Succeeded, Failed, Cancelled };
+// Interrupted: runbookd stopped (crashed) while a step whose effect cannot be known ran; the
+// run waits for a human (docs/runs.md, Restart).
+enum class RunState { Queued, Running, Succeeded, Failed, Cancelled, Interrupted };
 const char* run_state_name(RunState state);
 std::optional<RunState> parse_run_state(std::string_view name);
 inline bool is_terminal(RunState s) {
@@ -55,6 +57,13 @@ struct DeliveryRecord {
         std::string dedup_key;  // the runbook's `dedup` rendered, else the fingerprint
         std::optional<Duration> cooldown;
         std::optional<Runbook::RunBudget> max_runs;
+        bool once_until_resolved = false;
+    };
+    // A resolved alert and a runbook whose matchers it matches (whatever its `on:`): the
+    // runbook's firing episode of that alert, if it ran, is marked resolved.
+    struct Resolution {
+        std::size_t alert_index = 0;
+        std::string runbook;
     };
 
     Timestamp received_at;
@@ -71,6 +80,7 @@ struct DeliveryRecord {
     std::vector<std::string> warnings;
     std::vector<AlertEntry> alerts;
     std::vector<RunRequest> runs;
+    std::vector<Resolution> resolutions;
 };
 
 struct DeliveryReceipt {
@@ -89,6 +99,10 @@ struct DeliveryReceipt {
     // becomes Duplicate, with the first reason as its detail).
     std::vector<AlertOutcome> alert_outcomes;
     std::vector<std::string> alert_details;
+
+    // Runs whose firing episode this delivery resolved (first time only), parallel to nothing:
+    // (run, index into DeliveryRecord::resolutions).
+    std::vector<std::pair<RunId, std::size_t>> resolved_runs;
 
     // The ids of the runs that were started.
     std::vector<RunId> started_runs() const;
@@ -143,6 +157,9 @@ struct AttemptEnd {
     std::int64_t stderr_bytes = 0;
     bool timed_out = false;
     bool cancelled = false;
+    // A crash stopped runbookd while the attempt ran: whether its work was done is not known
+    // (state outcome_unknown).
+    bool outcome_unknown = false;
     std::vector<AttemptTransition> transitions;
     // The full output (stdout and stderr in arrival order) as a file, up to the cap.
     std::string output_path;  // empty when none was written
@@ -154,6 +171,7 @@ struct AttemptEnd {
 // step plus one: the parts present apply in this order.
 //   waiting:   the run stays queued, for this reason (a lock, the runbook's concurrency)
 //   started:   queued → running
+//   resumed:   a run a crash interrupted goes on after a restart (why, in words)
 //   ended:     the attempt in flight ended
 //   next:      the next attempt starts (its id comes back in the completion)
 //   next_end:  ...and ended before starting anything (e.g. a missing label)
@@ -178,6 +196,7 @@ struct RunProgress {
     std::optional<Spawned> spawned;  // the attempt in flight now has a process
     std::optional<std::string> waiting;
     std::optional<Timestamp> started;
+    std::optional<std::string> resumed;
     std::optional<std::pair<AttemptId, AttemptEnd>> ended;
     std::optional<AttemptStart> next;
     std::optional<AttemptEnd> next_end;
@@ -187,7 +206,7 @@ struct RunProgress {
 struct AttemptRecord {
     AttemptId id = 0;
     AttemptStart start;
-    std::string state;  // running, succeeded, failed
+    std::string state;  // running, succeeded, failed, outcome_unknown
     std::optional<AttemptEnd> end;
 };
 

@@ -137,7 +137,8 @@ void list_runs(const ApiContext& ctx, const http::Request& req, const http::Resp
         if (!filter.state) {
             respond(http::json_error(400, "invalid_argument",
                                      fmt::format("unknown run state \"{}\" (expected queued, "
-                                                 "running, succeeded, failed or cancelled)",
+                                                 "running, succeeded, failed, cancelled or "
+                                                 "interrupted)",
                                                  state),
                                      "state"));
             return;

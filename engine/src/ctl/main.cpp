@@ -395,7 +395,8 @@ int main(int argc, char** argv) {
     std::string state, runbook, run_id;
     int limit = 50;
     auto* list_cmd = runs_cmd->add_subcommand("list", "list recent runs, newest first");
-    list_cmd->add_option("--state", state, "queued, running, succeeded, failed or cancelled");
+    list_cmd->add_option("--state", state,
+                         "queued, running, succeeded, failed, cancelled or interrupted");
     list_cmd->add_option("--runbook", runbook, "only runs of this runbook");
     list_cmd->add_option("--limit", limit, "at most this many runs")->capture_default_str();
     auto* show_cmd = runs_cmd->add_subcommand("show", "show a run with its steps and output");

@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <runbookd/result.hpp>
 #include <runbookd/runbook.hpp>
+#include <runbookd/timestamp.hpp>
 
 #include "http/message.hpp"
 #include "run/argv_executor.hpp"
@@ -38,6 +40,9 @@ struct Config {
     // that is not a running step; a test embedding the daemon next to children of its own
     // turns this off.
     bool reap_orphans = true;
+    // Not read from the file: the time the intake stamps on each delivery, which decides
+    // cooldowns and budgets. Empty: the system clock. Tests set it to step over boundaries.
+    std::function<Timestamp()> clock;
     Duration shutdown_grace{20'000};
     bool synchronous_full = true;
     int busy_timeout_ms = 5000;

@@ -15,6 +15,7 @@
 #include <runbookd/store.hpp>
 
 #include "api/routes.hpp"
+#include "common/hash.hpp"
 #include "common/log.hpp"
 #include "exec/process.hpp"
 #include "http/message.hpp"
@@ -69,6 +70,14 @@ std::string default_output_dir(const std::string& db_path) {
     std::filesystem::path p(db_path);
     p.replace_extension(".output");
     return p.string();
+}
+
+// What every step's exec::kInstanceEnv says: the database's absolute path, hashed (so that
+// no path leaks into steps), short enough to read in `ps e`.
+std::string instance_token(const std::string& db_path) {
+    std::error_code ec;
+    auto path = std::filesystem::weakly_canonical(std::filesystem::absolute(db_path, ec), ec);
+    return sha256_hex(path.string()).substr(0, 16);
 }
 
 // Steps run as children of this process: enough descriptors for many at once, and orphans
@@ -175,17 +184,22 @@ Status Daemon::start() {
         log->info("step output files dir={} cap_bytes={}", log::quote(process.output_dir),
                   process.output_cap_bytes);
     }
+    // Marks every step of this database, for the next start's recovery (docs/runs.md).
+    process.instance = instance_token(config_.db_path);
+    run::SchedulerOptions run_options = config_.runs;
+    run_options.instance = process.instance;
     std::vector<std::shared_ptr<run::StepExecutor>> executors = {
         run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process)};
     p.scheduler = std::make_unique<run::Scheduler>(
-        p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), config_.runs);
+        p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), run_options);
     p.exec_thread = std::thread([&p] { p.exec_io.run(); });
     if (auto s = p.scheduler->recover(); !s) {
         return s;
     }
 
     p.server = std::make_unique<http::Server>(http_options, p.router);
-    p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler);
+    p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler,
+                                                            config_.clock);
     p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get(), p.scheduler.get()};
     api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {

@@ -1115,6 +1115,29 @@ std::optional<std::uint64_t> process_start_ticks(pid_t pid) {
     return ticks;
 }
 
+std::vector<pid_t> processes_with_env(std::string_view entry) {
+    std::vector<pid_t> found;
+    std::error_code ec;
+    const pid_t self = ::getpid();
+    for (const auto& dirent : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = dirent.path().filename().string();
+        pid_t pid = 0;
+        const auto [ptr, err] = std::from_chars(name.data(), name.data() + name.size(), pid);
+        if (err != std::errc{} || ptr != name.data() + name.size() || pid == self) {
+            continue;
+        }
+        std::ifstream in(dirent.path() / "environ", std::ios::binary);
+        std::string variable;
+        while (std::getline(in, variable, '\0')) {
+            if (variable == entry) {
+                found.push_back(pid);
+                break;
+            }
+        }
+    }
+    return found;
+}
+
 std::string signal_name(int signal) {
     const char* abbrev = ::sigabbrev_np(signal);
     if (abbrev == nullptr) {

@@ -170,4 +170,13 @@ std::string signal_name(int signal);
 // nothing when no such process exists.
 std::optional<std::uint64_t> process_start_ticks(pid_t pid);
 
+// Every step's environment carries this variable, set to a value that names the database of
+// the runbookd that started it, so that the next runbookd on that database can find what a
+// crash left running even when no pid was recorded (docs/runs.md, Restart).
+inline constexpr std::string_view kInstanceEnv = "RUNBOOKD_INSTANCE";
+
+// The processes, other than this one, whose initial environment holds `entry` ("NAME=value")
+// as one of its variables. Processes this user may not inspect are skipped.
+std::vector<pid_t> processes_with_env(std::string_view entry);
+
 }  // namespace runbookd::exec

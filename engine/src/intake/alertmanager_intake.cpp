@@ -33,6 +33,9 @@ void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
             if (!runbook->matches_labels(entry.alert.labels)) {
                 continue;
             }
+            if (entry.alert.status == AlertStatus::Resolved) {
+                record.resolutions.push_back({i, runbook->name});
+            }
             if (!runbook->acts_on(entry.alert.status)) {
                 ignoring.push_back(runbook->name);
                 continue;
@@ -42,7 +45,8 @@ void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
                                            runbook->content_hash,
                                            entry.alert.fingerprint,
                                            runbook->cooldown,
-                                           runbook->max_runs};
+                                           runbook->max_runs,
+                                           runbook->once_until_resolved};
             if (runbook->dedup) {
                 const TemplateScope scope{&entry.alert, 0, runbook->name};
                 if (auto key = runbook->dedup->render(scope)) {
@@ -146,8 +150,12 @@ std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt
 }  // namespace
 
 AlertmanagerIntake::AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
-                                       run::Scheduler& scheduler)
-    : store_(store), catalog_(std::move(catalog)), scheduler_(scheduler), log_(log::get("alert")) {}
+                                       run::Scheduler& scheduler, std::function<Timestamp()> clock)
+    : store_(store),
+      catalog_(std::move(catalog)),
+      scheduler_(scheduler),
+      clock_(clock ? std::move(clock) : [] { return Timestamp::now(); }),
+      log_(log::get("alert")) {}
 
 void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeReply)> reply) {
     auto parsed = parse_notification(delivery.body);
@@ -161,7 +169,7 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
     Notification& n = *parsed;
 
     DeliveryRecord record;
-    record.received_at = Timestamp::now();
+    record.received_at = clock_();
     record.source = "alertmanager";
     record.remote_addr = std::move(delivery.remote_addr);
     record.user_agent = std::move(delivery.user_agent);
@@ -210,10 +218,39 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
             if (!started.empty()) {
                 scheduler_.enqueue(std::move(started));
             }
+            cancel_resolved(*shared, *receipt);
             reply(IntakeReply{200, {}, [shared, done = std::move(*receipt)] {
                                   return summary(*shared, done);
                               }});
         });
+}
+
+// `on_resolve: cancel`: a run still queued or running when its alert resolves is stopped
+// gracefully. The resolution is committed first, so a crash before the cancel leaves a run
+// that recovery ends (it was in flight) rather than one that runs on unnoticed.
+void AlertmanagerIntake::cancel_resolved(const DeliveryRecord& record,
+                                         const DeliveryReceipt& receipt) {
+    for (const auto& [run, index] : receipt.resolved_runs) {
+        const auto& resolution = record.resolutions[index];
+        const auto runbook = catalog_->find(resolution.runbook);
+        if (!runbook || !runbook->on_resolve_cancel) {
+            continue;
+        }
+        const Alert& alert = record.alerts[resolution.alert_index].alert;
+        scheduler_.cancel(
+            run, "alertmanager",
+            fmt::format("the alert resolved (delivery {}, fingerprint {}); runbook {} has "
+                        "on_resolve: cancel",
+                        receipt.delivery_id, alert.fingerprint, resolution.runbook),
+            [log = log_, run = run](Result<run::CancelOutcome> r) {
+                if (r) {
+                    log->info("run cancelled because its alert resolved run={}", run);
+                } else if (r.error().code != ErrorCode::FailedPrecondition) {
+                    log->warn("cancelling run of a resolved alert failed run={} error={}", run,
+                              log::quote(r.error().message));
+                }
+            });
+    }
 }
 
 }  // namespace runbookd::intake

@@ -31,16 +31,20 @@ struct IntakeReply {
 // the runs and answers. Stateless apart from the catalog; safe to call from any thread.
 class AlertmanagerIntake {
   public:
+    // `clock` stamps each delivery (empty: the system clock).
     AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
-                       run::Scheduler& scheduler);
+                       run::Scheduler& scheduler, std::function<Timestamp()> clock = {});
 
     // `reply` runs exactly once, possibly on another thread.
     void handle(Delivery delivery, std::function<void(IntakeReply)> reply);
 
   private:
+    void cancel_resolved(const DeliveryRecord& record, const DeliveryReceipt& receipt);
+
     Store& store_;
     std::shared_ptr<const RunbookCatalog> catalog_;
     run::Scheduler& scheduler_;
+    std::function<Timestamp()> clock_;
     std::shared_ptr<spdlog::logger> log_;
 };
 

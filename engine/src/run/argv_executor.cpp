@@ -240,6 +240,9 @@ class ProcessExecutor final : public StepExecutor {
         set("RUNBOOK_STEP", ctx.step->name);
         set("RUNBOOK_ATTEMPT", std::to_string(ctx.attempt));
         set("RUNBOOK_IDEMPOTENCY_KEY", idempotency_key(ctx.run_id, ctx.step->name));
+        if (!defaults_.instance.empty()) {
+            set(std::string(exec::kInstanceEnv), defaults_.instance);
+        }
         std::vector<std::string> out;
         out.reserve(vars.size());
         for (auto& [k, v] : vars) {

@@ -41,6 +41,9 @@ struct ProcessDefaults {
     // The configured secrets (name, value), read at start: a step's `env: {X: {secret: NAME}}`
     // takes its value from here, and every value is redacted from every step's output.
     std::vector<std::pair<std::string, std::string>> secrets;
+    // The value of exec::kInstanceEnv in every step's environment (after the step's own
+    // `env:`, which cannot change it); empty: not set.
+    std::string instance;
 };
 
 // Runs `argv:` steps as child processes through the ProcessRunner.

@@ -26,6 +26,9 @@ constexpr std::size_t kMaxWaiting = 1024;
 // How long a step left running by a crashed runbookd gets between SIGTERM and SIGKILL when the
 // next runbookd starts (start-up waits for it).
 constexpr std::chrono::seconds kRecoveryGrace{5};
+// A step a crash interrupted runs again at most this many times (idempotent steps, or
+// `on_interrupt: resume`): a step that takes runbookd down with it must not do so forever.
+constexpr int kMaxResumes = 3;
 // A step's process is recorded once it has run this long (record_process_later).
 constexpr std::chrono::milliseconds kRecordProcessAfter{200};
 
@@ -101,8 +104,10 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     RunContext ctx_;
     std::shared_ptr<const Runbook> runbook_;
     std::size_t step_index_ = 0;
-    int attempt_number_ = 1;  // of the current step: 1, then 2, ... on retries
-    std::string lock_key_;    // rendered from the runbook's `lock:`; empty without one
+    int attempt_number_ = 1;      // of the current step: 1, then 2, ... on retries
+    int uncounted_attempts_ = 0;  // of the current step, interrupted by crashes (not retries)
+    std::optional<Scheduler::Resume> resume_;  // set while a run a crash interrupted restarts
+    std::string lock_key_;  // rendered from the runbook's `lock:`; empty without one
     std::string waiting_reason_;
     bool admitted_ = false;
     std::unique_ptr<Attempt> attempt_;
@@ -122,6 +127,10 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
 };
 
 void RunExecution::begin() {
+    if (auto r = sched_.resumes_.find(id_); r != sched_.resumes_.end()) {
+        resume_ = std::move(r->second);
+        sched_.resumes_.erase(r);
+    }
     auto loaded = sched_.store_.load_run(id_);
     if (!loaded) {
         if (loaded.error().code == ErrorCode::Unavailable) {
@@ -141,15 +150,28 @@ void RunExecution::begin() {
         sched_.on_run_finished(id_);
         return;
     }
-    if (ctx_.state != RunState::Queued) {
-        abandon(fmt::format("run is {}, not queued", run_state_name(ctx_.state)));
+    const RunState expected = resume_ ? RunState::Running : RunState::Queued;
+    if (ctx_.state != expected) {
+        abandon(
+            fmt::format("run is {}, not {}", run_state_name(ctx_.state), run_state_name(expected)));
         return;
+    }
+    if (resume_) {
+        step_index_ = resume_->step_index;
+        attempt_number_ = resume_->attempt;
+        uncounted_attempts_ = resume_->uncounted;
     }
     run_started_ = std::chrono::steady_clock::now();
     std::string error;
     runbook_ = sched_.resolve_runbook(ctx_.runbook, ctx_.runbook_hash, error);
     if (!runbook_) {
         finish(RunProgress{}, RunState::Failed, error);
+        return;
+    }
+    if (step_index_ > runbook_->steps.size()) {
+        finish(RunProgress{}, RunState::Failed,
+               fmt::format("cannot resume at step {}: runbook {} has {} steps", step_index_ + 1,
+                           runbook_->name, runbook_->steps.size()));
         return;
     }
     if (runbook_->lock) {
@@ -208,7 +230,16 @@ void RunExecution::on_admitted() {
     run_started_ = std::chrono::steady_clock::now();
     on_started();
     RunProgress progress;
-    progress.started = Timestamp::now();
+    if (resume_) {
+        // Already running in the store: it goes on, and the attempt the crash cut short is
+        // closed in the same write as the next one starts.
+        sched_.log_->info("run resumed run={} why={}", id_, log::quote(resume_->why));
+        progress.resumed = std::move(resume_->why);
+        progress.ended = std::move(resume_->interrupted);
+        resume_.reset();
+    } else {
+        progress.started = Timestamp::now();
+    }
     advance(std::move(progress));
 }
 
@@ -360,8 +391,8 @@ void RunExecution::record_process_later(AttemptId attempt, int pid) {
 void RunExecution::on_outcome(AttemptOutcome outcome) {
     pid_timer_.cancel();
     const RetryPolicy& policy = step().retry;
-    const bool retry =
-        !stop_state_ && attempt_number_ < policy.attempts && wants_retry(policy, outcome);
+    const bool retry = !stop_state_ && attempt_number_ - uncounted_attempts_ < policy.attempts &&
+                       wants_retry(policy, outcome);
     AttemptEnd end;
     end.timed_out = outcome.timed_out;
     end.cancelled = outcome.cancelled;
@@ -428,6 +459,7 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     } else {
         ++step_index_;
         attempt_number_ = 1;
+        uncounted_attempts_ = 0;
         advance(std::move(progress));
     }
 }
@@ -523,50 +555,65 @@ Status Scheduler::recover() {
     if (!interrupted) {
         return interrupted.error();
     }
-    // TODO(runbookd): decide per step whether to resume (`idempotent:` steps); until then an
-    // interrupted run is failed for a human to look at.
+    std::vector<Result<RunDetail>> runs;
     std::vector<LeftRunning> left;
+    std::vector<pid_t> known;
     for (const RunId id : *interrupted) {
         log_->warn("run interrupted by a restart run={}", id);
-        left.push_back(stop_left_running(id));
+        runs.push_back(store_.get_run(id));
+        left.push_back(stop_left_running(id, runs.back()));
+        if (left.back().pgid > 0) {
+            known.push_back(left.back().pgid);
+        }
     }
+    const std::vector<pid_t> unrecorded = stop_unrecorded(known);
     // Every group got SIGTERM at once above; they share one grace period.
-    const auto deadline = std::chrono::steady_clock::now() + kRecoveryGrace;
-    const auto any_alive = [&left] {
-        return std::any_of(left.begin(), left.end(), [](const LeftRunning& l) {
-            return l.pgid > 0 && ::kill(-l.pgid, 0) == 0;
-        });
+    const auto alive = [](pid_t pgid) {
+        return pgid > 0 && ::kill(-pgid, 0) == 0;
     };
-    while (any_alive() && std::chrono::steady_clock::now() < deadline) {
+    const auto deadline = std::chrono::steady_clock::now() + kRecoveryGrace;
+    while ((std::any_of(known.begin(), known.end(), alive) ||
+            std::any_of(unrecorded.begin(), unrecorded.end(), alive)) &&
+           std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+    for (const pid_t pgid : unrecorded) {
+        if (alive(pgid)) {
+            ::kill(-pgid, SIGKILL);
+        }
+    }
+    std::vector<RunId> resumed;
     std::vector<std::promise<Result<AttemptId>>> written(left.size());
     for (std::size_t i = 0; i < left.size(); ++i) {
         std::string stopped = std::move(left[i].what);
-        if (left[i].pgid > 0) {
-            const bool killed = ::kill(-left[i].pgid, 0) == 0;
-            if (killed) {
-                ::kill(-left[i].pgid, SIGKILL);
-                stopped += fmt::format(", then SIGKILL after {} s", kRecoveryGrace.count());
-            }
+        if (alive(left[i].pgid)) {
+            ::kill(-left[i].pgid, SIGKILL);
+            stopped += fmt::format(", then SIGKILL after {} s", kRecoveryGrace.count());
         }
-        RunProgress progress;
-        progress.run = (*interrupted)[i];
-        progress.finished = RunProgress::Finish{
-            RunState::Failed,
-            "interrupted: runbookd stopped while the run was in progress; " + stopped,
-            Timestamp::now(), ""};
-        store_.record_progress(std::move(progress), [&promise = written[i]](Result<AttemptId> r) {
-            promise.set_value(std::move(r));
-        });
+        const RunId id = (*interrupted)[i];
+        auto plan = plan_recovery(id, runs[i], stopped);
+        if (auto* resume = std::get_if<Resume>(&plan)) {
+            log_->warn("run will resume run={} why={}", id, log::quote(resume->why));
+            resumes_[id] = std::move(*resume);
+            resumed.push_back(id);
+            written[i].set_value(AttemptId{0});
+            continue;
+        }
+        store_.record_progress(
+            std::move(std::get<RunProgress>(plan)),
+            [&promise = written[i]](Result<AttemptId> r) { promise.set_value(std::move(r)); });
     }
-    // Committed (together) before start-up goes on: once runbookd answers, no run it recovered
-    // still reads "running".
+    // Committed (together) before start-up goes on: once runbookd answers, every run it
+    // recovered has either ended or is queued to go on.
     for (std::size_t i = 0; i < written.size(); ++i) {
         if (auto r = written[i].get_future().get(); !r) {
             return make_error(r.error().code, fmt::format("recording interrupted run {} failed: {}",
                                                           (*interrupted)[i], r.error().message));
         }
+    }
+    if (!resumed.empty()) {
+        log_->info("resuming interrupted runs count={}", resumed.size());
+        enqueue(std::move(resumed));
     }
     auto queued = store_.runs_in_state(RunState::Queued);
     if (!queued) {
@@ -577,6 +624,122 @@ Status Scheduler::recover() {
         enqueue(std::move(*queued));
     }
     return {};
+}
+
+std::vector<pid_t> Scheduler::stop_unrecorded(const std::vector<pid_t>& known) {
+    std::vector<pid_t> groups;
+    if (options_.instance.empty()) {
+        return groups;
+    }
+    const pid_t own_group = ::getpgrp();
+    const std::string entry = fmt::format("{}={}", exec::kInstanceEnv, options_.instance);
+    for (const pid_t pid : exec::processes_with_env(entry)) {
+        const pid_t pgid = ::getpgid(pid);
+        if (pgid <= 1 || pgid == own_group) {
+            // Not in a group of its own (a step always leads one): only the process itself.
+            log_->warn("stopping a process left by a step of the previous runbookd pid={}", pid);
+            ::kill(pid, SIGKILL);
+            continue;
+        }
+        if (std::find(known.begin(), known.end(), pgid) != known.end() ||
+            std::find(groups.begin(), groups.end(), pgid) != groups.end()) {
+            continue;
+        }
+        log_->warn(
+            "stopping a process group left by a step of the previous runbookd pgid={} "
+            "pid={}",
+            pgid, pid);
+        ::kill(-pgid, SIGTERM);
+        groups.push_back(pgid);
+    }
+    return groups;
+}
+
+std::variant<Scheduler::Resume, RunProgress> Scheduler::plan_recovery(RunId id,
+                                                                      const Result<RunDetail>& run,
+                                                                      const std::string& stopped) {
+    RunProgress end;
+    end.run = id;
+    const auto finish = [&end](RunState state, std::string reason) {
+        end.finished = RunProgress::Finish{state, std::move(reason), Timestamp::now(), ""};
+        return end;
+    };
+    const std::string prefix = "interrupted: runbookd stopped while the run was in progress; ";
+    if (!run) {
+        return finish(RunState::Failed, prefix + stopped);
+    }
+    std::string error;
+    auto runbook = resolve_runbook(run->run.runbook, run->run.runbook_hash, error);
+    if (!runbook) {
+        return finish(RunState::Failed, prefix + stopped + "; cannot resume: " + error);
+    }
+    const AttemptRecord* last = run->attempts.empty() ? nullptr : &run->attempts.back();
+    Resume resume;
+    if (last != nullptr && last->state == "running") {
+        AttemptEnd unknown;
+        unknown.outcome_unknown = true;
+        unknown.finished_at = Timestamp::now();
+        unknown.error = "interrupted: runbookd stopped while the attempt ran; " + stopped;
+        end.ended = std::make_pair(last->id, unknown);
+        resume.interrupted = std::make_pair(last->id, std::move(unknown));
+    }
+    if (runbook->on_interrupt == Runbook::OnInterrupt::Fail) {
+        return finish(RunState::Failed, prefix + stopped + " (on_interrupt: fail)");
+    }
+    if (last == nullptr) {
+        resume.why = "resumed after a restart; no step had started";
+        return resume;
+    }
+    const auto index = static_cast<std::size_t>(last->start.step_index);
+    if (index >= runbook->steps.size()) {
+        return finish(RunState::Failed, prefix + stopped +
+                                            "; cannot resume: its runbook version has no step " +
+                                            std::to_string(index + 1));
+    }
+    const StepSpec& step = runbook->steps[index];
+    int interruptions = 0;
+    for (const auto& a : run->attempts) {
+        interruptions += a.start.step_index == last->start.step_index &&
+                                 (a.state == "outcome_unknown" || &a == last)
+                             ? 1
+                             : 0;
+    }
+    if (last->state == "succeeded") {
+        // Between two steps: nothing was running, so going on repeats nothing.
+        resume.step_index = index + 1;
+        resume.why = fmt::format("resumed after a restart after step \"{}\" succeeded", step.name);
+        return resume;
+    }
+    resume.step_index = index;
+    resume.attempt = last->start.attempt + 1;
+    if (last->state != "running") {
+        // Failed, waiting for its retry: the retry goes ahead.
+        resume.uncounted = interruptions - 1;
+        resume.why = fmt::format("resumed after a restart: step \"{}\" is retried as attempt {}",
+                                 step.name, resume.attempt);
+        return resume;
+    }
+    const bool again = step.idempotent || runbook->on_interrupt == Runbook::OnInterrupt::Resume;
+    if (!again) {
+        return finish(RunState::Interrupted,
+                      fmt::format("interrupted: runbookd stopped while step \"{}\" was running "
+                                  "({}); the step is not marked idempotent, so whether it did its "
+                                  "work is unknown: check, then run the runbook again if needed",
+                                  step.name, stopped));
+    }
+    if (interruptions > kMaxResumes) {
+        return finish(RunState::Interrupted,
+                      fmt::format("interrupted: runbookd stopped while step \"{}\" was running "
+                                  "({}), for the {}th time; it is not run again",
+                                  step.name, stopped, interruptions));
+    }
+    resume.uncounted = interruptions;
+    resume.why = fmt::format(
+        "resumed after a restart: step \"{}\" was interrupted ({}) and runs "
+        "again as attempt {} ({})",
+        step.name, stopped, resume.attempt,
+        step.idempotent ? "idempotent: true" : "on_interrupt: resume");
+    return resume;
 }
 
 double Scheduler::random01() {
@@ -613,13 +776,10 @@ void Scheduler::park(RunId id) {
     --active_count_;
 }
 
-// Stops the process group a crashed runbookd left running for run `id`, if its recorded process
-// is still the same one (pid and start time). Says what it did, for the run's reason.
 // Looks for the process a crashed runbookd left running for run `id`, if its recorded process
 // is still the same one (pid and start time), and sends its group SIGTERM; recover() waits for
 // all of them and SIGKILLs what remains.
-Scheduler::LeftRunning Scheduler::stop_left_running(RunId id) {
-    auto run = store_.get_run(id);
+Scheduler::LeftRunning Scheduler::stop_left_running(RunId id, const Result<RunDetail>& run) {
     if (!run) {
         return {"its last step may have been left running (" + run.error().message + ")", 0};
     }
@@ -628,7 +788,10 @@ Scheduler::LeftRunning Scheduler::stop_left_running(RunId id) {
             continue;
         }
         if (!a.start.pid) {
-            return {fmt::format("step \"{}\" had not recorded a process", a.start.step), 0};
+            return {fmt::format("step \"{}\" had not recorded its process yet (what it left "
+                                "running is found by its environment)",
+                                a.start.step),
+                    0};
         }
         const pid_t pid = *a.start.pid;
         const auto ticks = exec::process_start_ticks(pid);

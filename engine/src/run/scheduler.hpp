@@ -9,6 +9,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -28,6 +29,9 @@ struct SchedulerOptions {
     std::size_t max_concurrent_runs = 8;
     Duration default_step_timeout{300'000};
     Duration default_run_timeout{1'800'000};
+    // The exec::kInstanceEnv value in this runbookd's steps: recover() stops every process
+    // that carries it. Empty: no such search.
+    std::string instance;
 };
 
 class RunExecution;
@@ -53,8 +57,9 @@ class Scheduler {
     // Queues committed runs for execution.
     void enqueue(std::vector<RunId> runs);
 
-    // At start-up: fails runs that a previous process left running and queues the runs it
-    // left queued. Call before serving requests.
+    // At start-up: stops what a previous process left running, then resumes each run it
+    // interrupted or ends it (docs/runs.md, Restart), and queues the runs it left queued.
+    // Call before serving requests, with the run engine's thread running.
     Status recover();
 
     // Stops starting queued runs (they stay queued in the store), waits up to `grace` for the
@@ -91,7 +96,21 @@ class Scheduler {
         std::string what;
         pid_t pgid = 0;
     };
-    LeftRunning stop_left_running(RunId id);
+    LeftRunning stop_left_running(RunId id, const Result<RunDetail>& run);
+    // Sends SIGTERM to every process group holding a step of this runbookd's database that is
+    // not among `known` (steps whose pid was never recorded); returns the groups signalled.
+    std::vector<pid_t> stop_unrecorded(const std::vector<pid_t>& known);
+    // Where a run a crash interrupted goes on, decided by recover().
+    struct Resume {
+        std::size_t step_index = 0;
+        int attempt = 1;
+        int uncounted = 0;  // attempts of that step that do not count against its retries
+        std::optional<std::pair<AttemptId, AttemptEnd>> interrupted;  // closed when it goes on
+        std::string why;
+    };
+    // The run goes on (a Resume) or ends (a RunProgress that finishes it).
+    std::variant<Resume, RunProgress> plan_recovery(RunId id, const Result<RunDetail>& run,
+                                                    const std::string& stopped);
     void on_run_finished(RunId id);
     std::shared_ptr<const Runbook> resolve_runbook(const std::string& name, const std::string& hash,
                                                    std::string& error);
@@ -115,6 +134,7 @@ class Scheduler {
     std::map<std::string, RunId> locks_;              // lock key → the run holding it
     std::mt19937_64 rng_{std::random_device{}()};     // retry jitter
     std::map<std::string, std::shared_ptr<const Runbook>> old_versions_;  // by content hash
+    std::map<RunId, Resume> resumes_;  // interrupted runs recover() queued to go on
     std::atomic<std::size_t> active_count_{0};
     std::atomic<std::size_t> queued_count_{0};
     bool draining_ = false;

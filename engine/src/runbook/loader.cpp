@@ -299,8 +299,8 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
             parser = p.get();
         }
     }
-    std::vector<std::string_view> allowed = {"name", "description", "timeout", "retries",
-                                             "retry_on"};
+    std::vector<std::string_view> allowed = {"name",    "description", "timeout",
+                                             "retries", "retry_on",    "idempotent"};
     if (parser == nullptr) {
         ctx.check_mapping(node, "step", allowed);
         ctx.error(node, fmt::format("step needs one key that gives its kind: {}",
@@ -322,6 +322,9 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
         step.timeout = ctx.duration(t, "timeout");
     }
     parse_retry(node, ctx, step.retry);
+    if (const auto i = find_key(node, "idempotent"); i.IsDefined()) {
+        step.idempotent = ctx.boolean(i, "idempotent").value_or(false);
+    }
     step.config = parser->parse(node, ctx);
     if (!keys_ok || step.config == nullptr) {
         return std::nullopt;
@@ -403,9 +406,14 @@ void parse_suppression(const YAML::Node& root, ParseContext& ctx, Runbook& runbo
             runbook.max_runs = Runbook::RunBudget{static_cast<int>(*n), *window};
         }
     }
-    if (runbook.dedup && !runbook.cooldown && !runbook.max_runs) {
-        ctx.warning(find_key(root, "dedup"),
-                    "dedup: the key is only used by cooldown and max_runs, and neither is set");
+    if (const auto o = find_key(root, "once_until_resolved"); o.IsDefined()) {
+        runbook.once_until_resolved = ctx.boolean(o, "once_until_resolved").value_or(false);
+    }
+    if (runbook.dedup && !runbook.cooldown && !runbook.max_runs && !runbook.once_until_resolved) {
+        ctx.warning(
+            find_key(root, "dedup"),
+            "dedup: the key is only used by cooldown, max_runs and once_until_resolved, and "
+            "none is set");
     }
 }
 
@@ -418,9 +426,10 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
                                     node_kind(root)));
         return nullptr;
     }
-    ctx.check_mapping(root, "runbook",
-                      {"name", "description", "matchers", "on", "timeout", "concurrency", "lock",
-                       "dedup", "cooldown", "max_runs", "steps"});
+    ctx.check_mapping(
+        root, "runbook",
+        {"name", "description", "matchers", "on", "timeout", "concurrency", "lock", "dedup",
+         "cooldown", "max_runs", "once_until_resolved", "on_resolve", "on_interrupt", "steps"});
     parse_name(root, ctx, "runbook", runbook->name);
     runbook->name_location = ctx.location(find_key(root, "name"));
     if (const auto d = find_key(root, "description"); d.IsDefined()) {
@@ -443,6 +452,17 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
     }
     parse_lock(find_key(root, "lock"), ctx, *runbook);
     parse_suppression(root, ctx, *runbook);
+    if (const auto r = find_key(root, "on_resolve"); r.IsDefined()) {
+        if (const auto c = ctx.choice(r, "on_resolve", {"finish", "cancel"})) {
+            runbook->on_resolve_cancel = *c == 1;
+        }
+    }
+    if (const auto i = find_key(root, "on_interrupt"); i.IsDefined()) {
+        if (const auto c = ctx.choice(i, "on_interrupt", {"resume", "fail"})) {
+            runbook->on_interrupt =
+                *c == 0 ? Runbook::OnInterrupt::Resume : Runbook::OnInterrupt::Fail;
+        }
+    }
     const YAML::Node steps = find_key(root, "steps");
     if (!steps.IsDefined()) {
         ctx.error(root, "runbook needs steps");
@@ -581,6 +601,37 @@ std::optional<double> ParseContext::number(const YAML::Node& node, std::string_v
         return std::nullopt;
     }
     return value;
+}
+
+std::optional<bool> ParseContext::boolean(const YAML::Node& node, std::string_view what) {
+    auto text = string(node, what);
+    if (!text) {
+        return std::nullopt;
+    }
+    if (*text == "true") {
+        return true;
+    }
+    if (*text == "false") {
+        return false;
+    }
+    error(node, fmt::format("{}: expected true or false, got \"{}\"", what, *text));
+    return std::nullopt;
+}
+
+std::optional<std::size_t> ParseContext::choice(const YAML::Node& node, std::string_view what,
+                                                const std::vector<std::string_view>& choices) {
+    auto text = string(node, what);
+    if (!text) {
+        return std::nullopt;
+    }
+    for (std::size_t i = 0; i < choices.size(); ++i) {
+        if (*text == choices[i]) {
+            return i;
+        }
+    }
+    error(node,
+          fmt::format("{}: expected {}, got \"{}\"", what, fmt::join(choices, " or "), *text));
+    return std::nullopt;
 }
 
 std::optional<Template> ParseContext::template_string(const YAML::Node& node,

@@ -156,6 +156,73 @@ CREATE TRIGGER audit_anchor_no_delete BEFORE DELETE ON audit_anchor BEGIN
     SELECT RAISE(ABORT, 'audit anchors are append-only: DELETE of audit_anchor is refused');
 END;
 )sql"},
+        {7,
+         "interrupted runs, attempts of unknown outcome, resolved episodes",
+         R"sql(
+CREATE TABLE runs_v7 (
+    id           INTEGER PRIMARY KEY,
+    runbook      TEXT NOT NULL,
+    runbook_hash TEXT NOT NULL REFERENCES runbook_versions(content_hash),
+    trigger      TEXT NOT NULL CHECK (trigger IN ('alert', 'manual')),
+    alert_id     INTEGER REFERENCES alerts(id),
+    actor        TEXT NOT NULL,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled',
+                                  'interrupted')),
+    reason       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    started_at   TEXT,
+    finished_at  TEXT,
+    cancelled_by TEXT
+) STRICT;
+INSERT INTO runs_v7 SELECT id, runbook, runbook_hash, trigger, alert_id, actor, state, reason,
+    created_at, started_at, finished_at, cancelled_by FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v7 RENAME TO runs;
+CREATE INDEX runs_by_runbook ON runs (runbook, id);
+
+CREATE TABLE attempts_v7 (
+    id               INTEGER PRIMARY KEY,
+    run_id           INTEGER NOT NULL REFERENCES runs(id),
+    step             TEXT NOT NULL,
+    step_index       INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL,
+    kind             TEXT NOT NULL,
+    argv             TEXT NOT NULL,
+    cwd              TEXT NOT NULL,
+    state            TEXT NOT NULL
+                     CHECK (state IN ('running', 'succeeded', 'failed', 'outcome_unknown')),
+    exit_code        INTEGER,
+    signal           INTEGER,
+    error            TEXT NOT NULL,
+    started_at       TEXT NOT NULL,
+    finished_at      TEXT,
+    duration_ms      INTEGER,
+    stdout_bytes     INTEGER,
+    stderr_bytes     INTEGER,
+    stdout_excerpt   BLOB,
+    stderr_excerpt   BLOB,
+    output_path      TEXT,
+    output_bytes     INTEGER,
+    output_truncated INTEGER,
+    pid              INTEGER,
+    pid_start_ticks  INTEGER,
+    UNIQUE (run_id, step_index, attempt)
+) STRICT;
+INSERT INTO attempts_v7 SELECT id, run_id, step, step_index, attempt, kind, argv, cwd, state,
+    exit_code, signal, error, started_at, finished_at, duration_ms, stdout_bytes, stderr_bytes,
+    stdout_excerpt, stderr_excerpt, output_path, output_bytes, output_truncated, pid,
+    pid_start_ticks FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_v7 RENAME TO attempts;
+
+ALTER TABLE episodes ADD COLUMN resolved_ms INTEGER;
+CREATE INDEX episodes_open ON episodes (runbook, dedup_key)
+    WHERE status = 'firing' AND resolved_ms IS NULL;
+)sql",
+         nullptr,
+         {},
+         true},
     };
     return all;
 }

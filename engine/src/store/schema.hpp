@@ -21,6 +21,9 @@ struct Migration {
     // `after_sql`.
     Status (*backfill)(sqlite::Database& db) = nullptr;
     std::string_view after_sql = {};
+    // Rebuilds tables that others refer to (SQLite cannot change a CHECK constraint in place):
+    // runs with foreign keys off, then checks them all before it commits.
+    bool rebuilds_tables = false;
 };
 
 const std::vector<Migration>& migrations();

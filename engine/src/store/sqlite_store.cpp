@@ -152,6 +152,9 @@ std::string attempt_end_detail(const AttemptEnd& e) {
     if (e.cancelled) {
         detail["cancelled"] = true;
     }
+    if (e.outcome_unknown) {
+        detail["outcome_unknown"] = true;
+    }
     if (!e.error.empty()) {
         detail["error"] = e.error;
     }
@@ -179,6 +182,7 @@ std::vector<TransitionText> transition_texts(const AttemptEnd& e) {
 struct ProgressWrite {
     RunProgress progress;
     std::string started_at;
+    std::string resumed_at, resumed_detail;
     std::string waiting_at, waiting_detail;
     std::string ended_at, ended_detail;
     std::vector<TransitionText> ended_transitions;
@@ -196,6 +200,10 @@ ProgressWrite prepare_progress(RunProgress p) {
     }
     if (p.started) {
         w.started_at = p.started->to_rfc3339_millis();
+    }
+    if (p.resumed) {
+        w.resumed_at = Timestamp::now().to_rfc3339_millis();
+        w.resumed_detail = dump_json(Json{{"detail", *p.resumed}});
     }
     if (p.ended) {
         w.ended_at = p.ended->second.finished_at.to_rfc3339_millis();
@@ -279,6 +287,7 @@ struct WriterStatements {
     Statement begin, commit, rollback, savepoint, release, rollback_to;
     Statement insert_delivery, insert_alert, insert_run, insert_event;
     Statement find_episode, insert_episode, last_run_for_key, runs_for_key_since;
+    Statement resolve_episode, open_episode_for_key;
     Statement wait_run, start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
     Statement attempt_spawned;
 };
@@ -340,6 +349,7 @@ class SqliteStore final : public Store {
     Status apply_delivery(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status decide_runs(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status check_suppression(const DeliveryWrite& write, std::size_t run, DeliveryReceipt& receipt);
+    Status apply_resolutions(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
                        const std::string& detail, const std::vector<TransitionText>& transitions);
@@ -398,6 +408,25 @@ Status apply_pragmas(Database& db, bool synchronous_full) {
     return db.exec(synchronous_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;");
 }
 
+// After a table rebuild: every reference still points at a row.
+Status check_foreign_keys(Database& db) {
+    auto check = Statement::prepare(db, "PRAGMA foreign_key_check");
+    if (!check) {
+        return check.error();
+    }
+    auto row = check->step();
+    if (!row) {
+        return row.error();
+    }
+    if (*row) {
+        return make_error(
+            ErrorCode::Internal,
+            fmt::format("table {} row {} refers to a missing row of {}", check->column_text(0),
+                        check->column_int(1), check->column_text(2)));
+    }
+    return {};
+}
+
 Status migrate(Database& db, std::shared_ptr<spdlog::logger> log) {
     if (auto s = db.exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
                          " version INTEGER PRIMARY KEY, description TEXT NOT NULL,"
@@ -416,6 +445,7 @@ Status migrate(Database& db, std::shared_ptr<spdlog::logger> log) {
         return row.error();
     }
     const auto current = current_stmt->column_int(0);
+    current_stmt->reset();  // an open statement would keep DROP TABLE from running
     const auto& all = schema::migrations();
     const int latest = all.back().version;
     if (current > latest) {
@@ -428,6 +458,12 @@ Status migrate(Database& db, std::shared_ptr<spdlog::logger> log) {
         if (m.version <= current) {
             continue;
         }
+        // PRAGMA foreign_keys has no effect inside a transaction.
+        if (m.rebuilds_tables) {
+            if (auto s = db.exec("PRAGMA foreign_keys=OFF"); !s) {
+                return s;
+            }
+        }
         if (auto s = db.exec("BEGIN IMMEDIATE"); !s) {
             return s;
         }
@@ -437,6 +473,9 @@ Status migrate(Database& db, std::shared_ptr<spdlog::logger> log) {
         }
         if (s && !m.after_sql.empty()) {
             s = db.exec(m.after_sql);
+        }
+        if (s && m.rebuilds_tables) {
+            s = check_foreign_keys(db);
         }
         if (s) {
             auto insert = Statement::prepare(
@@ -460,6 +499,11 @@ Status migrate(Database& db, std::shared_ptr<spdlog::logger> log) {
         }
         if (auto c = db.exec("COMMIT"); !c) {
             return c;
+        }
+        if (m.rebuilds_tables) {
+            if (auto on = db.exec("PRAGMA foreign_keys=ON"); !on) {
+                return on;
+            }
         }
         log->info("schema migrated version={} description={}", m.version,
                   log::quote(m.description));
@@ -502,6 +546,12 @@ Status SqliteStore::prepare_writer() {
          "ORDER BY created_ms DESC LIMIT 1"},
         {&ws_.runs_for_key_since,
          "SELECT count(*) FROM episodes WHERE runbook = ? AND dedup_key = ? AND created_ms > ?"},
+        {&ws_.resolve_episode,
+         "UPDATE episodes SET resolved_ms = ? WHERE runbook = ? AND fingerprint = ? AND "
+         "status = 'firing' AND starts_at_ns = ? AND resolved_ms IS NULL RETURNING run_id"},
+        {&ws_.open_episode_for_key,
+         "SELECT run_id, starts_at FROM episodes WHERE runbook = ? AND dedup_key = ? AND "
+         "status = 'firing' AND resolved_ms IS NULL LIMIT 1"},
         {&ws_.insert_event,
          "INSERT INTO events (id, at, kind, delivery_id, run_id, attempt_id, detail, prev_hash, "
          "hash) VALUES (?,?,?,?,?,?,?,?,?)"},
@@ -712,6 +762,11 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
         return s;
     }
     receipt.delivery_id = writer_db_.last_insert_id();
+    // Before the decisions: a notification that resolves one alert of a key and fires another
+    // starts the new one's once_until_resolved runbook.
+    if (s = apply_resolutions(w, receipt); !s) {
+        return s;
+    }
     if (s = decide_runs(w, receipt); !s) {
         return s;
     }
@@ -882,17 +937,76 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
 
 // The runbook's cooldown and max_runs for run request `i`, counting runs already recorded for
 // the same (runbook, dedup key) and those this delivery starts before it.
+// Marks the firing episodes this delivery's resolved alerts end, and says which runs they had
+// started (for `on_resolve: cancel`). An episode is marked once: a re-sent resolved
+// notification finds nothing left to mark.
+Status SqliteStore::apply_resolutions(const DeliveryWrite& w, DeliveryReceipt& receipt) {
+    const DeliveryRecord& r = *w.record;
+    for (std::size_t i = 0; i < r.resolutions.size(); ++i) {
+        const Alert& alert = r.alerts[r.resolutions[i].alert_index].alert;
+        ws_.resolve_episode.bind(1, w.received_ms)
+            .bind(2, std::string_view(r.resolutions[i].runbook))
+            .bind(3, std::string_view(alert.fingerprint))
+            .bind(4, episode_nanos(alert.starts_at));
+        for (;;) {
+            auto row = ws_.resolve_episode.step();
+            if (!row) {
+                ws_.resolve_episode.reset();
+                return row.error();
+            }
+            if (!*row) {
+                break;
+            }
+            receipt.resolved_runs.emplace_back(ws_.resolve_episode.column_int(0), i);
+        }
+        ws_.resolve_episode.reset();
+    }
+    return {};
+}
+
 Status SqliteStore::check_suppression(const DeliveryWrite& w, std::size_t i,
                                       DeliveryReceipt& receipt) {
     const DeliveryRecord& r = *w.record;
     const auto& run = r.runs[i];
-    if (!run.cooldown && !run.max_runs) {
+    if (!run.cooldown && !run.max_runs && !run.once_until_resolved) {
         return {};
     }
     const auto same_key_earlier = [&](std::size_t j) {
         return r.runs[j].runbook == run.runbook && r.runs[j].dedup_key == run.dedup_key &&
                !receipt.skipped[j].skipped();
     };
+    if (run.once_until_resolved && r.alerts[run.alert_index].alert.status == AlertStatus::Firing) {
+        for (std::size_t j = 0; j < i; ++j) {
+            if (same_key_earlier(j)) {
+                receipt.skipped[i] = {
+                    AlertOutcome::Duplicate,
+                    fmt::format("unresolved: runbook {} runs once for key \"{}\" until its alert "
+                                "resolves (once_until_resolved), and this notification already "
+                                "starts it",
+                                run.runbook, run.dedup_key)};
+                return {};
+            }
+        }
+        ws_.open_episode_for_key.bind(1, std::string_view(run.runbook))
+            .bind(2, std::string_view(run.dedup_key));
+        auto row = ws_.open_episode_for_key.step();
+        if (!row) {
+            ws_.open_episode_for_key.reset();
+            return row.error();
+        }
+        if (*row) {
+            receipt.skipped[i] = {
+                AlertOutcome::Duplicate,
+                fmt::format("unresolved: runbook {} ran for key \"{}\" as run {} for an alert "
+                            "firing since {} that has not resolved (once_until_resolved)",
+                            run.runbook, run.dedup_key, ws_.open_episode_for_key.column_int(0),
+                            ws_.open_episode_for_key.column_text(1))};
+        }
+        ws_.open_episode_for_key.reset();
+        if (receipt.skipped[i].skipped()) {
+            return {};
+        }
+    }
     if (run.cooldown) {
         for (std::size_t j = 0; j < i; ++j) {
             if (same_key_earlier(j)) {
@@ -982,7 +1096,10 @@ Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& 
     const auto opt = [](const std::optional<int>& v) {
         return v ? std::optional<std::int64_t>(*v) : std::nullopt;
     };
-    ws_.end_attempt.bind(1, std::string_view(e.succeeded ? "succeeded" : "failed"))
+    ws_.end_attempt
+        .bind(1, std::string_view(e.succeeded         ? "succeeded"
+                                  : e.outcome_unknown ? "outcome_unknown"
+                                                      : "failed"))
         .bind(2, opt(e.exit_code))
         .bind(3, opt(e.signal))
         .bind(4, std::string_view(e.error))
@@ -1043,6 +1160,13 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
         }
         if (auto s =
                 insert_event("run.started", w.started_at, std::nullopt, run, std::nullopt, "{}");
+            !s) {
+            return s;
+        }
+    }
+    if (p.resumed) {
+        if (auto s = insert_event("run.resumed", w.resumed_at, std::nullopt, run, std::nullopt,
+                                  w.resumed_detail);
             !s) {
             return s;
         }
@@ -1450,13 +1574,15 @@ const char* run_state_name(RunState state) {
             return "failed";
         case RunState::Cancelled:
             return "cancelled";
+        case RunState::Interrupted:
+            return "interrupted";
     }
     return "failed";
 }
 
 std::optional<RunState> parse_run_state(std::string_view name) {
     for (const RunState s : {RunState::Queued, RunState::Running, RunState::Succeeded,
-                             RunState::Failed, RunState::Cancelled}) {
+                             RunState::Failed, RunState::Cancelled, RunState::Interrupted}) {
         if (name == run_state_name(s)) {
             return s;
         }
