@@ -34,6 +34,8 @@ struct Config {
     Duration shutdown_grace{20'000};
     bool synchronous_full = true;
     int busy_timeout_ms = 5000;
+    // store.max_batch: writes committed together at most (1: one commit per write).
+    std::size_t max_batch = 256;
 };
 
 // Reads a config file over `config`. Every problem is reported as "file:line:column: message".

@@ -145,6 +145,7 @@ Status Daemon::start() {
     store_options.path = config_.db_path;
     store_options.synchronous_full = config_.synchronous_full;
     store_options.busy_timeout_ms = config_.busy_timeout_ms;
+    store_options.max_batch = config_.max_batch;
     auto store = open_sqlite_store(store_options);
     if (!store) {
         return store.error();
@@ -154,8 +155,8 @@ Status Daemon::start() {
     if (auto s = p.store->record_runbooks(p.catalog->all()); !s) {
         return s;
     }
-    log->info("database open path={} synchronous={}", log::quote(config_.db_path),
-              config_.synchronous_full ? "full" : "normal");
+    log->info("database open path={} synchronous={} max_batch={}", log::quote(config_.db_path),
+              config_.synchronous_full ? "full" : "normal", config_.max_batch);
 
     p.exec_work = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
         p.exec_io.get_executor());
