@@ -180,6 +180,8 @@ Status Daemon::start() {
         run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process)};
     p.scheduler = std::make_unique<run::Scheduler>(
         p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), config_.runs);
+    // Counted from here: the thread has kLivenessLimit to take its first turn.
+    p.health.engine_heartbeat_ms = api::Health::now_ms();
     p.heartbeat = std::make_unique<asio::steady_timer>(p.exec_io);
     asio::post(p.exec_io, [&p] { p.beat(); });
     p.exec_thread = std::thread([&p] { p.exec_io.run(); });
