@@ -35,7 +35,7 @@ DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-20}
 THREADS=${BENCH_THREADS:-2}
 RECOVER=${BENCH_RECOVER:-1000}
-KEEP=${BENCH_KEEP:-0}
+KEEP=${BENCH_KEEP:-0}  # read by bench_cleanup (lib.sh)
 PAYLOAD=tests/fixtures/alertmanager/v4-one-resolved-one-firing.json
 LUA=bench/webhook_intake.lua
 INTAKE_PATH=/api/v1/webhooks/alertmanager
@@ -71,7 +71,7 @@ kill_step_groups() {
     done
 }
 
-ON_EXIT=kill_step_groups
+ON_EXIT=kill_step_groups  # run by bench_cleanup (lib.sh)
 install_cleanup
 
 # --- build ---------------------------------------------------------------------------------------
@@ -90,15 +90,26 @@ tmpfs | ramfs) say "warning: $TMP is on $DB_FS, where fsync costs nothing; set T
 esac
 
 # start_runbookd TAG CONFIG_YAML: starts runbookd with TAG's directory (runbooks in
-# $TMP/TAG.runbooks) and waits until /readyz answers; sets PID and PORT.
+# $TMP/TAG.runbooks); sets PID, PORT and NOW (the time just before the start).
 start_runbookd() {
     local tag=$1
     printf '%s\n' "$2" >"$TMP/$tag.yaml"
     PORT=$(free_port)
+    NOW=$(date +%s.%N)
     "$RUNBOOKD" --config "$TMP/$tag.yaml" --runbooks "$TMP/$tag.runbooks" --db "$TMP/$tag.db" \
         --listen "127.0.0.1:$PORT" --log-level warn >>"$TMP/$tag.log" 2>&1 &
     PID=$!
     STARTED+=("$PID")
+}
+
+# seconds_to_ready T0: polls the runbookd of PID and PORT every 10 ms until /readyz answers 200;
+# prints the seconds since T0.
+seconds_to_ready() {
+    until [[ $(curl -s --max-time 1 "http://127.0.0.1:$PORT/readyz" 2>/dev/null) == *'"ready":true'* ]]; do
+        is_running "$PID" || die "runbookd (pid $PID) exited before it was ready"
+        sleep 0.01
+    done
+    awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'
 }
 
 # --- a and b: runbookd intake, group commit and one commit per request ---------------------------
@@ -151,6 +162,7 @@ RAW_RATE=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$line")
 # --- d: start to ready with runs to recover ------------------------------------------------------
 
 RECOVER_SECONDS=n/a
+EMPTY_SECONDS=n/a
 RECOVER_NOTE="skipped (BENCH_RECOVER=0)"
 if ((RECOVER > 0)); then
     mkdir -p "$TMP/recover.runbooks"
@@ -172,7 +184,7 @@ exec:
     } >"$TMP/recover.json"
     start_runbookd recover "$config"
     first=$PID
-    wait_ready "$first" recover "http://127.0.0.1:$PORT/readyz" '"ready":true' "$TMP/recover.log"
+    EMPTY_SECONDS=$(seconds_to_ready "$NOW")
     answer=$(curl -s --max-time 60 -H 'Content-Type: application/json' \
         --data-binary @"$TMP/recover.json" "http://127.0.0.1:$PORT$INTAKE_PATH")
     [[ $answer == *"\"runs_started\":$RECOVER,"* ]] ||
@@ -195,14 +207,8 @@ exec:
     done
     say "recover: runbookd SIGKILLed, $alive_before step groups left running; restarting" \
         "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    t0=$(date +%s.%N)
     start_runbookd recover "$config"
-    until [[ $(curl -s --max-time 1 "http://127.0.0.1:$PORT/readyz" 2>/dev/null) == *'"ready":true'* ]]; do
-        is_running "$PID" || die "the restarted runbookd exited: $(tail -n 5 "$TMP/recover.log")"
-        sleep 0.01
-    done
-    t1=$(date +%s.%N)
-    RECOVER_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    RECOVER_SECONDS=$(seconds_to_ready "$NOW")
     alive=0
     for g in "${STEP_GROUPS[@]}"; do
         kill -0 -- "-$g" 2>/dev/null && alive=$((alive + 1))
@@ -240,4 +246,5 @@ echo
 echo "a/b (what group commit buys):                 $(ratio "${RPS[group_commit]}" "${RPS[one_commit]}")×"
 echo "a/c (against SQLite's raw commit rate):       $(ratio "${RPS[group_commit]}" "$RAW_RATE")×"
 echo "b/c (one commit per request against raw):     $(ratio "${RPS[one_commit]}" "$RAW_RATE")×"
-echo "d. start to /readyz 200 with $RECOVER runs to recover: $RECOVER_SECONDS s ($RECOVER_NOTE)"
+echo "d. start to /readyz 200 with $RECOVER runs to recover: $RECOVER_SECONDS s ($RECOVER_NOTE);"
+echo "   the same runbookd on its then empty database: $EMPTY_SECONDS s"
