@@ -74,8 +74,8 @@ std::size_t fill_filesystem(const std::string& file) {
 }  // namespace
 
 TEST_CASE(
-    "with the disk full a delivery gets 503 and runs nothing; intake and runs in progress "
-    "recover once space is freed, without a restart",
+    "with the disk full a delivery gets 503 and runs nothing, and intake and runs in "
+    "progress recover once space is freed, without a restart",
     "[diskfull]") {
     if (::geteuid() != 0) {
         WARN("skipped: mounting a tmpfs needs root, and this test runs as uid " << ::geteuid());
