@@ -41,17 +41,19 @@ int main(int argc, char** argv) {
         }
     }
     if (path.empty() || seconds <= 0 || row_bytes == 0) {
-        std::fprintf(stderr, "usage: sqlite_commit_bench --db FILE [--seconds S] [--row-bytes N]\n");
+        std::fprintf(stderr,
+                     "usage: sqlite_commit_bench --db FILE [--seconds S] [--row-bytes N]\n");
         return 2;
     }
     sqlite3* db = nullptr;
     if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) {
         return fail(db, "opening the database");
     }
-    if (sqlite3_exec(db,
-                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                     "CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
-                     nullptr, nullptr, nullptr) != SQLITE_OK) {
+    if (sqlite3_exec(
+            db,
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+            "CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+            nullptr, nullptr, nullptr) != SQLITE_OK) {
         return fail(db, "setting up");
     }
     sqlite3_stmt *begin = nullptr, *insert = nullptr, *commit = nullptr;
@@ -75,7 +77,8 @@ int main(int argc, char** argv) {
         }
         ++commits;
     }
-    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("BENCH commits=%ld seconds=%.3f rate=%.1f\n", commits, took,
                 static_cast<double>(commits) / took);
     for (sqlite3_stmt* s : {begin, insert, commit}) {
