@@ -81,80 +81,8 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/runbookd-bench.XXXXXX")
 STARTED=()  # PIDs of the servers this script started and has not reaped yet
 
-is_running() {  # true while $1 exists and is not a zombie waiting to be reaped
-    local state
-    state=$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null) || return 1
-    [[ -n $state && $state != Z ]]
-}
+install_cleanup
 
-forget_pid() {
-    local keep=() p
-    for p in "${STARTED[@]}"; do
-        [[ $p == "$1" ]] || keep+=("$p")
-    done
-    STARTED=("${keep[@]}")
-}
-
-# stop_pid PID NAME TIMEOUT_S: SIGTERM, wait up to TIMEOUT_S, then SIGKILL. Sets STOP_RC (exit
-# status, 128+n after a signal) and STOP_SECONDS; returns 1 if SIGKILL was needed.
-stop_pid() {
-    local pid=$1 name=$2 timeout=$3 start end forced=0
-    start=$(date +%s.%N)
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + timeout))
-    while is_running "$pid"; do
-        if ((SECONDS >= deadline)); then
-            say "$name (pid $pid) still running ${timeout}s after SIGTERM; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            forced=1
-            break
-        fi
-        sleep 0.05
-    done
-    STOP_RC=0
-    wait "$pid" 2>/dev/null || STOP_RC=$?
-    end=$(date +%s.%N)
-    STOP_SECONDS=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
-    forget_pid "$pid"
-    return "$forced"
-}
-
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${STARTED[@]}"; do
-        stop_pid "$pid" "pid $pid" 10 || true
-    done
-    if [[ $KEEP == 1 ]]; then
-        say "kept $TMP"
-    else
-        rm -rf -- "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT
-trap 'say "terminated"; exit 143' TERM
-
-
-# wait_ready PID NAME URL PATTERN LOG: polls URL until its body matches PATTERN (10 s at most).
-wait_ready() {
-    local pid=$1 name=$2 url=$3 pattern=$4 log=$5 _
-    for _ in $(seq 100); do
-        if ! is_running "$pid"; then
-            say "$name exited before answering; its output:"
-            tail -n 20 "$log" >&2
-            exit 1
-        fi
-        if curl -s --max-time 1 "$url" 2>/dev/null | grep -q "$pattern"; then
-            return
-        fi
-        sleep 0.1
-    done
-    say "$name did not answer $url within 10 s; its output:"
-    tail -n 20 "$log" >&2
-    exit 1
-}
 
 cpu_ticks() {  # user + system clock ticks of $1 so far
     local stat

@@ -255,6 +255,26 @@ std::string query_value(const std::string& db_path, const std::string& sql) {
     return rows[0][0];
 }
 
+std::string firing_notification(const std::string& alertname, const std::string& instance) {
+    return fmt::format(R"({{"version":"4","status":"firing","receiver":"r","groupKey":"g",
+        "alerts":[{{"status":"firing","labels":{{"alertname":"{}","instance":"{}"}},
+        "annotations":{{}},"startsAt":"2026-12-04T15:00:00Z",
+        "endsAt":"0001-01-01T00:00:00Z"}}]}})",
+                       alertname, instance);
+}
+
+std::string gated_runbook(const std::string& gate_file) {
+    return fmt::format(R"(name: gated
+matchers: ['alertname="Gated"']
+steps:
+  - name: wait-for-gate
+    argv: [/bin/sh, -c, 'while [ ! -e {} ]; do sleep 0.05; done; echo through the gate']
+  - name: after
+    argv: [/bin/echo, after the gate]
+)",
+                       gate_file);
+}
+
 TestDaemon::TestDaemon(const RunbookFiles& runbooks, std::function<void(daemon::Config&)> adjust) {
     std::filesystem::create_directories(dir_.path() / "runbooks");
     for (const auto& [name, text] : runbooks) {
@@ -306,6 +326,43 @@ bool TestDaemon::wait_runs_finished(std::chrono::milliseconds timeout) const {
                                "'running')") == "0";
         },
         timeout);
+}
+
+RunbookdProcess::RunbookdProcess(const RunbookFiles& runbooks, const std::string& config_yaml,
+                                 const std::string& db_path)
+    : port_(free_tcp_port()), db_path_(db_path.empty() ? dir_.file("runbookd.db") : db_path) {
+    std::filesystem::create_directories(dir_.path() / "runbooks");
+    for (const auto& [name, text] : runbooks) {
+        write_file(dir_.path() / "runbooks" / name, text);
+    }
+    write_file(dir_.file("runbookd.yaml"), config_yaml);
+    process_ = std::make_unique<Subprocess>(
+        std::vector<std::string>{RUNBOOKD_BINARY, "--config", dir_.file("runbookd.yaml"),
+                                 "--listen", fmt::format("127.0.0.1:{}", port_), "--runbooks",
+                                 dir_.file("runbooks"), "--db", db_path_},
+        dir_.file("runbookd.log"));
+}
+
+std::string RunbookdProcess::url(const std::string& path) const {
+    return fmt::format("http://127.0.0.1:{}{}", port_, path);
+}
+
+bool RunbookdProcess::wait_ready(std::chrono::milliseconds timeout) const {
+    return wait_until(
+        [this] {
+            auto r = get("/readyz");
+            return r.ok() && r->status == 200;
+        },
+        timeout);
+}
+
+Result<http::ClientResponse> RunbookdProcess::get(const std::string& path) const {
+    return http::send_request("GET", url(path));
+}
+
+Result<http::ClientResponse> RunbookdProcess::post(const std::string& path,
+                                                   const std::string& body) const {
+    return http::send_request("POST", url(path), body, {{"Content-Type", "application/json"}});
 }
 
 }  // namespace runbookd::test

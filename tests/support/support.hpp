@@ -91,6 +91,14 @@ std::string query_value(const std::string& db_path, const std::string& sql);
 // Runbook files by name, as written to a test's runbooks directory.
 using RunbookFiles = std::map<std::string, std::string>;
 
+// An Alertmanager notification (payload v4) of one firing alert with the labels `alertname` and
+// `instance`: a new episode for each instance.
+std::string firing_notification(const std::string& alertname, const std::string& instance);
+
+// Runbook `gated` for alerts named "Gated": step `wait-for-gate` runs until `gate_file` exists,
+// then step `after` echoes. A test holds a run in progress this way and lets it go.
+std::string gated_runbook(const std::string& gate_file);
+
 // runbookd running inside the test process on a free loopback port, with its own directory
 // holding `runbooks/` and the database.
 class TestDaemon {
@@ -116,6 +124,32 @@ class TestDaemon {
     TempDir dir_;
     std::string db_path_;
     std::unique_ptr<daemon::Daemon> daemon_;
+};
+
+// The runbookd binary as a child process of the test (its own process group, stopped by PID),
+// on a free loopback port, in a directory of its own holding runbooks/, runbookd.yaml,
+// runbookd.log and, unless `db_path` says otherwise, runbookd.db.
+class RunbookdProcess {
+  public:
+    RunbookdProcess(const RunbookFiles& runbooks, const std::string& config_yaml = "",
+                    const std::string& db_path = "");
+
+    std::string url(const std::string& path = "") const;
+    const std::string& db() const { return db_path_; }
+    const TempDir& dir() const { return dir_; }
+    Subprocess& process() { return *process_; }
+    std::string log() const { return read_file(dir_.file("runbookd.log")); }
+
+    // Waits until GET /readyz answers 200.
+    bool wait_ready(std::chrono::milliseconds timeout = 15s) const;
+    Result<http::ClientResponse> get(const std::string& path) const;
+    Result<http::ClientResponse> post(const std::string& path, const std::string& body) const;
+
+  private:
+    TempDir dir_;
+    std::uint16_t port_ = 0;
+    std::string db_path_;
+    std::unique_ptr<Subprocess> process_;
 };
 
 }  // namespace runbookd::test

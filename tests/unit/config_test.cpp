@@ -69,6 +69,7 @@ exec:
 store:
   synchronous: normal
   busy_timeout: 2s
+  max_batch: 1
 )";
 
     const auto status = load(dir, text, config);
@@ -101,6 +102,7 @@ store:
     CHECK_FALSE(config.process.default_limits.processes.has_value());
     CHECK_FALSE(config.synchronous_full);
     CHECK(config.busy_timeout_ms == 2000);
+    CHECK(config.max_batch == 1);
 }
 
 TEST_CASE("relative paths in a config file are resolved against the file's directory", "[config]") {
@@ -180,6 +182,8 @@ TEST_CASE("config file errors give file, line, column and what is wrong", "[conf
          "2:18: exec.max_processes: expected a whole number from 1 to 100000, got \"0\""},
         {"a bad synchronous mode", "store:\n  synchronous: extra\n",
          "2:16: store.synchronous: expected full or normal, got \"extra\""},
+        {"a zero batch", "store:\n  max_batch: 0\n",
+         "2:14: store.max_batch: expected a whole number from 1 to 100000, got \"0\""},
     };
 
     for (const auto& c : cases) {

@@ -263,6 +263,16 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
 }
 
 void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Responder respond) {
+    if (ctx.health->draining) {
+        // Refused before parsing: nothing of the delivery is recorded or run, and Alertmanager
+        // retries, reaching the next runbookd.
+        auto response = http::json_error(503, "draining",
+                                         "runbookd is shutting down and takes no new deliveries; "
+                                         "nothing from this delivery was recorded or run; retry");
+        response.headers.emplace_back("Retry-After", "5");
+        respond(std::move(response));
+        return;
+    }
     const auto content_type = req.header("content-type");
     if (!is_json_media_type(content_type)) {
         respond(http::json_error(
@@ -282,6 +292,42 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
         response.render_body = std::move(r.render_body);
         respond(std::move(response));
     });
+}
+
+void livez(const ApiContext& ctx, const http::Responder& respond) {
+    const auto age_ms = Health::now_ms() - ctx.health->engine_heartbeat_ms.load();
+    if (age_ms >= kLivenessLimit.count()) {
+        respond(http::json_response(
+            503, {{"live", false},
+                  {"reason", fmt::format("the run engine thread has not responded for {:.1f} s",
+                                         static_cast<double>(age_ms) / 1000.0)}}));
+        return;
+    }
+    respond(http::json_response(200, {{"live", true}}));
+}
+
+void readyz(const ApiContext& ctx, const http::Responder& respond) {
+    const Health& h = *ctx.health;
+    Json reasons = Json::array();
+    const auto add = [&reasons](std::string_view code, std::string_view message) {
+        reasons.push_back({{"code", code}, {"message", message}});
+    };
+    if (!h.store_open) {
+        add("store_closed", "the database is not open");
+    }
+    if (!h.recovered) {
+        add("recovering",
+            "runs left unfinished by the previous runbookd are still being recovered");
+    }
+    if (h.draining) {
+        add("draining",
+            "runbookd is shutting down: it takes no new deliveries and lets active runs finish");
+    }
+    if (!reasons.empty()) {
+        respond(http::json_response(503, {{"ready", false}, {"reasons", reasons}}));
+        return;
+    }
+    respond(http::json_response(200, {{"ready", true}}));
 }
 
 }  // namespace
@@ -312,6 +358,10 @@ void add_routes(http::Router& router, const ApiContext& context) {
     router.add("GET", "/", [](http::Request&&, http::Responder respond) {
         respond(http::json_response(200, {{"name", "runbookd"}, {"version", RUNBOOKD_VERSION}}));
     });
+    router.add("GET", "/livez",
+               [ctx](http::Request&&, http::Responder respond) { livez(*ctx, respond); });
+    router.add("GET", "/readyz",
+               [ctx](http::Request&&, http::Responder respond) { readyz(*ctx, respond); });
     router.add("POST", "/api/v1/webhooks/alertmanager",
                [ctx](http::Request&& req, http::Responder respond) {
                    receive_alertmanager(*ctx, std::move(req), std::move(respond));

@@ -1,5 +1,8 @@
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 
 #include <runbookd/runbook.hpp>
@@ -11,11 +14,33 @@
 
 namespace runbookd::api {
 
+// What /livez and /readyz report and what the webhook checks before taking a delivery. The
+// daemon writes the flags (main thread) and the heartbeat (run engine thread); the HTTP io
+// threads only read them, so a probe never waits for anything.
+struct Health {
+    std::atomic<bool> store_open{false};
+    std::atomic<bool> recovered{false};
+    std::atomic<bool> draining{false};
+    // steady_clock time of the run engine thread's last heartbeat, in milliseconds.
+    std::atomic<std::int64_t> engine_heartbeat_ms{0};
+
+    static std::int64_t now_ms() {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+};
+
+// The run engine stamps its heartbeat this often; /livez fails once it is kLivenessLimit old.
+constexpr std::chrono::milliseconds kHeartbeatInterval{250};
+constexpr std::chrono::milliseconds kLivenessLimit{5000};
+
 struct ApiContext {
     Store* store = nullptr;
     std::shared_ptr<const RunbookCatalog> catalog;
     intake::AlertmanagerIntake* intake = nullptr;
     run::Scheduler* scheduler = nullptr;
+    const Health* health = nullptr;
 };
 
 // Registers the HTTP API (docs/http-api.md) on `router`. `context` must outlive the router.

@@ -217,7 +217,7 @@ void read_sections(Section& root, Config& c) {
         }
     }
     if (auto s = root.sub("store"); s.present()) {
-        s.check({"synchronous", "busy_timeout"});
+        s.check({"synchronous", "busy_timeout", "max_batch"});
         std::string sync = c.synchronous_full ? "full" : "normal";
         s.string("synchronous", sync);
         if (sync != "full" && sync != "normal") {
@@ -228,6 +228,7 @@ void read_sections(Section& root, Config& c) {
         std::chrono::milliseconds busy{c.busy_timeout_ms};
         s.duration("busy_timeout", busy);
         c.busy_timeout_ms = static_cast<int>(busy.count());
+        s.count("max_batch", c.max_batch, 1, 100'000);
     }
 }
 

@@ -47,6 +47,8 @@ struct Config {
     bool synchronous_full = true;
     int busy_timeout_ms = 5000;
     std::vector<SecretSource> secrets;
+    // store.max_batch: writes committed together at most (1: one commit per write).
+    std::size_t max_batch = 256;
 };
 
 // A secret's name and value, as read at start.

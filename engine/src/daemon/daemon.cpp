@@ -7,6 +7,8 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <sys/resource.h>
@@ -37,12 +39,26 @@ struct Daemon::Parts {
     std::thread exec_thread;
     std::unique_ptr<exec::ProcessRunner> runner;
     std::unique_ptr<run::Scheduler> scheduler;
+    std::unique_ptr<asio::steady_timer> heartbeat;  // on exec_io; see api::Health
+    api::Health health;
 
     std::unique_ptr<intake::AlertmanagerIntake> intake;
     api::ApiContext api;
     http::Router router;
     std::unique_ptr<http::Server> server;
     bool stopped = false;
+
+    // Stamps the run engine's heartbeat now and every kHeartbeatInterval, on the exec thread,
+    // so that /livez sees whether that thread still turns.
+    void beat() {
+        health.engine_heartbeat_ms = api::Health::now_ms();
+        heartbeat->expires_after(api::kHeartbeatInterval);
+        heartbeat->async_wait([this](const boost::system::error_code& e) {
+            if (!e) {
+                beat();
+            }
+        });
+    }
 };
 
 Result<std::shared_ptr<const RunbookCatalog>> load_catalog(
@@ -154,16 +170,18 @@ Status Daemon::start() {
     store_options.path = config_.db_path;
     store_options.synchronous_full = config_.synchronous_full;
     store_options.busy_timeout_ms = config_.busy_timeout_ms;
+    store_options.max_batch = config_.max_batch;
     auto store = open_sqlite_store(store_options);
     if (!store) {
         return store.error();
     }
     p.store = std::move(*store);
+    p.health.store_open = true;
     if (auto s = p.store->record_runbooks(p.catalog->all()); !s) {
         return s;
     }
-    log->info("database open path={} synchronous={}", log::quote(config_.db_path),
-              config_.synchronous_full ? "full" : "normal");
+    log->info("database open path={} synchronous={} max_batch={}", log::quote(config_.db_path),
+              config_.synchronous_full ? "full" : "normal", config_.max_batch);
 
     p.exec_work = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
         p.exec_io.get_executor());
@@ -192,15 +210,20 @@ Status Daemon::start() {
         run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process)};
     p.scheduler = std::make_unique<run::Scheduler>(
         p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), run_options);
+    // Counted from here: the thread has kLivenessLimit to take its first turn.
+    p.health.engine_heartbeat_ms = api::Health::now_ms();
+    p.heartbeat = std::make_unique<asio::steady_timer>(p.exec_io);
+    asio::post(p.exec_io, [&p] { p.beat(); });
     p.exec_thread = std::thread([&p] { p.exec_io.run(); });
     if (auto s = p.scheduler->recover(); !s) {
         return s;
     }
+    p.health.recovered = true;
 
     p.server = std::make_unique<http::Server>(http_options, p.router);
     p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler,
                                                             config_.clock);
-    p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get(), p.scheduler.get()};
+    p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get(), p.scheduler.get(), &p.health};
     api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {
         return s;
@@ -219,29 +242,27 @@ void Daemon::hurry() {
     }
 }
 
+void Daemon::run_on_engine_thread(std::function<void()> work) {
+    asio::post(parts_->exec_io, std::move(work));
+}
+
 void Daemon::shutdown() {
+    // 1. Draining: /readyz fails and the webhook answers 503 at once; reads, cancel and /livez
+    //    are still served, so operators can watch the drain.
+    // 2. Active runs finish within runs.shutdown_grace, then are cancelled and recorded;
+    //    queued runs stay queued for the next start (docs/runs.md).
+    // 3. HTTP: requests in flight are answered (up to 5 s), then the listener closes.
+    // 4. The run engine thread, then the store (pending commits flushed).
     auto& p = *parts_;
     if (p.stopped) {
         return;
     }
     p.stopped = true;
     auto log = log::get("main");
-    // Answer what is in flight, but take no new deliveries.
+    p.health.draining = true;
+    drain_runs();
     if (p.server) {
         p.server->stop(std::chrono::milliseconds(5000));
-    }
-    // Let active runs finish within the grace period; queued runs stay queued for next start.
-    if (p.scheduler && p.exec_thread.joinable()) {
-        auto drained = std::make_shared<std::promise<void>>();
-        p.scheduler->drain(config_.shutdown_grace, [drained] { drained->set_value(); });
-        // Cancelled steps get their kill grace; a store that cannot record the outcome must
-        // not hold the shutdown forever.
-        const auto bound = config_.shutdown_grace + config_.process.grace + config_.process.drain +
-                           std::chrono::seconds(10);
-        if (drained->get_future().wait_for(bound) != std::future_status::ready) {
-            log->error("runs did not finish in time; stopping anyway active={}",
-                       p.scheduler->active_runs());
-        }
     }
     if (p.exec_work) {
         p.exec_work.reset();
@@ -251,9 +272,27 @@ void Daemon::shutdown() {
         p.exec_thread.join();
     }
     if (p.store) {
+        p.health.store_open = false;
         p.store->close();
     }
     log->info("stopped");
+}
+
+void Daemon::drain_runs() {
+    auto& p = *parts_;
+    if (!p.scheduler || !p.exec_thread.joinable()) {
+        return;
+    }
+    auto drained = std::make_shared<std::promise<void>>();
+    p.scheduler->drain(config_.shutdown_grace, [drained] { drained->set_value(); });
+    // Cancelled steps get their kill grace; a store that cannot record the outcome must not
+    // hold the shutdown forever.
+    const auto bound = config_.shutdown_grace + config_.process.grace + config_.process.drain +
+                       std::chrono::seconds(10);
+    if (drained->get_future().wait_for(bound) != std::future_status::ready) {
+        log::get("main")->error("runs did not finish in time; stopping anyway active={}",
+                                p.scheduler->active_runs());
+    }
 }
 
 }  // namespace runbookd::daemon

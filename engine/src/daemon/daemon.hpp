@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -35,14 +36,22 @@ class Daemon {
     // The bound HTTP port (useful with port 0).
     std::uint16_t port() const;
 
-    // Stops in order: HTTP intake, then runs (waiting up to the shutdown grace), then the
-    // store. Safe to call more than once.
+    // Drains, then stops: readiness goes false and the webhook refuses deliveries at once,
+    // active runs get up to the shutdown grace and are then cancelled, then the HTTP server,
+    // the run engine and the store stop. Safe to call more than once.
     void shutdown();
 
     // During shutdown: stop waiting for active runs and cancel them now. Any thread.
     void hurry();
 
+    // Runs `work` on the run engine thread (for tests: a stuck engine fails /livez). Any
+    // thread, after start().
+    void run_on_engine_thread(std::function<void()> work);
+
   private:
+    // Waits for the active runs (shutdown grace, then cancel); HTTP keeps serving meanwhile.
+    void drain_runs();
+
     struct Parts;
     Config config_;
     std::unique_ptr<Parts> parts_;

@@ -885,11 +885,15 @@ void Scheduler::drain(Duration grace, std::function<void()> done) {
         }
         log_->info("waiting for active runs count={} grace_ms={}", active_.size(), grace.count());
         drain_timer_ = std::make_unique<asio::steady_timer>(io_, grace);
-        drain_timer_->async_wait([this](const boost::system::error_code& e) {
+        drain_timer_->async_wait([this, grace](const boost::system::error_code& e) {
             if (e) {
                 return;
             }
-            cancel_active("cancelled: runbookd shut down while the run was in progress");
+            log_->warn("shutdown grace over, cancelling active runs count={}", active_.size());
+            cancel_active(
+                fmt::format("cancelled: runbookd shut down and the run did not finish "
+                            "within runs.shutdown_grace ({})",
+                            format_duration(grace)));
         });
     });
 }
