@@ -187,7 +187,7 @@ steps:
     CHECK(query_value(d.db(), "SELECT count(*) FROM attempts") == "1");
 }
 
-TEST_CASE("runs with the same lock key never overlap; other keys run alongside", "[runs][lock]") {
+TEST_CASE("runs with the same lock key never overlap, other keys run alongside", "[runs][lock]") {
     constexpr const char* kRunbook = R"(name: restart
 matchers: ['alertname=~"Down|Dead"']
 lock: "restart-{{ alert.labels.instance }}"

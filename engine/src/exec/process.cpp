@@ -1115,6 +1115,35 @@ std::optional<std::uint64_t> process_start_ticks(pid_t pid) {
     return ticks;
 }
 
+std::set<pid_t> live_process_groups() {
+    std::set<pid_t> groups;
+    std::error_code ec;
+    for (const auto& dirent : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = dirent.path().filename().string();
+        if (name.empty() || name[0] < '0' || name[0] > '9') {
+            continue;
+        }
+        std::ifstream in(dirent.path() / "stat");
+        std::string stat;
+        if (!std::getline(in, stat)) {
+            continue;
+        }
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        const auto close = stat.rfind(')');
+        if (close == std::string::npos) {
+            continue;
+        }
+        std::istringstream fields(stat.substr(close + 1));
+        char state = 0;
+        pid_t ppid = 0;
+        pid_t pgrp = 0;
+        if (fields >> state >> ppid >> pgrp && state != 'Z' && state != 'X') {
+            groups.insert(pgrp);
+        }
+    }
+    return groups;
+}
+
 std::vector<pid_t> processes_with_env(std::string_view entry) {
     std::vector<pid_t> found;
     std::error_code ec;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -174,6 +175,11 @@ std::optional<std::uint64_t> process_start_ticks(pid_t pid);
 // the runbookd that started it, so that the next runbookd on that database can find what a
 // crash left running even when no pid was recorded (docs/runs.md, Restart).
 inline constexpr std::string_view kInstanceEnv = "RUNBOOKD_INSTANCE";
+
+// The process groups that have at least one member that is not a zombie: a group whose
+// members have all exited but wait to be reaped by someone else (init reaps orphans when it
+// gets to it) has nothing left to stop. One scan of /proc.
+std::set<pid_t> live_process_groups();
 
 // The processes, other than this one, whose initial environment holds `entry` ("NAME=value")
 // as one of its variables. Processes this user may not inspect are skipped.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <csignal>
 #include <future>
+#include <set>
 #include <thread>
 
 #include <boost/asio/post.hpp>
@@ -567,15 +568,18 @@ Status Scheduler::recover() {
         }
     }
     const std::vector<pid_t> unrecorded = stop_unrecorded(known);
-    // Every group got SIGTERM at once above; they share one grace period.
-    const auto alive = [](pid_t pgid) {
-        return pgid > 0 && ::kill(-pgid, 0) == 0;
+    // Every group got SIGTERM at once above; they share one grace period. A group counts as
+    // gone once only zombies are left: they are not ours to reap (init reaps them).
+    std::set<pid_t> live = exec::live_process_groups();
+    const auto alive = [&live](pid_t pgid) {
+        return pgid > 0 && live.count(pgid) != 0;
     };
     const auto deadline = std::chrono::steady_clock::now() + kRecoveryGrace;
     while ((std::any_of(known.begin(), known.end(), alive) ||
             std::any_of(unrecorded.begin(), unrecorded.end(), alive)) &&
            std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        live = exec::live_process_groups();
     }
     for (const pid_t pgid : unrecorded) {
         if (alive(pgid)) {
