@@ -78,8 +78,8 @@ std::string step_yaml(const std::string& name, bool nap, const std::string& env)
 }
 
 test::RunbookFiles harness_runbooks(const std::string& marker, const std::string& out_dir) {
-    const std::string env = fmt::format("{{CRASH_HARNESS_MARKER: \"{}\", CRASH_OUT: \"{}\"}}",
-                                        marker, out_dir);
+    const std::string env =
+        fmt::format("{{CRASH_HARNESS_MARKER: \"{}\", CRASH_OUT: \"{}\"}}", marker, out_dir);
     const auto head = [](const std::string& kind) {
         return fmt::format("name: {0}\nmatchers: ['alertname=\"CrashHarness\"', 'kind=\"{0}\"']\n",
                            kind);
@@ -155,8 +155,8 @@ AlertSpec Traffic::new_episode() {
     a.nap = fmt::format("0.{:03}", std::uniform_int_distribution<int>(50, 500)(rng_));
     if (!alerts_.empty() && std::bernoulli_distribution(0.15)(rng_)) {
         // The same alert fired again: a later episode of an earlier fingerprint.
-        const auto& earlier = alerts_[std::uniform_int_distribution<std::size_t>(
-            0, alerts_.size() - 1)(rng_)];
+        const auto& earlier =
+            alerts_[std::uniform_int_distribution<std::size_t>(0, alerts_.size() - 1)(rng_)];
         a.fingerprint = earlier.fingerprint;
         a.kind = earlier.kind;
         a.instance = earlier.instance;
@@ -164,10 +164,8 @@ AlertSpec Traffic::new_episode() {
     }
     a.fingerprint = fmt::format("c{:015x}", alerts_.size());
     a.kind = kKinds[std::uniform_int_distribution<std::size_t>(0, kKinds.size() - 1)(rng_)];
-    a.instance =
-        a.kind == "cooled"
-            ? fmt::format("host-{}", std::uniform_int_distribution<int>(0, kCooledInstances - 1)(rng_))
-            : "node-" + a.fingerprint;
+    const int host = std::uniform_int_distribution<int>(0, kCooledInstances - 1)(rng_);
+    a.instance = a.kind == "cooled" ? fmt::format("host-{}", host) : "node-" + a.fingerprint;
     return a;
 }
 
@@ -190,13 +188,13 @@ std::shared_ptr<Notification> Traffic::make_notification(std::vector<int> alerts
     }
     auto n = std::make_shared<Notification>();
     n->alerts = std::move(alerts);
-    n->body = Json{{"version", "4"},
-                   {"receiver", "runbookd"},
-                   {"status", "firing"},
-                   {"groupKey", "{}:{alertname=\"CrashHarness\"}"},
-                   {"alerts", std::move(list)},
-                   {"truncatedAlerts", 0}}
-                  .dump();
+    const Json body = {{"version", "4"},
+                       {"receiver", "runbookd"},
+                       {"status", "firing"},
+                       {"groupKey", "{}:{alertname=\"CrashHarness\"}"},
+                       {"alerts", std::move(list)},
+                       {"truncatedAlerts", 0}};
+    n->body = body.dump();
     return n;
 }
 
@@ -261,7 +259,8 @@ class Clients {
   public:
     Clients(Traffic& traffic, std::string url, std::uint64_t seed) {
         for (std::uint64_t t = 0; t < 2; ++t) {
-            threads_.emplace_back([this, &traffic, url, seed, t] { post_until_stopped(traffic, url, seed + t); });
+            threads_.emplace_back(
+                [this, &traffic, url, seed, t] { post_until_stopped(traffic, url, seed + t); });
         }
     }
     ~Clients() { stop(); }
@@ -392,7 +391,8 @@ class OrphanReaper {
             std::istringstream rest(stat.substr(close + 2));
             std::string state, ppid;
             rest >> state >> ppid;
-            if (state == "Z" && ppid == self && stat.substr(open + 1, close - open - 1) != "runbookd") {
+            if (state == "Z" && ppid == self &&
+                stat.substr(open + 1, close - open - 1) != "runbookd") {
                 ::waitpid(static_cast<pid_t>(std::stol(stat)), nullptr, WNOHANG);
             }
         }
@@ -451,7 +451,8 @@ class Harness {
 Harness::Harness(const Settings& settings) : settings_(settings), traffic_(settings.seed) {
     if (settings_.keep) {
         const char* base = std::getenv("TMPDIR");
-        std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/runbookd-crash-XXXXXX";
+        std::string pattern =
+            std::string(base != nullptr ? base : "/tmp") + "/runbookd-crash-XXXXXX";
         REQUIRE(::mkdtemp(pattern.data()) != nullptr);
         dir_ = pattern;
     } else {
@@ -480,8 +481,15 @@ Harness::~Harness() {
 }
 
 std::vector<std::string> Harness::daemon_argv() const {
-    return {RUNBOOKD_BINARY, "--listen", fmt::format("127.0.0.1:{}", port_), "--runbooks",
-            (dir_ / "runbooks").string(), "--db", db_, "--log-level", "warn"};
+    return {RUNBOOKD_BINARY,
+            "--listen",
+            fmt::format("127.0.0.1:{}", port_),
+            "--runbooks",
+            (dir_ / "runbooks").string(),
+            "--db",
+            db_,
+            "--log-level",
+            "warn"};
 }
 
 bool Harness::answers() const {
@@ -514,9 +522,10 @@ void Harness::run() {
 // One start of runbookd and its SIGKILL: one in four within the first 120 ms (start-up and
 // recovery take about 70 ms in the dev build), the rest between 120 ms and 1.5 s.
 void Harness::kill_cycle(std::mt19937_64& rng) {
-    const auto delay = std::chrono::milliseconds(
-        std::bernoulli_distribution(0.25)(rng) ? std::uniform_int_distribution<int>(0, 120)(rng)
-                                               : std::uniform_int_distribution<int>(120, 1500)(rng));
+    const auto delay =
+        std::chrono::milliseconds(std::bernoulli_distribution(0.25)(rng)
+                                      ? std::uniform_int_distribution<int>(0, 120)(rng)
+                                      : std::uniform_int_distribution<int>(120, 1500)(rng));
     const auto started = Clock::now();
     test::Subprocess daemon(daemon_argv(), (dir_ / "runbookd.log").string());
     const auto daemon_ticks = exec::process_start_ticks(daemon.pid());
@@ -528,7 +537,8 @@ void Harness::kill_cycle(std::mt19937_64& rng) {
             summary_.ready_ms.push_back(
                 std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started)
                     .count());
-            find_leftovers(daemon_ticks.value_or(0), fmt::format("after start {}", summary_.kills + 1));
+            find_leftovers(daemon_ticks.value_or(0),
+                           fmt::format("after start {}", summary_.kills + 1));
         }
         std::this_thread::sleep_for(5ms);
     }
@@ -563,7 +573,8 @@ void Harness::find_leftovers(std::uint64_t started_before, const std::string& wh
         if (p.start_ticks > started_before) {
             continue;
         }
-        const auto killed_at = std::upper_bound(kill_ticks_.begin(), kill_ticks_.end(), p.start_ticks);
+        const auto killed_at =
+            std::upper_bound(kill_ticks_.begin(), kill_ticks_.end(), p.start_ticks);
         const std::string ran =
             killed_at == kill_ticks_.end()
                 ? "started after the last kill"
@@ -583,10 +594,10 @@ void Harness::find_leftovers(std::uint64_t started_before, const std::string& wh
         } catch (const std::exception& e) {
             recorded = e.what();
         }
-        findings_.leftovers.push_back(fmt::format("{}: pid {} run {} step {} attempt {}: {}; {}", when,
-                                        p.pid, run, p.env.count("RUNBOOK_STEP") ? p.env.at("RUNBOOK_STEP") : "?",
-                                        p.env.count("RUNBOOK_ATTEMPT") ? p.env.at("RUNBOOK_ATTEMPT") : "?", ran,
-                                        recorded));
+        findings_.leftovers.push_back(fmt::format(
+            "{}: pid {} run {} step {} attempt {}: {}; {}", when, p.pid, run,
+            p.env.count("RUNBOOK_STEP") ? p.env.at("RUNBOOK_STEP") : "?",
+            p.env.count("RUNBOOK_ATTEMPT") ? p.env.at("RUNBOOK_ATTEMPT") : "?", ran, recorded));
         ::kill(p.pid, SIGKILL);
     }
 }
@@ -598,33 +609,37 @@ void Harness::final_start_and_drain() {
     REQUIRE(test::wait_until([this] { return answers(); }, 30s));
     find_leftovers(daemon_ticks.value_or(0), "after the final start");
     const auto unfinished = [this] {
-        return test::query_value(db_, "SELECT count(*) FROM runs WHERE state IN ('queued', "
-                                      "'running')");
+        return test::query_value(db_,
+                                 "SELECT count(*) FROM runs WHERE state IN ('queued', "
+                                 "'running')");
     };
     if (!test::wait_until([&] { return unfinished() == "0"; }, 60s)) {
-        findings_.stuck.push_back(unfinished() + " runs still queued or running 60 s after the last start");
+        findings_.stuck.push_back(unfinished() +
+                                  " runs still queued or running 60 s after the last start");
     }
     daemon.signal(SIGTERM);
     const auto code = daemon.wait(30s);
     if (code != 0) {
         findings_.stuck.push_back(fmt::format("the final SIGTERM: exit status {}",
-                                    code ? std::to_string(*code) : "none within 30 s"));
+                                              code ? std::to_string(*code) : "none within 30 s"));
     }
 }
 
 // Every alert of a 2xx delivery is in `alerts` with an outcome its runbook explains.
 void Harness::check_acknowledged() {
     std::map<std::string, std::vector<std::string>> outcomes;  // episode -> outcomes
-    for (auto& row : test::query(db_, "SELECT json_extract(labels, '$.episode'), outcome FROM alerts")) {
+    for (auto& row :
+         test::query(db_, "SELECT json_extract(labels, '$.episode'), outcome FROM alerts")) {
         outcomes[row[0]].push_back(row[1]);
     }
     // Runbook and fingerprint -> the latest episode that started a run; cooled instances run.
     std::map<std::pair<std::string, std::string>, int> latest;
     std::set<std::string> cooled_ran;
-    for (auto& row : test::query(
-             db_, "SELECT r.runbook, a.fingerprint, json_extract(a.labels, '$.episode'), "
-                  "json_extract(a.labels, '$.instance') FROM episodes e JOIN runs r ON r.id = "
-                  "e.run_id JOIN alerts a ON a.id = r.alert_id")) {
+    for (auto& row :
+         test::query(db_,
+                     "SELECT r.runbook, a.fingerprint, json_extract(a.labels, '$.episode'), "
+                     "json_extract(a.labels, '$.instance') FROM episodes e JOIN runs r ON r.id = "
+                     "e.run_id JOIN alerts a ON a.id = r.alert_id")) {
         int& e = latest[{row[0], row[1]}];
         e = std::max(e, std::stoi(row[2]) + 1);
         if (row[0] == "cooled") {
@@ -643,7 +658,8 @@ void Harness::check_acknowledged() {
                              (a.kind == "cooled" && cooled_ran.count(a.instance) != 0);
         std::string wrong;
         for (const auto& o : seen) {
-            if (o != "run_started" && o != "duplicate" && !(o == "cooldown" && a.kind == "cooled")) {
+            if (o != "run_started" && o != "duplicate" &&
+                !(o == "cooldown" && a.kind == "cooled")) {
                 wrong = o;
             }
         }
@@ -660,27 +676,30 @@ void Harness::check_acknowledged() {
 
 // The database's side: one run per (runbook, episode), one per cooled instance.
 void Harness::check_once_per_episode() {
-    for (auto& row : test::query(
-             db_, "SELECT r.runbook, a.fingerprint, a.starts_at, group_concat(r.id) FROM runs r "
-                  "JOIN alerts a ON a.id = r.alert_id GROUP BY 1, 2, 3 HAVING count(*) > 1")) {
-        findings_.duplicates.push_back(fmt::format("runbook {} episode ({}, {}) has runs {}", row[0],
-                                         row[1], row[2], row[3]));
+    for (auto& row :
+         test::query(db_,
+                     "SELECT r.runbook, a.fingerprint, a.starts_at, group_concat(r.id) FROM runs r "
+                     "JOIN alerts a ON a.id = r.alert_id GROUP BY 1, 2, 3 HAVING count(*) > 1")) {
+        findings_.duplicates.push_back(
+            fmt::format("runbook {} episode ({}, {}) has runs {}", row[0], row[1], row[2], row[3]));
     }
-    for (auto& row : test::query(
-             db_, "SELECT json_extract(a.labels, '$.instance'), group_concat(r.id) FROM runs r "
-                  "JOIN alerts a ON a.id = r.alert_id WHERE r.runbook = 'cooled' GROUP BY 1 "
-                  "HAVING count(*) > 1")) {
-        findings_.duplicates.push_back(fmt::format("cooled instance {} ran twice within its cooldown: runs {}",
-                                         row[0], row[1]));
+    for (auto& row :
+         test::query(db_,
+                     "SELECT json_extract(a.labels, '$.instance'), group_concat(r.id) FROM runs r "
+                     "JOIN alerts a ON a.id = r.alert_id WHERE r.runbook = 'cooled' GROUP BY 1 "
+                     "HAVING count(*) > 1")) {
+        findings_.duplicates.push_back(fmt::format(
+            "cooled instance {} ran twice within its cooldown: runs {}", row[0], row[1]));
     }
 }
 
 // The steps' side: what they appended to out/<run id>.
 void Harness::check_step_files() {
     std::map<std::string, std::vector<std::string>> runs;  // run id -> runbook, episode, state
-    for (auto& row : test::query(db_, "SELECT r.id, r.runbook, json_extract(a.labels, "
-                                      "'$.episode'), r.state FROM runs r JOIN alerts a ON a.id "
-                                      "= r.alert_id")) {
+    for (auto& row : test::query(db_,
+                                 "SELECT r.id, r.runbook, json_extract(a.labels, "
+                                 "'$.episode'), r.state FROM runs r JOIN alerts a ON a.id "
+                                 "= r.alert_id")) {
         runs[row[0]] = {row[1], row[2], row[3]};
     }
     std::map<std::string, std::set<std::string>> episode_runs;  // "runbook episode" -> run ids
@@ -703,14 +722,15 @@ void Harness::check_step_files() {
     }
     for (const auto& [episode, ids] : episode_runs) {
         if (ids.size() > 1) {
-            findings_.duplicates.push_back(fmt::format("steps of {} ran in {} runs", episode, ids.size()));
+            findings_.duplicates.push_back(
+                fmt::format("steps of {} ran in {} runs", episode, ids.size()));
         }
     }
     for (const auto& [run, row] : runs) {
         const int count = finished.count(run) != 0 ? finished[run] : 0;
         if (count > 1 || (row[2] == "succeeded" && count != 1)) {
-            findings_.duplicates.push_back(fmt::format("run {} ({}) is {} with {} finish lines", run,
-                                             row[0], row[2], count));
+            findings_.duplicates.push_back(
+                fmt::format("run {} ({}) is {} with {} finish lines", run, row[0], row[2], count));
         }
     }
 }
@@ -729,9 +749,10 @@ void Harness::check_not_vacuous() {
         findings_.vacuous.push_back("no delivery was acknowledged");
     }
     if (count("state = 'succeeded'") == 0 || files == 0) {
-        findings_.vacuous.push_back(fmt::format("no run succeeded or no step wrote its line "
-                                                "({} files)",
-                                                files));
+        findings_.vacuous.push_back(
+            fmt::format("no run succeeded or no step wrote its line "
+                        "({} files)",
+                        files));
     }
     if (summary_.kills >= 5 && count("reason LIKE 'interrupted%'") == 0) {
         findings_.vacuous.push_back("no kill interrupted a run");
@@ -785,12 +806,9 @@ TEST_CASE("runbookd killed at random instants loses no acknowledged alert and re
 
     INFO("seed " << settings.seed << " (repeat with RUNBOOKD_CRASH_SEED=" << settings.seed << ")");
     const std::vector<std::pair<const char*, const std::vector<std::string>*>> promises = {
-        {"integrity_check failed", &f.integrity},
-        {"acknowledged but missing", &f.unacknowledged},
-        {"executed more than once", &f.duplicates},
-        {"stuck at the end", &f.stuck},
-        {"the run proved nothing", &f.vacuous},
-        {"leftover step processes", &f.leftovers}};
+        {"integrity_check failed", &f.integrity},   {"acknowledged but missing", &f.unacknowledged},
+        {"executed more than once", &f.duplicates}, {"stuck at the end", &f.stuck},
+        {"the run proved nothing", &f.vacuous},     {"leftover step processes", &f.leftovers}};
     for (const auto& [what, findings] : promises) {
         INFO(what << ":\n" << lines(*findings));
         CHECK(findings->empty());
