@@ -47,7 +47,7 @@ CURRENT=""  # PID of the harness while it runs
 # it had started (a process group of its own) is stopped here, by the PID the harness wrote.
 # Steps end by themselves: none runs longer than 0.5 s.
 cleanup() {
-    local rc=$? pidfile pid
+    local rc=$? pidfile pid _
     trap - EXIT INT TERM
     if [[ -n $CURRENT ]]; then
         kill -TERM "$CURRENT" 2>/dev/null || true
@@ -55,8 +55,15 @@ cleanup() {
         for pidfile in "$HARNESS_TMP"/runbookd-*/runbookd.pid; do
             [[ -f $pidfile ]] || continue
             pid=$(<"$pidfile")
-            if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == runbookd ]]; then
-                kill -TERM -- "-$pid" 2>/dev/null || true
+            [[ $(cat "/proc/$pid/comm" 2>/dev/null) == runbookd ]] || continue
+            kill -TERM -- "-$pid" 2>/dev/null || true
+            for _ in $(seq 50); do
+                [[ -d /proc/$pid ]] || break
+                sleep 0.1
+            done
+            if [[ -d /proc/$pid ]]; then
+                kill -KILL -- "-$pid" 2>/dev/null || true
+                sleep 1  # steps it orphaned end within 0.5 s; their last lines go first
             fi
         done
     fi
