@@ -110,6 +110,7 @@ printf '%-44s %s\n' "seed" "$(field seed)" \
     "deliveries posted / acknowledged (2xx)" "$(field deliveries) / $(field acknowledged)" \
     "deliveries refused or cut (runbookd down)" "$(field refused)" \
     "answers other than 2xx" "$(field other_status)" \
+    "notifications both clients posted at once" "$(field concurrent_pairs)" \
     "episodes sent / acknowledged" "$(field episodes) / $(field episodes_acknowledged)" \
     "runs (by state)" "$(field runs) ($(field runs_by_state))" \
     "runs interrupted by a kill" "$(field interrupted)" \

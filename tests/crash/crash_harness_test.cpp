@@ -3,6 +3,7 @@
 // checked against the database, the steps' own files and /proc. Design: docs/crash-testing.md.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -29,7 +30,6 @@ using namespace runbookd;
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-using Rows = std::vector<std::vector<std::string>>;
 
 constexpr std::uint64_t kDefaultKills = 50;
 constexpr int kCooledInstances = 10;
@@ -117,11 +117,13 @@ class Traffic {
   public:
     explicit Traffic(std::uint64_t seed) : rng_(seed) {}
 
-    std::shared_ptr<const Notification> next();
+    // The next notification for client 0 or 1 to post.
+    std::shared_ptr<const Notification> next(int client);
     void record(const Notification& n, const Result<http::ClientResponse>& answer);
 
     struct Counts {
         std::uint64_t posted = 0, acknowledged = 0, refused = 0, other_status = 0;
+        std::uint64_t concurrent_pairs = 0;  // notifications both clients posted at once
     };
     Counts counts() const;
     // Copies, for the checks once the clients stopped.
@@ -137,7 +139,9 @@ class Traffic {
     std::vector<AlertSpec> alerts_;
     std::vector<bool> acknowledged_;
     std::vector<std::shared_ptr<Notification>> sent_;
-    std::shared_ptr<Notification> twin_;  // handed to the next caller too: concurrent duplicate
+    std::shared_ptr<Notification> twin_;  // for the other client too: a concurrent duplicate
+    int twin_client_ = 0;                 // the client that drew it
+    std::condition_variable twin_taken_;
     Counts counts_;
 };
 
@@ -198,9 +202,11 @@ std::shared_ptr<Notification> Traffic::make_notification(std::vector<int> alerts
     return n;
 }
 
-std::shared_ptr<const Notification> Traffic::next() {
-    std::lock_guard lock(mu_);
-    if (twin_) {
+std::shared_ptr<const Notification> Traffic::next(int client) {
+    std::unique_lock lock(mu_);
+    if (twin_ && twin_client_ != client) {
+        ++counts_.concurrent_pairs;
+        twin_taken_.notify_all();
         return std::exchange(twin_, nullptr);
     }
     if (!sent_.empty() && std::bernoulli_distribution(0.25)(rng_)) {
@@ -217,7 +223,13 @@ std::shared_ptr<const Notification> Traffic::next() {
     auto n = make_notification(std::move(indexes));
     sent_.push_back(n);
     if (std::bernoulli_distribution(0.3)(rng_)) {
-        twin_ = n;  // the other client posts it too, at about the same time
+        // Both clients post it at once, like two Alertmanager peers: wait until the other one
+        // has taken it (it may be stopping: then post it alone).
+        twin_ = n;
+        twin_client_ = client;
+        if (!twin_taken_.wait_for(lock, 500ms, [this] { return twin_ == nullptr; })) {
+            twin_ = nullptr;
+        }
     }
     return n;
 }
@@ -258,9 +270,10 @@ std::vector<bool> Traffic::acknowledged() const {
 class Clients {
   public:
     Clients(Traffic& traffic, std::string url, std::uint64_t seed) {
-        for (std::uint64_t t = 0; t < 2; ++t) {
-            threads_.emplace_back(
-                [this, &traffic, url, seed, t] { post_until_stopped(traffic, url, seed + t); });
+        for (int client = 0; client < 2; ++client) {
+            threads_.emplace_back([this, &traffic, url, seed, client] {
+                post_until_stopped(traffic, url, client, seed + static_cast<std::uint64_t>(client));
+            });
         }
     }
     ~Clients() { stop(); }
@@ -277,10 +290,11 @@ class Clients {
     }
 
   private:
-    void post_until_stopped(Traffic& traffic, const std::string& url, std::uint64_t seed) {
+    void post_until_stopped(Traffic& traffic, const std::string& url, int client,
+                            std::uint64_t seed) {
         std::mt19937_64 rng(seed);
         while (!stop_) {
-            const auto n = traffic.next();
+            const auto n = traffic.next(client);
             traffic.record(*n, http::send_request("POST", url, n->body,
                                                   {{"Content-Type", "application/json"}}, 5s));
             std::this_thread::sleep_for(
@@ -346,7 +360,7 @@ std::uint64_t ticks_to_ms(std::uint64_t ticks) {
 
 // --- the harness -----------------------------------------------------------------------------
 
-// Makes the test process a child subreaper and reaps, every 10 ms, the zombies of the steps a
+// Makes the test process a child subreaper and reaps, every 25 ms, the zombies of the steps a
 // killed runbookd orphaned, as an init such as systemd does at once. Without it they go to
 // PID 1, and an init that reaps late (seconds on some sandboxes) keeps their process groups
 // alive as zombies, so that each recovery waits for them. runbookd itself is never reaped here:
@@ -358,7 +372,7 @@ class OrphanReaper {
         thread_ = std::thread([this] {
             while (!stop_) {
                 reap_zombie_orphans();
-                std::this_thread::sleep_for(10ms);
+                std::this_thread::sleep_for(25ms);
             }
         });
     }
@@ -410,6 +424,7 @@ struct Summary {
 // Each broken promise, in words, with its evidence.
 struct Findings {
     std::vector<std::string> integrity, leftovers, unacknowledged, duplicates, stuck;
+    std::vector<std::string> exited;   // runbookd ended before the harness killed it
     std::vector<std::string> vacuous;  // the run proved nothing: no traffic, no kill mid-run
 };
 
@@ -429,12 +444,13 @@ class Harness {
     void kill_cycle(std::mt19937_64& rng);
     void check_integrity(const std::string& when);
     void find_leftovers(std::uint64_t started_before, const std::string& when);
-    void final_start_and_drain();
+    bool final_start_and_drain();
     void check_acknowledged();
     void check_once_per_episode();
     void check_step_files();
     void check_not_vacuous();
     void print_summary(double seconds);
+    std::string log_tail() const;
 
     Settings settings_;
     Findings findings_;
@@ -492,6 +508,16 @@ std::vector<std::string> Harness::daemon_argv() const {
             "warn"};
 }
 
+std::string Harness::log_tail() const {
+    std::string log;
+    try {
+        log = test::read_file(dir_ / "runbookd.log");
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return log.substr(log.size() > 2000 ? log.size() - 2000 : 0);
+}
+
 bool Harness::answers() const {
     auto r = http::send_request("GET", url_ + "/", {}, {}, 200ms);
     return r.ok() && r->status == 200;
@@ -509,7 +535,9 @@ void Harness::run() {
             kill_cycle(rng);
         }
     }
-    final_start_and_drain();
+    if (!final_start_and_drain()) {
+        return;
+    }
     check_integrity("after the final shutdown");
     find_leftovers(std::numeric_limits<std::uint64_t>::max(), "after the final shutdown");
     check_acknowledged();
@@ -541,6 +569,12 @@ void Harness::kill_cycle(std::mt19937_64& rng) {
                            fmt::format("after start {}", summary_.kills + 1));
         }
         std::this_thread::sleep_for(5ms);
+    }
+    if (!daemon.running()) {
+        findings_.exited.push_back(
+            fmt::format("start {}: runbookd exited with status {} before "
+                        "the kill; its log ends:\n{}",
+                        summary_.kills + 1, daemon.wait(0ms).value_or(-1), log_tail()));
     }
     daemon.signal(SIGKILL);
     kill_ticks_.push_back(uptime_ticks());
@@ -602,11 +636,18 @@ void Harness::find_leftovers(std::uint64_t started_before, const std::string& wh
     }
 }
 
-void Harness::final_start_and_drain() {
+// Whether runbookd answered after the last start (the checks of the database need it).
+bool Harness::final_start_and_drain() {
     test::Subprocess daemon(daemon_argv(), (dir_ / "runbookd.log").string());
     const auto daemon_ticks = exec::process_start_ticks(daemon.pid());
     test::write_file(dir_ / "runbookd.pid", std::to_string(daemon.pid()));
-    REQUIRE(test::wait_until([this] { return answers(); }, 30s));
+    if (!test::wait_until([this] { return answers(); }, 30s)) {
+        findings_.stuck.push_back(
+            "runbookd did not answer within 30 s of the last start; its log "
+            "ends:\n" +
+            log_tail());
+        return false;
+    }
     find_leftovers(daemon_ticks.value_or(0), "after the final start");
     const auto unfinished = [this] {
         return test::query_value(db_,
@@ -623,6 +664,7 @@ void Harness::final_start_and_drain() {
         findings_.stuck.push_back(fmt::format("the final SIGTERM: exit status {}",
                                               code ? std::to_string(*code) : "none within 30 s"));
     }
+    return true;
 }
 
 // Every alert of a 2xx delivery is in `alerts` with an outcome its runbook explains.
@@ -773,12 +815,12 @@ void Harness::print_summary(double seconds) {
     };
     std::cout << fmt::format(
         "crash harness: seed={} kills={} kills_before_ready={} ready_ms_p50={} ready_ms_max={} "
-        "deliveries={} acknowledged={} refused={} other_status={} episodes={} "
+        "deliveries={} acknowledged={} refused={} other_status={} concurrent_pairs={} episodes={} "
         "episodes_acknowledged={} runs={} runs_by_state={} interrupted={} duplicates={} "
         "leftovers={} unacknowledged_missing={} stuck={} integrity_failures={} seconds={:.1f}\n",
         settings_.seed, summary_.kills, summary_.kills_before_ready, ready_at(50), ready_at(100),
-        counts.posted, counts.acknowledged, counts.refused, counts.other_status, acked.size(),
-        std::count(acked.begin(), acked.end(), true),
+        counts.posted, counts.acknowledged, counts.refused, counts.other_status,
+        counts.concurrent_pairs, acked.size(), std::count(acked.begin(), acked.end(), true),
         test::query_value(db_, "SELECT count(*) FROM runs"), by_state,
         test::query_value(db_, "SELECT count(*) FROM runs WHERE reason LIKE 'interrupted%'"),
         findings_.duplicates.size(), findings_.leftovers.size(), findings_.unacknowledged.size(),
@@ -808,7 +850,9 @@ TEST_CASE("runbookd killed at random instants loses no acknowledged alert and re
     const std::vector<std::pair<const char*, const std::vector<std::string>*>> promises = {
         {"integrity_check failed", &f.integrity},   {"acknowledged but missing", &f.unacknowledged},
         {"executed more than once", &f.duplicates}, {"stuck at the end", &f.stuck},
-        {"the run proved nothing", &f.vacuous},     {"leftover step processes", &f.leftovers}};
+        {"runbookd exited by itself", &f.exited},   {"the run proved nothing", &f.vacuous},
+        {"leftover step processes", &f.leftovers},
+    };
     for (const auto& [what, findings] : promises) {
         INFO(what << ":\n" << lines(*findings));
         CHECK(findings->empty());
