@@ -3,6 +3,7 @@
 // checked against the database, the steps' own files and /proc. Design: docs/crash-testing.md.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
@@ -350,8 +351,10 @@ std::vector<MarkedProcess> marked_processes(const std::string& entry) {
 }
 
 std::uint64_t uptime_ticks() {
+    // Rounded, not truncated: 1234.57 s is 123457 ticks, not 123456.99...
     const double seconds = std::stod(test::read_file("/proc/uptime"));
-    return static_cast<std::uint64_t>(seconds * static_cast<double>(::sysconf(_SC_CLK_TCK)));
+    return static_cast<std::uint64_t>(
+        std::llround(seconds * static_cast<double>(::sysconf(_SC_CLK_TCK))));
 }
 
 std::uint64_t ticks_to_ms(std::uint64_t ticks) {
@@ -607,13 +610,17 @@ void Harness::find_leftovers(std::uint64_t started_before, const std::string& wh
         if (p.start_ticks > started_before) {
             continue;
         }
+        // The first kill at or after its start orphaned it (times are in 10 ms ticks).
         const auto killed_at =
-            std::upper_bound(kill_ticks_.begin(), kill_ticks_.end(), p.start_ticks);
+            std::lower_bound(kill_ticks_.begin(), kill_ticks_.end(), p.start_ticks);
         const std::string ran =
-            killed_at == kill_ticks_.end()
-                ? "started after the last kill"
-                : fmt::format("had run {} ms at kill {}", ticks_to_ms(*killed_at - p.start_ticks),
-                              killed_at - kill_ticks_.begin() + 1);
+            killed_at != kill_ticks_.end()
+                ? fmt::format("had run {} ms at kill {}", ticks_to_ms(*killed_at - p.start_ticks),
+                              killed_at - kill_ticks_.begin() + 1)
+            : kill_ticks_.empty()
+                ? "started before any kill"
+                : fmt::format("started {} ms after kill {}",
+                              ticks_to_ms(p.start_ticks - kill_ticks_.back()), kill_ticks_.size());
         std::string recorded = "no attempt row";
         const auto run = p.env.count("RUNBOOK_RUN_ID") ? p.env.at("RUNBOOK_RUN_ID") : "?";
         try {
