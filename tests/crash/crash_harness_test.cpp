@@ -551,7 +551,7 @@ void Harness::run() {
 }
 
 // One start of runbookd and its SIGKILL: one in four within the first 120 ms (start-up and
-// recovery take about 70 ms in the dev build), the rest between 120 ms and 1.5 s.
+// recovery take 20-80 ms in the dev build), the rest between 120 ms and 1.5 s.
 void Harness::kill_cycle(std::mt19937_64& rng) {
     const auto delay =
         std::chrono::milliseconds(std::bernoulli_distribution(0.25)(rng)
