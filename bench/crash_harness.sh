@@ -114,6 +114,7 @@ printf '%-44s %s\n' "seed" "$(field seed)" \
     "episodes sent / acknowledged" "$(field episodes) / $(field episodes_acknowledged)" \
     "runs (by state)" "$(field runs) ($(field runs_by_state))" \
     "runs interrupted by a kill" "$(field interrupted)" \
+    "interrupted runs resumed (idempotent step run again)" "$(field resumed)" \
     "acknowledged alerts missing" "$(field unacknowledged_missing)" \
     "duplicates found" "$(field duplicates)" \
     "leftover step processes" "$(field leftovers)" \

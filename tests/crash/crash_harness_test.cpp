@@ -34,7 +34,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::uint64_t kDefaultKills = 50;
 constexpr int kCooledInstances = 10;
-const std::vector<std::string> kKinds = {"quick", "nap", "multi", "cooled"};
+const std::vector<std::string> kKinds = {"quick", "nap", "multi", "cooled", "resumed"};
 
 // A whole number from the environment, or `fallback` when unset; a bad value stops the test
 // with the variable named.
@@ -72,10 +72,12 @@ constexpr const char* kRecordLine =
     R"(printf '%s %s %s %s %s\n' "$RUNBOOK_RUNBOOK" "$RUNBOOK_ALERT_FINGERPRINT" )"
     R"("$RUNBOOK_LABEL_EPISODE" "$RUNBOOK_STEP" "$RUNBOOK_ATTEMPT" >> "$CRASH_OUT/$RUNBOOK_RUN_ID")";
 
-std::string step_yaml(const std::string& name, bool nap, const std::string& env) {
+std::string step_yaml(const std::string& name, bool nap, const std::string& env,
+                      bool idempotent = false) {
     std::string script = nap ? "sleep \"$RUNBOOK_LABEL_NAP\"\n        " : "";
     script += kRecordLine;
-    return fmt::format("  - name: {}\n    shell: |\n        {}\n    env: {}\n", name, script, env);
+    return fmt::format("  - name: {}\n{}    shell: |\n        {}\n    env: {}\n", name,
+                       idempotent ? "    idempotent: true\n" : "", script, env);
 }
 
 test::RunbookFiles harness_runbooks(const std::string& marker, const std::string& out_dir) {
@@ -94,6 +96,10 @@ test::RunbookFiles harness_runbooks(const std::string& marker, const std::string
     files["cooled.yaml"] = head("cooled") +
                            "dedup: \"{{ alert.labels.instance }}\"\ncooldown: 1h\nsteps:\n" +
                            step_yaml("finish", true, env);
+    // A kill during `begin` resumes the run (the step runs again); during `finish` it ends
+    // the run interrupted.
+    files["resumed.yaml"] = head("resumed") + "steps:\n" + step_yaml("begin", true, env, true) +
+                            step_yaml("finish", false, env);
     return files;
 }
 
@@ -806,6 +812,10 @@ void Harness::check_not_vacuous() {
     if (summary_.kills >= 5 && count("reason LIKE 'interrupted%'") == 0) {
         findings_.vacuous.push_back("no kill interrupted a run");
     }
+    if (summary_.kills >= 20 &&
+        count("id IN (SELECT run_id FROM events WHERE kind = 'run.resumed')") == 0) {
+        findings_.vacuous.push_back("no interrupted run was resumed");
+    }
 }
 
 void Harness::print_summary(double seconds) {
@@ -823,13 +833,16 @@ void Harness::print_summary(double seconds) {
     std::cout << fmt::format(
         "crash harness: seed={} kills={} kills_before_ready={} ready_ms_p50={} ready_ms_max={} "
         "deliveries={} acknowledged={} refused={} other_status={} concurrent_pairs={} episodes={} "
-        "episodes_acknowledged={} runs={} runs_by_state={} interrupted={} duplicates={} "
+        "episodes_acknowledged={} runs={} runs_by_state={} interrupted={} resumed={} "
+        "duplicates={} "
         "leftovers={} unacknowledged_missing={} stuck={} integrity_failures={} seconds={:.1f}\n",
         settings_.seed, summary_.kills, summary_.kills_before_ready, ready_at(50), ready_at(100),
         counts.posted, counts.acknowledged, counts.refused, counts.other_status,
         counts.concurrent_pairs, acked.size(), std::count(acked.begin(), acked.end(), true),
         test::query_value(db_, "SELECT count(*) FROM runs"), by_state,
         test::query_value(db_, "SELECT count(*) FROM runs WHERE reason LIKE 'interrupted%'"),
+        test::query_value(db_,
+                          "SELECT count(DISTINCT run_id) FROM events WHERE kind = 'run.resumed'"),
         findings_.duplicates.size(), findings_.leftovers.size(), findings_.unacknowledged.size(),
         findings_.stuck.size(), findings_.integrity.size(), seconds);
     std::cout << std::flush;
