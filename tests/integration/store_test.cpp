@@ -37,7 +37,7 @@ constexpr const char* kBackToVersion5 =
     "DROP TRIGGER audit_anchor_no_update; DROP TRIGGER audit_anchor_no_delete;"
     "DROP TABLE audit_anchor; DROP TABLE audit_prune_guard;"
     "ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash;"
-    "DROP INDEX episodes_open; ALTER TABLE episodes DROP COLUMN resolved_ms;"
+    "ALTER TABLE episodes DROP COLUMN resolved_ms;"
     "DELETE FROM schema_migrations WHERE version >= 6;";
 
 std::shared_ptr<const Runbook> load_runbook() {

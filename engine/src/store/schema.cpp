@@ -217,8 +217,6 @@ DROP TABLE attempts;
 ALTER TABLE attempts_v7 RENAME TO attempts;
 
 ALTER TABLE episodes ADD COLUMN resolved_ms INTEGER;
-CREATE INDEX episodes_open ON episodes (runbook, dedup_key)
-    WHERE status = 'firing' AND resolved_ms IS NULL;
 )sql",
          nullptr,
          {},
