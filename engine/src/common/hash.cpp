@@ -31,13 +31,36 @@ std::string base64(std::string_view data) {
     return out;
 }
 
+namespace {
+
+// The implementation is fetched from OpenSSL's provider once, and each thread keeps one
+// context: EVP_Digest with EVP_sha256() looks the implementation up and allocates a context on
+// every call, and the store's writer hashes every audit event.
+const EVP_MD* sha256_md() {
+    static EVP_MD* const fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched != nullptr ? fetched : EVP_sha256();
+}
+
+struct DigestContext {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    DigestContext() = default;
+    DigestContext(const DigestContext&) = delete;
+    DigestContext& operator=(const DigestContext&) = delete;
+    ~DigestContext() { EVP_MD_CTX_free(ctx); }
+};
+
+}  // namespace
+
 std::string sha256_hex(std::string_view data) {
     std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
     unsigned int length = 0;
-    // EVP_Digest only fails on allocation failure, which the rest of the daemon cannot survive
+    thread_local DigestContext context;
+    // These only fail on allocation failure, which the rest of the daemon cannot survive
     // either.
-    if (EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1) {
-        throw std::runtime_error("sha256 failed: EVP_Digest returned an error");
+    if (context.ctx == nullptr || EVP_DigestInit_ex2(context.ctx, sha256_md(), nullptr) != 1 ||
+        EVP_DigestUpdate(context.ctx, data.data(), data.size()) != 1 ||
+        EVP_DigestFinal_ex(context.ctx, digest.data(), &length) != 1) {
+        throw std::runtime_error("sha256 failed: OpenSSL returned an error");
     }
     // Hashed for every audit event on the store's writer thread: no formatting call per byte.
     constexpr std::string_view kDigits = "0123456789abcdef";
