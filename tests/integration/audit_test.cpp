@@ -317,3 +317,33 @@ TEST_CASE("runbookd refuses to start on a secret it cannot read, naming it", "[a
                                ":6:19: env.T: unknown secret \"other\" (configured secrets: "
                                "api_token)"));
 }
+
+TEST_CASE("an event appended outside runbookd does not stop it from recording deliveries",
+          "[audit]") {
+    test::TestDaemon d(test::RunbookFiles{{"echo.yaml", kRunbook}});
+    deliver(d);
+    // A correctly chained event, written by someone else while runbookd runs.
+    const auto head = query_value(d.db(),
+                                  "SELECT id || ' ' || hash FROM events ORDER BY id DESC "
+                                  "LIMIT 1");
+    const std::int64_t id = std::stoll(head.substr(0, head.find(' '))) + 1;
+    const std::string prev = head.substr(head.find(' ') + 1);
+    const std::string at = "2026-12-04T23:00:00.000Z";
+    const std::string hash =
+        audit::event_hash({id, at, "forged", std::nullopt, std::nullopt, std::nullopt, "{}", prev});
+    exec_sql(d.db(), fmt::format("INSERT INTO events (id, at, kind, detail, prev_hash, hash) "
+                                 "VALUES ({}, '{}', 'forged', '{{}}', '{}', '{}')",
+                                 id, at, prev, hash));
+
+    auto r = d.post("/api/v1/webhooks/alertmanager",
+                    test::fixture("alertmanager/v4-firing-two-alerts.json"));
+    REQUIRE(r.ok());
+    // The same notification again: its episodes already ran, so nothing new starts, but the
+    // delivery is recorded (the writer chained on from the foreign event).
+    CHECK(r->status == 200);
+    REQUIRE(d.wait_runs_finished());
+    CHECK(query_value(d.db(), "SELECT count(*) FROM deliveries") == "2");
+    CHECK(query_value(d.db(), "SELECT count(*) FROM events WHERE id > " + std::to_string(id)) !=
+          "0");
+    CHECK(runbookctl({"audit", "verify", "--db", d.db()}).exit_code == 0);
+}

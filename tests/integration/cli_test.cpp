@@ -1,4 +1,5 @@
 #include <csignal>
+#include <functional>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -241,6 +242,25 @@ struct CrashTarget {
         REQUIRE(r.ok());
         REQUIRE(r->status == 200);
     }
+    // Starts runbookd, fires `alertname`, waits until `ready` says so, calls `before_kill`,
+    // then SIGKILLs runbookd: a crash, no drain, no cleanup.
+    void crash_when(const std::string& alertname, const std::function<bool()>& ready,
+                    const std::function<void()>& before_kill = {}) const {
+        test::Subprocess first(argv(), dir.file("first.log"));
+        REQUIRE(up());
+        fire(alertname);
+        REQUIRE(test::wait_until(ready, 5s));
+        if (before_kill) {
+            before_kill();
+        }
+        first.signal(SIGKILL);
+        REQUIRE(first.wait(5s).has_value());
+    }
+    std::function<bool()> query_is(std::string sql, std::string value) const {
+        return [db = db, sql = std::move(sql), value = std::move(value)] {
+            return test::query_value(db, sql) == value;
+        };
+    }
 };
 
 pid_t read_pid_file(const std::string& path) {
@@ -263,17 +283,10 @@ steps:
 )");
     const std::string& db = t.db;
     pid_t step_pid = 0;
-    {
-        test::Subprocess first(t.argv(), t.dir.file("first.log"));
-        REQUIRE(t.up());
-        t.fire("Slow");
-        REQUIRE(test::wait_until(
-            [&] { return test::query_value(db, "SELECT count(pid) FROM attempts") == "1"; }, 5s));
+    t.crash_when("Slow", t.query_is("SELECT count(pid) FROM attempts", "1"), [&] {
         step_pid = std::stoi(test::query_value(db, "SELECT pid FROM attempts"));
         REQUIRE(test::process_running(step_pid));
-        first.signal(SIGKILL);  // a crash: no drain, no cleanup
-        REQUIRE(first.wait(5s).has_value());
-    }
+    });
     CHECK(test::process_running(step_pid));  // left running by the crash
 
     test::Subprocess second(t.argv(), t.dir.file("second.log"));
@@ -323,16 +336,8 @@ steps:
     argv: [/bin/true]
 )",
                               attempts, escaped));
-    pid_t escapee = 0;
-    {
-        test::Subprocess first(t.argv(), t.dir.file("first.log"));
-        REQUIRE(t.up());
-        t.fire("Resume");
-        REQUIRE(test::wait_until([&] { return read_pid_file(escaped) != 0; }, 5s));
-        first.signal(SIGKILL);
-        REQUIRE(first.wait(5s).has_value());
-        escapee = read_pid_file(escaped);
-    }
+    t.crash_when("Resume", [&] { return read_pid_file(escaped) != 0; });
+    const pid_t escapee = read_pid_file(escaped);
     INFO("pid recorded before the crash: " << test::query_value(t.db,
                                                                 "SELECT count(pid) FROM attempts"));
     REQUIRE(test::process_running(escapee));
@@ -369,21 +374,74 @@ steps:
     idempotent: true
     argv: [/bin/sleep, "300"]
 )");
-    {
-        test::Subprocess first(t.argv(), t.dir.file("first.log"));
-        REQUIRE(t.up());
-        t.fire("Strict");
-        REQUIRE(test::wait_until(
-            [&] { return test::query_value(t.db, "SELECT count(pid) FROM attempts") == "1"; }, 5s));
-        first.signal(SIGKILL);
-        REQUIRE(first.wait(5s).has_value());
-    }
+    t.crash_when("Strict", t.query_is("SELECT count(pid) FROM attempts", "1"));
     test::Subprocess second(t.argv(), t.dir.file("second.log"));
     REQUIRE(t.up());
     CHECK(test::query_value(t.db, "SELECT state FROM runs") == "failed");
     CHECK_THAT(test::query_value(t.db, "SELECT reason FROM runs"),
                Catch::Contains("(on_interrupt: fail)"));
     CHECK(test::query_value(t.db, "SELECT state FROM attempts") == "outcome_unknown");
+    second.signal(SIGTERM);
+    CHECK(second.wait(10s) == 0);
+}
+
+TEST_CASE("a cancel recorded before a crash ends the run cancelled, not resumed",
+          "[cli][recovery]") {
+    // The step ignores SIGTERM and has a long grace: runbookd dies while it is being stopped.
+    CrashTarget t(R"(name: stubborn
+matchers: ['alertname="Stubborn"']
+steps:
+  - name: wait
+    idempotent: true
+    grace: 60s
+    shell: "trap '' TERM; sleep 300"
+)");
+    t.crash_when("Stubborn", t.query_is("SELECT count(pid) FROM attempts", "1"), [&] {
+        auto r = http::send_request("POST", t.url + "/api/v1/runs/1/cancel",
+                                    R"({"actor":"alice","reason":"wrong host"})",
+                                    {{"Content-Type", "application/json"}});
+        REQUIRE(r.ok());
+        REQUIRE(r->status == 202);
+    });
+    test::Subprocess second(t.argv(), t.dir.file("second.log"));
+    REQUIRE(t.up());
+
+    INFO(test::read_file(t.dir.file("second.log")));
+    CHECK(test::query_value(t.db, "SELECT state || '|' || cancelled_by FROM runs") ==
+          "cancelled|alice");
+    CHECK_THAT(test::query_value(t.db, "SELECT reason FROM runs"),
+               Catch::StartsWith("cancelled by alice: wrong host; runbookd stopped before the "
+                                 "run had ended"));
+    CHECK(test::query_value(t.db, "SELECT group_concat(state) FROM attempts") == "outcome_unknown");
+    CHECK(test::query_value(
+              t.db, "SELECT count(*) FROM events WHERE kind = 'run.cancel_requested'") == "1");
+    second.signal(SIGTERM);
+    CHECK(second.wait(10s) == 0);
+}
+
+TEST_CASE("after a crash during a retry's backoff, the retry still waits out the backoff",
+          "[cli][recovery]") {
+    CrashTarget t(R"(name: flaky
+matchers: ['alertname="Flaky"']
+steps:
+  - name: try
+    retries: {attempts: 2, initial: 3s}
+    argv: [/bin/false]
+)");
+    t.crash_when("Flaky", t.query_is("SELECT count(*) FROM attempts WHERE state = 'failed'", "1"));
+    test::Subprocess second(t.argv(), t.dir.file("second.log"));
+    REQUIRE(t.up());
+    REQUIRE(test::wait_until(
+        [&] { return test::query_value(t.db, "SELECT state FROM runs") == "failed"; }, 10s));
+
+    // Attempt 2 started no sooner than the backoff after attempt 1 ended (times in ms).
+    const auto gap = std::stoll(test::query_value(
+        t.db,
+        "SELECT CAST((julianday(b.started_at) - julianday(a.finished_at)) * 86400000 AS "
+        "INTEGER) FROM attempts a JOIN attempts b ON b.attempt = 2 WHERE a.attempt = 1"));
+    CHECK(gap >= 2900);
+    CHECK_THAT(test::query_value(t.db, "SELECT reason FROM runs"),
+               Catch::Contains("failed after 2 attempts"));
     second.signal(SIGTERM);
     CHECK(second.wait(10s) == 0);
 }

@@ -353,3 +353,54 @@ steps:
         deliver(d, notification({alert("db-1", "2026-12-04T15:00:00Z", "resolved")}));
     CHECK(again["runs_started"] == 0);
 }
+
+TEST_CASE("one notification with two episodes of an alert runs the later one only", "[episode]") {
+    TestDaemon d(RunbookFiles{{"diagnose.yaml", kRunbooks}});
+    const Json r = deliver(d, notification({alert("db-1", "2026-12-04T15:10:00Z"),
+                                            alert("db-1", "2026-12-04T15:00:00Z")}));
+    CHECK(r["runs_started"] == 1);
+    CHECK(query_value(d.db(), "SELECT starts_at FROM episodes") == "2026-12-04T15:10:00Z");
+    CHECK_THAT(query_value(d.db(), "SELECT outcome_detail FROM alerts WHERE position = 1"),
+               Catch::StartsWith("stale: a later episode of this alert is in this notification"));
+}
+
+TEST_CASE("an alert listed firing and resolved in one notification does not hold its key",
+          "[episode][resolve]") {
+    constexpr const char* kOnce = R"(name: once
+matchers: ['alertname="Down"']
+once_until_resolved: true
+steps:
+  - name: noop
+    argv: [/bin/true]
+)";
+    TestDaemon d(RunbookFiles{{"once.yaml", kOnce}});
+    const Json both = deliver(d, notification({alert("db-1", "2026-12-04T15:00:00Z"),
+                                               alert("db-1", "2026-12-04T15:00:00Z", "resolved")}));
+    const Json next = deliver(d, notification({alert("db-1", "2026-12-04T15:10:00Z")}));
+
+    CHECK(both["runs_started"] == 1);
+    CHECK(query_value(d.db(), "SELECT count(*) FROM episodes WHERE resolved_ms IS NOT NULL") ==
+          "1");
+    CHECK(next["runs_started"] == 1);
+}
+
+TEST_CASE("a dedup key that renders empty counts the alert on its own", "[episode][cooldown]") {
+    constexpr const char* kRestart = R"(name: restart
+matchers: ['alertname="Down"']
+dedup: "{{ alert.labels.instance }}"
+cooldown: 1h
+steps:
+  - name: noop
+    argv: [/bin/true]
+)";
+    TestDaemon d(RunbookFiles{{"restart.yaml", kRestart}});
+    const Json a = deliver(d, notification({alert("", "2026-12-04T15:00:00Z")}));
+    Json other = alert("", "2026-12-04T15:00:00Z");
+    other["labels"]["job"] = "node";
+    const Json b = deliver(d, notification({other}));
+
+    CHECK(a["runs_started"] == 1);
+    CHECK(b["runs_started"] == 1);
+    REQUIRE(b["warnings"].size() == 1);
+    CHECK_THAT(b["warnings"][0].get<std::string>(), Catch::Contains("dedup key rendered empty"));
+}

@@ -1,4 +1,5 @@
 #include <csignal>
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -131,6 +132,24 @@ TEST_CASE("a second runbookd on the same database refuses to start and names the
     CHECK_THAT(second.log(), Catch::Contains(fmt::format(
                                  "it is in use by another runbookd (pid {}, lock {}.lock)",
                                  first.process().pid(), first.db())));
+    CHECK(first.get("/readyz")->status == 200);
+}
+
+TEST_CASE("a second runbookd reaching the database through a symlink refuses to start too",
+          "[lifecycle]") {
+    test::RunbookdProcess first({});
+    REQUIRE(first.wait_ready());
+    test::TempDir elsewhere;
+    const std::string alias = elsewhere.file("alias.db");
+    std::filesystem::create_symlink(first.db(), alias);
+
+    test::RunbookdProcess second({}, "", alias);
+    const auto code = second.process().wait(10s);
+
+    INFO(second.log());
+    CHECK(code == 1);
+    CHECK_THAT(second.log(), Catch::Contains(fmt::format("it is in use by another runbookd (pid {}",
+                                                         first.process().pid())));
     CHECK(first.get("/readyz")->status == 200);
 }
 

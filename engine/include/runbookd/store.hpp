@@ -169,6 +169,7 @@ struct AttemptEnd {
 
 // One step of a run's progress, written as one transaction so that a run costs one commit per
 // step plus one: the parts present apply in this order.
+//   cancel_requested: a running run is being cancelled (who, why)
 //   waiting:   the run stays queued, for this reason (a lock, the runbook's concurrency)
 //   started:   queued → running
 //   resumed:   a run a crash interrupted goes on after a restart (why, in words)
@@ -192,7 +193,15 @@ struct RunProgress {
         std::uint64_t start_ticks = 0;
     };
 
+    // A cancel of a running run, recorded before its step is stopped, so that a crash while
+    // the step stops cannot turn the cancel into a resume (runs.cancelled_by and reason).
+    struct CancelRequest {
+        std::string actor;
+        std::string reason;
+    };
+
     RunId run = 0;
+    std::optional<CancelRequest> cancel_requested;
     std::optional<Spawned> spawned;  // the attempt in flight now has a process
     std::optional<std::string> waiting;
     std::optional<Timestamp> started;

@@ -49,8 +49,14 @@ void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
                                            runbook->once_until_resolved};
             if (runbook->dedup) {
                 const TemplateScope scope{&entry.alert, 0, runbook->name};
-                if (auto key = runbook->dedup->render(scope)) {
+                auto key = runbook->dedup->render(scope);
+                if (key && !key->empty()) {
                     run.dedup_key = std::move(*key);
+                } else if (key) {
+                    record.warnings.push_back(fmt::format(
+                        "runbook {}: dedup key rendered empty for alert {}; cooldown and "
+                        "max_runs count this alert on its own",
+                        runbook->name, entry.alert.fingerprint));
                 } else {
                     // Act rather than suppress on a key the runbook cannot render for this
                     // alert: cooldown and budget then count per alert.

@@ -97,6 +97,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     void finish(RunProgress progress, RunState state, std::string reason);
     void persist(RunProgress progress, std::function<void(AttemptId)> then);
     void retry_later(std::function<void()> again);
+    void start_after(Duration delay);
     void abandon(const std::string& why);
     const StepSpec& step() const { return runbook_->steps[step_index_]; }
 
@@ -237,7 +238,12 @@ void RunExecution::on_admitted() {
         sched_.log_->info("run resumed run={} why={}", id_, log::quote(resume_->why));
         progress.resumed = std::move(resume_->why);
         progress.ended = std::move(resume_->interrupted);
+        const Duration delay = resume_->delay;
         resume_.reset();
+        if (delay.count() > 0) {
+            persist(std::move(progress), [this, delay](AttemptId) { start_after(delay); });
+            return;
+        }
     } else {
         progress.started = Timestamp::now();
     }
@@ -441,15 +447,7 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
                 return;
             }
             ++attempt_number_;
-            backoff_pending_ = true;
-            backoff_.expires_after(delay);
-            backoff_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
-                if (e || !self->backoff_pending_) {
-                    return;
-                }
-                self->backoff_pending_ = false;
-                self->advance(RunProgress{});
-            });
+            start_after(delay);
         });
         return;
     }
@@ -504,6 +502,19 @@ void RunExecution::persist(RunProgress progress, std::function<void(AttemptId)> 
                 self->retry_later([self, shared, then] { self->persist(*shared, then); });
             });
         });
+}
+
+// A retry's backoff: the next attempt starts after `delay` unless the run is stopped first.
+void RunExecution::start_after(Duration delay) {
+    backoff_pending_ = true;
+    backoff_.expires_after(delay);
+    backoff_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+        if (e || !self->backoff_pending_) {
+            return;
+        }
+        self->backoff_pending_ = false;
+        self->advance(RunProgress{});
+    });
 }
 
 void RunExecution::retry_later(std::function<void()> again) {
@@ -672,6 +683,27 @@ std::variant<Scheduler::Resume, RunProgress> Scheduler::plan_recovery(RunId id,
     if (!run) {
         return finish(RunState::Failed, prefix + stopped);
     }
+    const AttemptRecord* running = run->attempts.empty() || run->attempts.back().state != "running"
+                                       ? nullptr
+                                       : &run->attempts.back();
+    if (running != nullptr) {
+        AttemptEnd unknown;
+        unknown.outcome_unknown = true;
+        unknown.finished_at = Timestamp::now();
+        unknown.duration_ms =
+            std::max<std::int64_t>(0, unknown.finished_at.millis_since(running->start.started_at));
+        unknown.error = "interrupted: runbookd stopped while the attempt ran; " + stopped;
+        end.ended = std::make_pair(running->id, std::move(unknown));
+    }
+    if (!run->run.cancelled_by.empty()) {
+        // Cancelled, and runbookd died before the step had stopped: the cancel stands.
+        end.finished =
+            RunProgress::Finish{RunState::Cancelled,
+                                fmt::format("{}; runbookd stopped before the run had ended ({})",
+                                            run->run.reason, stopped),
+                                Timestamp::now(), run->run.cancelled_by};
+        return end;
+    }
     std::string error;
     auto runbook = resolve_runbook(run->run.runbook, run->run.runbook_hash, error);
     if (!runbook) {
@@ -679,14 +711,7 @@ std::variant<Scheduler::Resume, RunProgress> Scheduler::plan_recovery(RunId id,
     }
     const AttemptRecord* last = run->attempts.empty() ? nullptr : &run->attempts.back();
     Resume resume;
-    if (last != nullptr && last->state == "running") {
-        AttemptEnd unknown;
-        unknown.outcome_unknown = true;
-        unknown.finished_at = Timestamp::now();
-        unknown.error = "interrupted: runbookd stopped while the attempt ran; " + stopped;
-        end.ended = std::make_pair(last->id, unknown);
-        resume.interrupted = std::make_pair(last->id, std::move(unknown));
-    }
+    resume.interrupted = end.ended;
     if (runbook->on_interrupt == Runbook::OnInterrupt::Fail) {
         return finish(RunState::Failed, prefix + stopped + " (on_interrupt: fail)");
     }
@@ -717,8 +742,15 @@ std::variant<Scheduler::Resume, RunProgress> Scheduler::plan_recovery(RunId id,
     resume.step_index = index;
     resume.attempt = last->start.attempt + 1;
     if (last->state != "running") {
-        // Failed, waiting for its retry: the retry goes ahead.
+        // Failed, waiting for its retry: the retry goes ahead once what is left of its backoff,
+        // counted from the end of the failed attempt, has passed.
         resume.uncounted = interruptions - 1;
+        if (last->end) {
+            const auto full =
+                retry_delay(step.retry, resume.attempt - resume.uncounted, random01());
+            const auto waited = Timestamp::now().millis_since(last->end->finished_at);
+            resume.delay = Duration(std::max<std::int64_t>(0, full.count() - waited));
+        }
         resume.why = fmt::format("resumed after a restart: step \"{}\" is retried as attempt {}",
                                  step.name, resume.attempt);
         return resume;
@@ -910,8 +942,32 @@ void Scheduler::cancel(RunId id, std::string actor, std::string reason,
                                          : fmt::format("cancelled by {}: {}", actor, reason);
         if (auto it = active_.find(id); it != active_.end()) {
             log_->info("cancelling run run={} actor={}", id, log::quote(actor));
-            it->second->stop(RunState::Cancelled, std::move(why), std::move(actor));
-            done(CancelOutcome{RunState::Running, true});
+            // Recorded before the step is stopped: if runbookd dies while the step stops, the
+            // next start ends the run cancelled instead of resuming it.
+            RunProgress request;
+            request.run = id;
+            request.cancel_requested = RunProgress::CancelRequest{actor, why};
+            store_.record_progress(
+                std::move(request),
+                [this, id, why, actor, done = std::move(done)](Result<AttemptId> r) mutable {
+                    asio::post(io_, [this, id, why = std::move(why), actor = std::move(actor),
+                                     done = std::move(done), r = std::move(r)]() mutable {
+                        if (!r) {
+                            log_->warn("recording a cancel request failed run={} error={}", id,
+                                       log::quote(r.error().message));
+                        }
+                        if (auto run = active_.find(id); run != active_.end()) {
+                            run->second->stop(RunState::Cancelled, std::move(why),
+                                              std::move(actor));
+                            done(CancelOutcome{RunState::Running, true});
+                            return;
+                        }
+                        done(make_error(ErrorCode::FailedPrecondition,
+                                        fmt::format("cancelling run {} failed: it has already "
+                                                    "ended",
+                                                    id)));
+                    });
+                });
             return;
         }
         // Not running here: queued (in memory or only in the store), ended, or unknown. The

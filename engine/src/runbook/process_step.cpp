@@ -116,6 +116,12 @@ void parse_env(const YAML::Node& node, ParseContext& ctx, ProcessStepConfig& con
                                              *name));
             continue;
         }
+        if (*name == "RUNBOOKD_INSTANCE") {
+            ctx.error(it->first,
+                      "env: \"RUNBOOKD_INSTANCE\" is reserved: it marks the step for "
+                      "recovery after a crash (docs/runs.md)");
+            continue;
+        }
         const auto same = [&](const auto& entry) {
             return entry.first == *name;
         };

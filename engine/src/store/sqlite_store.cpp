@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -183,6 +184,7 @@ struct ProgressWrite {
     RunProgress progress;
     std::string started_at;
     std::string resumed_at, resumed_detail;
+    std::string cancel_at, cancel_detail;
     std::string waiting_at, waiting_detail;
     std::string ended_at, ended_detail;
     std::vector<TransitionText> ended_transitions;
@@ -200,6 +202,11 @@ ProgressWrite prepare_progress(RunProgress p) {
     }
     if (p.started) {
         w.started_at = p.started->to_rfc3339_millis();
+    }
+    if (p.cancel_requested) {
+        w.cancel_at = Timestamp::now().to_rfc3339_millis();
+        w.cancel_detail = dump_json(
+            Json{{"actor", p.cancel_requested->actor}, {"reason", p.cancel_requested->reason}});
     }
     if (p.resumed) {
         w.resumed_at = Timestamp::now().to_rfc3339_millis();
@@ -249,7 +256,11 @@ class OwnerLock {
     }
 
     static Result<OwnerLock> acquire(const std::string& db_path) {
-        const std::string path = db_path + ".lock";
+        // Named after the file the path leads to, so that a symlink to the database (or a
+        // relative path) takes the same lock. A hard link would not: see docs/limitations.md.
+        std::error_code ec;
+        auto real = std::filesystem::weakly_canonical(std::filesystem::absolute(db_path, ec), ec);
+        const std::string path = (ec ? db_path : real.string()) + ".lock";
         OwnerLock lock;
         lock.fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (lock.fd_ < 0) {
@@ -288,7 +299,8 @@ struct WriterStatements {
     Statement insert_delivery, insert_alert, insert_run, insert_event;
     Statement find_episode, insert_episode, last_run_for_key, runs_for_key_since;
     Statement resolve_episode, open_episode_for_key;
-    Statement wait_run, start_run, insert_attempt, end_attempt, finish_run, fail_open_attempts;
+    Statement wait_run, cancel_requested, start_run, insert_attempt, end_attempt, finish_run,
+        fail_open_attempts;
     Statement attempt_spawned;
 };
 
@@ -346,6 +358,9 @@ class SqliteStore final : public Store {
     Status insert_event(std::string_view kind, std::string_view at,
                         std::optional<std::int64_t> delivery, std::optional<std::int64_t> run,
                         std::optional<std::int64_t> attempt, std::string_view detail);
+    Status try_insert_event(std::string_view kind, std::string_view at,
+                            std::optional<std::int64_t> delivery, std::optional<std::int64_t> run,
+                            std::optional<std::int64_t> attempt, std::string_view detail);
     Status apply_delivery(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status decide_runs(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status check_suppression(const DeliveryWrite& write, std::size_t run, DeliveryReceipt& receipt);
@@ -556,6 +571,8 @@ Status SqliteStore::prepare_writer() {
          "INSERT INTO events (id, at, kind, delivery_id, run_id, attempt_id, detail, prev_hash, "
          "hash) VALUES (?,?,?,?,?,?,?,?,?)"},
         {&ws_.wait_run, "UPDATE runs SET reason = ? WHERE id = ? AND state = 'queued'"},
+        {&ws_.cancel_requested,
+         "UPDATE runs SET cancelled_by = ?, reason = ? WHERE id = ? AND state = 'running'"},
         {&ws_.attempt_spawned,
          "UPDATE attempts SET pid = ?, pid_start_ticks = ? "
          "WHERE id = ? AND run_id = ? AND state = 'running'"},
@@ -712,6 +729,29 @@ Status SqliteStore::insert_event(std::string_view kind, std::string_view at,
                                  std::optional<std::int64_t> attempt, std::string_view detail) {
     // The id is chosen here, not by SQLite, because the hash covers it; consecutive ids make a
     // deleted event show as a gap.
+    Status s = try_insert_event(kind, at, delivery, run, attempt, detail);
+    if (!s && sqlite3_extended_errcode(writer_db_.handle()) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        // Someone else appended an event (only runbookd should): the head kept in memory is
+        // stale. Chain on from the newest event in the file, so the writer does not fail
+        // every write until a restart; audit verify judges the foreign event.
+        auto head = audit::load_head(writer_db_);
+        if (!head) {
+            return head.error();
+        }
+        log_->error(
+            "an event was appended to the audit trail outside runbookd; chaining on "
+            "from it head_id={}",
+            head->id);
+        head_ = std::move(*head);
+        s = try_insert_event(kind, at, delivery, run, attempt, detail);
+    }
+    return s;
+}
+
+Status SqliteStore::try_insert_event(std::string_view kind, std::string_view at,
+                                     std::optional<std::int64_t> delivery,
+                                     std::optional<std::int64_t> run,
+                                     std::optional<std::int64_t> attempt, std::string_view detail) {
     const std::int64_t id = head_.id + 1;
     std::string hash =
         audit::event_hash({id, at, kind, delivery, run, attempt, detail, head_.hash});
@@ -838,6 +878,11 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
             return s;
         }
     }
+    // Again, for the episodes this delivery itself started: a notification that lists an alert
+    // both firing and resolved (or resolved first) ends the episode it starts.
+    if (!r.resolutions.empty() && !receipt.started_runs().empty()) {
+        return apply_resolutions(w, receipt);
+    }
     return {};
 }
 
@@ -864,7 +909,15 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
         for (std::size_t j = 0; j < i && !receipt.skipped[i].skipped(); ++j) {
             const Alert& other = r.alerts[r.runs[j].alert_index].alert;
             if (r.runs[j].runbook == run.runbook && other.fingerprint == alert.fingerprint &&
-                other.status == alert.status && other.starts_at == alert.starts_at) {
+                other.status == alert.status && other.starts_at > alert.starts_at &&
+                !receipt.skipped[j].skipped()) {
+                receipt.skipped[i] = {
+                    AlertOutcome::Duplicate,
+                    fmt::format("stale: a later episode of this alert is in this notification; "
+                                "runbook {} runs for that one",
+                                run.runbook)};
+            } else if (r.runs[j].runbook == run.runbook && other.fingerprint == alert.fingerprint &&
+                       other.status == alert.status && other.starts_at == alert.starts_at) {
                 receipt.skipped[i] = {AlertOutcome::Duplicate,
                                       fmt::format("duplicate: the alert is listed twice in this "
                                                   "notification; runbook {} runs "
@@ -1142,6 +1195,19 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
             return s;
         }
     }
+    if (p.cancel_requested) {
+        ws_.cancel_requested.bind(1, std::string_view(p.cancel_requested->actor))
+            .bind(2, std::string_view(p.cancel_requested->reason))
+            .bind(3, run);
+        if (auto s = update_one(ws_.cancel_requested, fmt::format("cancelling run {}", run)); !s) {
+            return s;
+        }
+        if (auto s = insert_event("run.cancel_requested", w.cancel_at, std::nullopt, run,
+                                  std::nullopt, w.cancel_detail);
+            !s) {
+            return s;
+        }
+    }
     if (p.waiting) {
         ws_.wait_run.bind(1, std::string_view(*p.waiting)).bind(2, run);
         if (auto s = update_one(ws_.wait_run, fmt::format("marking run {} waiting", run)); !s) {
@@ -1164,16 +1230,16 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
             return s;
         }
     }
-    if (p.resumed) {
-        if (auto s = insert_event("run.resumed", w.resumed_at, std::nullopt, run, std::nullopt,
-                                  w.resumed_detail);
+    if (p.ended) {
+        if (auto s = end_attempt(run, p.ended->first, p.ended->second, w.ended_at, w.ended_detail,
+                                 w.ended_transitions);
             !s) {
             return s;
         }
     }
-    if (p.ended) {
-        if (auto s = end_attempt(run, p.ended->first, p.ended->second, w.ended_at, w.ended_detail,
-                                 w.ended_transitions);
+    if (p.resumed) {
+        if (auto s = insert_event("run.resumed", w.resumed_at, std::nullopt, run, std::nullopt,
+                                  w.resumed_detail);
             !s) {
             return s;
         }
