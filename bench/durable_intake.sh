@@ -209,9 +209,15 @@ exec:
         "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
     start_runbookd recover "$config"
     RECOVER_SECONDS=$(seconds_to_ready "$NOW")
+    # A group counts as alive while a member is not a zombie: after the SIGKILL the steps are
+    # orphans, and reaping their zombies is init's work, not runbookd's.
+    declare -A live_groups=()
+    while read -r pgid stat; do
+        [[ $stat == Z* ]] || live_groups[$pgid]=1
+    done < <(ps -e -o pgid=,stat=)
     alive=0
     for g in "${STEP_GROUPS[@]}"; do
-        kill -0 -- "-$g" 2>/dev/null && alive=$((alive + 1))
+        [[ -n ${live_groups[$g]:-} ]] && alive=$((alive + 1))
     done
     states=$(sqlite3 -batch -noheader "$TMP/recover.db" \
         "SELECT group_concat(state || '=' || n, ' ') FROM
