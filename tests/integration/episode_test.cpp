@@ -364,7 +364,7 @@ TEST_CASE("one notification with two episodes of an alert runs the later one onl
                Catch::StartsWith("stale: a later episode of this alert is in this notification"));
 }
 
-TEST_CASE("an alert listed firing and resolved in one notification does not hold its key",
+TEST_CASE("a firing alert already reported resolved starts nothing and holds no key",
           "[episode][resolve]") {
     constexpr const char* kOnce = R"(name: once
 matchers: ['alertname="Down"']
@@ -374,13 +374,20 @@ steps:
     argv: [/bin/true]
 )";
     TestDaemon d(RunbookFiles{{"once.yaml", kOnce}});
+    // One notification lists the alert firing and resolved; then, out of order, a resolved
+    // notification arrives before its firing one.
     const Json both = deliver(d, notification({alert("db-1", "2026-12-04T15:00:00Z"),
                                                alert("db-1", "2026-12-04T15:00:00Z", "resolved")}));
+    deliver(d, notification({alert("db-2", "2026-12-04T15:05:00Z", "resolved")}));
+    const Json late = deliver(d, notification({alert("db-2", "2026-12-04T15:05:00Z")}));
     const Json next = deliver(d, notification({alert("db-1", "2026-12-04T15:10:00Z")}));
 
-    CHECK(both["runs_started"] == 1);
-    CHECK(query_value(d.db(), "SELECT count(*) FROM episodes WHERE resolved_ms IS NOT NULL") ==
-          "1");
+    CHECK(both["runs_started"] == 0);
+    CHECK(late["runs_started"] == 0);
+    REQUIRE(late["not_acted_on"].size() == 1);
+    CHECK_THAT(late["not_acted_on"][0]["detail"].get<std::string>(),
+               Catch::StartsWith("stale: this alert (firing since 2026-12-04T15:05:00Z) was "
+                                 "already reported resolved"));
     CHECK(next["runs_started"] == 1);
 }
 

@@ -221,6 +221,15 @@ ALTER TABLE episodes ADD COLUMN resolved_ms INTEGER;
          nullptr,
          {},
          true},
+        {8, "resolved alerts: a firing notification that arrives after the resolved one is stale",
+         R"sql(
+CREATE TABLE resolved_alerts (
+    fingerprint  TEXT NOT NULL,
+    starts_at_ns INTEGER NOT NULL,
+    resolved_ms  INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, starts_at_ns)
+) STRICT, WITHOUT ROWID;
+)sql"},
     };
     return all;
 }

@@ -298,7 +298,7 @@ struct WriterStatements {
     Statement begin, commit, rollback, savepoint, release, rollback_to;
     Statement insert_delivery, insert_alert, insert_run, insert_event;
     Statement find_episode, insert_episode, last_run_for_key, runs_for_key_since;
-    Statement resolve_episode, open_episode_for_key;
+    Statement resolve_episode, open_episode_for_key, insert_resolved, find_resolved;
     Statement wait_run, cancel_requested, start_run, insert_attempt, end_attempt, finish_run,
         fail_open_attempts;
     Statement attempt_spawned;
@@ -365,6 +365,7 @@ class SqliteStore final : public Store {
     Status decide_runs(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status check_suppression(const DeliveryWrite& write, std::size_t run, DeliveryReceipt& receipt);
     Status apply_resolutions(const DeliveryWrite& write, DeliveryReceipt& receipt);
+    Status check_resolved(const DeliveryWrite& write, std::size_t run, DeliveryReceipt& receipt);
     Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
                        const std::string& detail, const std::vector<TransitionText>& transitions);
@@ -564,6 +565,11 @@ Status SqliteStore::prepare_writer() {
         {&ws_.resolve_episode,
          "UPDATE episodes SET resolved_ms = ? WHERE runbook = ? AND fingerprint = ? AND "
          "status = 'firing' AND starts_at_ns = ? AND resolved_ms IS NULL RETURNING run_id"},
+        {&ws_.insert_resolved,
+         "INSERT OR IGNORE INTO resolved_alerts (fingerprint, starts_at_ns, resolved_ms) "
+         "VALUES (?, ?, ?)"},
+        {&ws_.find_resolved,
+         "SELECT resolved_ms FROM resolved_alerts WHERE fingerprint = ? AND starts_at_ns = ?"},
         {&ws_.open_episode_for_key,
          "SELECT run_id, starts_at FROM episodes WHERE runbook = ? AND dedup_key = ? AND "
          "status = 'firing' AND resolved_ms IS NULL LIMIT 1"},
@@ -878,11 +884,6 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
             return s;
         }
     }
-    // Again, for the episodes this delivery itself started: a notification that lists an alert
-    // both firing and resolved (or resolved first) ends the episode it starts.
-    if (!r.resolutions.empty() && !receipt.started_runs().empty()) {
-        return apply_resolutions(w, receipt);
-    }
     return {};
 }
 
@@ -956,6 +957,11 @@ Status SqliteStore::decide_runs(const DeliveryWrite& w, DeliveryReceipt& receipt
             }
         }
         ws_.find_episode.reset();
+        if (!receipt.skipped[i].skipped() && alert.status == AlertStatus::Firing) {
+            if (auto s = check_resolved(w, i, receipt); !s) {
+                return s;
+            }
+        }
         if (!receipt.skipped[i].skipped()) {
             if (auto s = check_suppression(w, i, receipt); !s) {
                 return s;
@@ -997,6 +1003,16 @@ Status SqliteStore::apply_resolutions(const DeliveryWrite& w, DeliveryReceipt& r
     const DeliveryRecord& r = *w.record;
     for (std::size_t i = 0; i < r.resolutions.size(); ++i) {
         const Alert& alert = r.alerts[r.resolutions[i].alert_index].alert;
+        if (i == 0 || r.resolutions[i - 1].alert_index != r.resolutions[i].alert_index) {
+            // Remembered per alert, for a firing notification of it that arrives later.
+            if (auto s = ws_.insert_resolved.bind(1, std::string_view(alert.fingerprint))
+                             .bind(2, episode_nanos(alert.starts_at))
+                             .bind(3, w.received_ms)
+                             .run();
+                !s) {
+                return s;
+            }
+        }
         ws_.resolve_episode.bind(1, w.received_ms)
             .bind(2, std::string_view(r.resolutions[i].runbook))
             .bind(3, std::string_view(alert.fingerprint))
@@ -1014,6 +1030,30 @@ Status SqliteStore::apply_resolutions(const DeliveryWrite& w, DeliveryReceipt& r
         }
         ws_.resolve_episode.reset();
     }
+    return {};
+}
+
+// A firing request for an alert episode a notification (this one or an earlier one) already
+// reported resolved: Alertmanager delivered out of order, and the alert is over.
+Status SqliteStore::check_resolved(const DeliveryWrite& w, std::size_t i,
+                                   DeliveryReceipt& receipt) {
+    const auto& run = w.record->runs[i];
+    const Alert& alert = w.record->alerts[run.alert_index].alert;
+    ws_.find_resolved.bind(1, std::string_view(alert.fingerprint))
+        .bind(2, episode_nanos(alert.starts_at));
+    auto row = ws_.find_resolved.step();
+    if (!row) {
+        ws_.find_resolved.reset();
+        return row.error();
+    }
+    if (*row) {
+        receipt.skipped[i] = {
+            AlertOutcome::Duplicate,
+            fmt::format("stale: this alert (firing since {}) was already reported resolved; "
+                        "runbook {} does not start for it",
+                        w.alerts[run.alert_index].starts_at, run.runbook)};
+    }
+    ws_.find_resolved.reset();
     return {};
 }
 
