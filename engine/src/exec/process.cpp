@@ -1092,24 +1092,51 @@ std::string resolve_program(const std::string& name, const std::vector<std::stri
     return {};
 }
 
-std::optional<std::uint64_t> process_start_ticks(pid_t pid) {
-    std::ifstream in(fmt::format("/proc/{}/stat", pid));
+namespace {
+
+// The fields of /proc/PID/stat from field 3 (state) on. "pid (comm) state ppid pgrp ...":
+// comm may hold spaces and parentheses, so the fields restart after the last ')'.
+std::optional<std::istringstream> stat_fields(const std::filesystem::path& stat_file) {
+    std::ifstream in(stat_file);
     std::string stat;
     if (!std::getline(in, stat)) {
         return std::nullopt;
     }
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; fields restart after
-    // the last ')' with field 3 (state). Skip fields 3-21, then read starttime (22).
     const auto close = stat.rfind(')');
     if (close == std::string::npos) {
         return std::nullopt;
     }
-    std::istringstream fields(stat.substr(close + 1));
+    return std::istringstream(stat.substr(close + 1));
+}
+
+// Every process id in /proc.
+std::vector<pid_t> all_pids() {
+    std::vector<pid_t> pids;
+    std::error_code ec;
+    for (const auto& dirent : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = dirent.path().filename().string();
+        pid_t pid = 0;
+        const auto [ptr, err] = std::from_chars(name.data(), name.data() + name.size(), pid);
+        if (err == std::errc{} && ptr == name.data() + name.size()) {
+            pids.push_back(pid);
+        }
+    }
+    return pids;
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> process_start_ticks(pid_t pid) {
+    auto fields = stat_fields(fmt::format("/proc/{}/stat", pid));
+    if (!fields) {
+        return std::nullopt;
+    }
+    // Skip fields 3-21, then read starttime (22).
     std::string field;
-    for (int i = 3; i < 22 && fields >> field; ++i) {
+    for (int i = 3; i < 22 && *fields >> field; ++i) {
     }
     std::uint64_t ticks = 0;
-    if (!(fields >> ticks)) {
+    if (!(*fields >> ticks)) {
         return std::nullopt;
     }
     return ticks;
@@ -1117,27 +1144,12 @@ std::optional<std::uint64_t> process_start_ticks(pid_t pid) {
 
 std::set<pid_t> live_process_groups() {
     std::set<pid_t> groups;
-    std::error_code ec;
-    for (const auto& dirent : std::filesystem::directory_iterator("/proc", ec)) {
-        const std::string name = dirent.path().filename().string();
-        if (name.empty() || name[0] < '0' || name[0] > '9') {
-            continue;
-        }
-        std::ifstream in(dirent.path() / "stat");
-        std::string stat;
-        if (!std::getline(in, stat)) {
-            continue;
-        }
-        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        const auto close = stat.rfind(')');
-        if (close == std::string::npos) {
-            continue;
-        }
-        std::istringstream fields(stat.substr(close + 1));
+    for (const pid_t pid : all_pids()) {
+        auto fields = stat_fields(fmt::format("/proc/{}/stat", pid));
         char state = 0;
         pid_t ppid = 0;
         pid_t pgrp = 0;
-        if (fields >> state >> ppid >> pgrp && state != 'Z' && state != 'X') {
+        if (fields && *fields >> state >> ppid >> pgrp && state != 'Z' && state != 'X') {
             groups.insert(pgrp);
         }
     }
@@ -1146,16 +1158,12 @@ std::set<pid_t> live_process_groups() {
 
 std::vector<pid_t> processes_with_env(std::string_view entry) {
     std::vector<pid_t> found;
-    std::error_code ec;
     const pid_t self = ::getpid();
-    for (const auto& dirent : std::filesystem::directory_iterator("/proc", ec)) {
-        const std::string name = dirent.path().filename().string();
-        pid_t pid = 0;
-        const auto [ptr, err] = std::from_chars(name.data(), name.data() + name.size(), pid);
-        if (err != std::errc{} || ptr != name.data() + name.size() || pid == self) {
+    for (const pid_t pid : all_pids()) {
+        if (pid == self) {
             continue;
         }
-        std::ifstream in(dirent.path() / "environ", std::ios::binary);
+        std::ifstream in(fmt::format("/proc/{}/environ", pid), std::ios::binary);
         std::string variable;
         while (std::getline(in, variable, '\0')) {
             if (variable == entry) {

@@ -1064,21 +1064,23 @@ Status SqliteStore::check_suppression(const DeliveryWrite& w, std::size_t i,
     if (!run.cooldown && !run.max_runs && !run.once_until_resolved) {
         return {};
     }
-    const auto same_key_earlier = [&](std::size_t j) {
-        return r.runs[j].runbook == run.runbook && r.runs[j].dedup_key == run.dedup_key &&
-               !receipt.skipped[j].skipped();
-    };
+    // Runs of the same runbook and key this delivery starts before this one.
+    std::int64_t earlier = 0;
+    for (std::size_t j = 0; j < i; ++j) {
+        earlier += r.runs[j].runbook == run.runbook && r.runs[j].dedup_key == run.dedup_key &&
+                           !receipt.skipped[j].skipped()
+                       ? 1
+                       : 0;
+    }
     if (run.once_until_resolved && r.alerts[run.alert_index].alert.status == AlertStatus::Firing) {
-        for (std::size_t j = 0; j < i; ++j) {
-            if (same_key_earlier(j)) {
-                receipt.skipped[i] = {
-                    AlertOutcome::Duplicate,
-                    fmt::format("unresolved: runbook {} runs once for key \"{}\" until its alert "
-                                "resolves (once_until_resolved), and this notification already "
-                                "starts it",
-                                run.runbook, run.dedup_key)};
-                return {};
-            }
+        if (earlier > 0) {
+            receipt.skipped[i] = {
+                AlertOutcome::Duplicate,
+                fmt::format("unresolved: runbook {} runs once for key \"{}\" until its alert "
+                            "resolves (once_until_resolved), and this notification already "
+                            "starts it",
+                            run.runbook, run.dedup_key)};
+            return {};
         }
         ws_.open_episode_for_key.bind(1, std::string_view(run.runbook))
             .bind(2, std::string_view(run.dedup_key));
@@ -1101,15 +1103,13 @@ Status SqliteStore::check_suppression(const DeliveryWrite& w, std::size_t i,
         }
     }
     if (run.cooldown) {
-        for (std::size_t j = 0; j < i; ++j) {
-            if (same_key_earlier(j)) {
-                receipt.skipped[i] = {
-                    AlertOutcome::Cooldown,
-                    fmt::format("cooldown: runbook {} starts once per {} for key \"{}\", and this "
-                                "notification already starts it",
-                                run.runbook, format_duration(*run.cooldown), run.dedup_key)};
-                return {};
-            }
+        if (earlier > 0) {
+            receipt.skipped[i] = {
+                AlertOutcome::Cooldown,
+                fmt::format("cooldown: runbook {} starts once per {} for key \"{}\", and this "
+                            "notification already starts it",
+                            run.runbook, format_duration(*run.cooldown), run.dedup_key)};
+            return {};
         }
         ws_.last_run_for_key.bind(1, std::string_view(run.runbook))
             .bind(2, std::string_view(run.dedup_key));
@@ -1138,10 +1138,7 @@ Status SqliteStore::check_suppression(const DeliveryWrite& w, std::size_t i,
         }
     }
     if (run.max_runs) {
-        std::int64_t count = 0;
-        for (std::size_t j = 0; j < i; ++j) {
-            count += same_key_earlier(j) ? 1 : 0;
-        }
+        std::int64_t count = earlier;
         ws_.runs_for_key_since.bind(1, std::string_view(run.runbook))
             .bind(2, std::string_view(run.dedup_key))
             .bind(3, w.received_ms - run.max_runs->per.count());
