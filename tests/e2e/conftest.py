@@ -209,3 +209,76 @@ def runbookd(tmp_path):
     yield start
     for daemon in started:
         daemon.stop()
+
+
+ALERTMANAGER_CONFIG = """route:
+  receiver: runbookd
+  group_by: ['alertname']
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 1h
+receivers:
+  - name: runbookd
+    webhook_configs:
+      - url: http://127.0.0.1:{port}/api/v1/webhooks/alertmanager
+        send_resolved: true
+"""
+
+
+class Alertmanager:
+    """Debian's prometheus-alertmanager on a loopback port, clustering off, its own storage,
+    a webhook receiver pointing at one runbookd."""
+
+    def __init__(self, directory, runbookd_port):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True)
+        (self.dir / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG.format(port=runbookd_port))
+        self.port = free_port()
+        binary = os.environ.get("ALERTMANAGER_BINARY", "/usr/bin/prometheus-alertmanager")
+        with open(self.dir / "alertmanager.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [binary, f"--config.file={self.dir / 'alertmanager.yml'}",
+                 f"--storage.path={self.dir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError("alertmanager not ready within 20 s")
+
+    def post(self, alerts):
+        """Alerts into Alertmanager's v2 API, as Prometheus sends them."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v2/alerts",
+                                         data=json.dumps(alerts).encode(), method="POST")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    """alertmanager(runbookd) starts a real Alertmanager posting to that runbookd."""
+    started = []
+
+    def start(daemon):
+        am = Alertmanager(tmp_path / f"alertmanager-{len(started)}", daemon.port)
+        started.append(am)
+        return am
+
+    yield start
+    for am in started:
+        am.stop()

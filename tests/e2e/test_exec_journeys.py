@@ -2,6 +2,7 @@
 HTTP answers, audit rows and side effects out."""
 
 import json
+import time
 
 from conftest import make_alert, make_notification
 
@@ -149,3 +150,23 @@ def test_runbookctl_shows_the_run_and_the_audit_chain_verifies(runbookd):
     verify = json.loads(d.ctl("-o", "json", "audit", "verify", "--db", str(d.db_path)).stdout)
     assert verify["intact"] is True
     assert verify["events"] >= 6
+
+
+def test_a_real_alertmanager_delivers_and_the_runbook_runs_once(runbookd, alertmanager):
+    d = runbookd({"diagnose.yaml": DIAGNOSE})
+    am = alertmanager(d)
+    am.post([{"labels": {"alertname": "DiskFull", "mountpoint": "/data"},
+              "annotations": {"summary": "disk full"}}])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not d.query("SELECT id FROM runs"):
+        time.sleep(0.1)
+    (row,) = d.query("SELECT id FROM runs")
+    run = d.wait_run(row["id"])
+    assert run["attempts"][0]["argv"] == ["/bin/echo", "mount=/data", "disk full"]
+    (delivery,) = d.query("SELECT source, receiver, status FROM deliveries LIMIT 1")
+    assert delivery["receiver"] == "runbookd"
+    assert delivery["status"] == "firing"
+    # Alertmanager sends the group again at each group_interval while something changes; the
+    # episode still runs its runbook once.
+    time.sleep(2.5)
+    assert len(d.query("SELECT id FROM runs")) == 1
