@@ -260,8 +260,12 @@ std::optional<std::string> apply_memory_limit(const WorkerOptions& options) {
     return std::nullopt;
 }
 
+// Importing `signal` installs Python's SIGINT handler even when the interpreter was told to
+// install none (CPython 3.11 does so whenever SIGINT is at its default); the worker keeps
+// every disposition at the default, so it is put back here, before WorkerState notes them.
 const char* kLoadPackage = R"(
-import importlib.util, os, sys
+import importlib.util, os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 sys.path[0:0] = [runbooks_dir, *extra_paths]
 _init = os.path.join(package_dir, "runbook", "__init__.py")
 _spec = importlib.util.spec_from_file_location(

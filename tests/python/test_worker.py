@@ -403,3 +403,19 @@ def test_check_names_each_failing_target(worker_binary):
     assert "not callable" in lines[2]["error"]
     assert "ImportError" in lines[3]["error"]
     assert lines[4]["error"] == "module steps has no function absent"
+
+
+def test_the_interpreter_is_isolated_and_names_the_configured_python(worker):
+    w = worker("--path", "/opt/extra-steps")
+
+    run = w.run(step("reports_interpreter"))
+
+    outputs = run.result["outputs"]
+    assert outputs["executable"] == "/usr/bin/python3"
+    assert outputs["path"][:2] == [str(RUNBOOKS), "/opt/extra-steps"]
+    assert "/usr/lib/python3.11" in outputs["path"]
+    assert not any("build" in entry for entry in outputs["path"])  # PYTHONPATH is ignored
+    assert outputs["dont_write_bytecode"] is True
+    assert not outputs["sigint_caught"]  # no Python signal handlers installed
+    assert not outputs["sigpipe_ignored"]
+    assert not (RUNBOOKS / "__pycache__").exists()
