@@ -1,0 +1,254 @@
+"""How a step runs: the rules shared by runbookd-python-worker and runbook.testing.
+
+Private to the runbook package; the worker calls it through the embedded interpreter so that a
+step behaves the same under runbookd and under pytest.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Handlers a step may not change (docs/python-steps.md, "What a step may not leave behind").
+WATCHED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGCHLD", "SIGPIPE", "SIGALRM")
+
+
+@dataclass
+class StepOutcome:
+    """How one step ended: what the worker sends to runbookd in its ``result`` message."""
+
+    ok: bool
+    exit_code: int
+    outputs: dict[str, Any]
+    error: dict[str, str] | None = None
+    left_behind: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "ok": self.ok,
+                "exit_code": self.exit_code,
+                "outputs": self.outputs,
+                "error": self.error,
+                "left_behind": self.left_behind,
+            },
+            allow_nan=False,
+        )
+
+
+class TargetError(Exception):
+    """A step's target cannot be called (function missing or not callable); no traceback."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def run_step(function: Callable[[Any], Any], ctx: Any) -> StepOutcome:
+    """Calls ``function(ctx)`` and applies the return, SystemExit and exception rules."""
+    return _run(lambda: function(ctx), ctx)
+
+
+def run_message(target: dict[str, Any], spec: dict[str, Any], channel: Any) -> StepOutcome:
+    """The worker's entry: builds ``ctx`` from a ``run`` message's context and runs the target."""
+    from . import Context
+
+    try:
+        ctx = Context(spec, channel)
+    except Exception as error:
+        text = _traceback(error)
+        sys.stderr.write(text)
+        return StepOutcome(False, 1, {}, _error(_type_name(error), f"bad context: {error}", text))
+    return run_target(target, ctx)
+
+
+def run_target(target: dict[str, Any], ctx: Any) -> StepOutcome:
+    """Runs a ``run`` message's target: ``{module, function}`` or ``{code, filename[, line]}``."""
+    if "code" in target:
+        return _run(lambda: _run_code(target, ctx), ctx)
+    return _run(lambda: load_function(target["module"], target["function"])(ctx), ctx)
+
+
+def load_function(module_name: str, function_name: str) -> Callable[[Any], Any]:
+    module = importlib.import_module(module_name)
+    function = getattr(module, function_name, None)
+    if function is None:
+        raise TargetError("AttributeError", f"module {module_name} has no function {function_name}")
+    if not callable(function):
+        raise TargetError("TypeError", f"{module_name}.{function_name} is not callable")
+    return function
+
+
+def _run_code(target: dict[str, Any], ctx: Any) -> None:
+    """Inline code runs as the body of a fresh module with ``ctx`` and ``runbook`` as globals.
+
+    ``line`` (optional) is the line of the code's first line in ``filename``, so tracebacks
+    point into the runbook file.
+    """
+    filename = target.get("filename") or "<inline>"
+    offset = int(target.get("line") or 1) - 1
+    try:
+        tree = ast.parse(target["code"], filename)
+    except SyntaxError as error:
+        if error.lineno is not None:
+            error.lineno += offset
+        raise
+    ast.increment_lineno(tree, offset)
+    namespace = {"__name__": "__runbook_inline__", "ctx": ctx, "runbook": sys.modules["runbook"]}
+    exec(compile(tree, filename, "exec"), namespace)
+
+
+def _run(call: Callable[[], Any], ctx: Any) -> StepOutcome:
+    try:
+        returned = call()
+    except SystemExit as exit_:
+        return _exit_outcome(exit_.code, ctx)
+    except TargetError as error:
+        print(str(error), file=sys.stderr)
+        return StepOutcome(False, 1, ctx.outputs, _error(error.type_name, str(error), ""))
+    except BaseException as error:  # noqa: B036 - a step's KeyboardInterrupt fails the step too
+        text = _traceback(error)
+        sys.stderr.write(text)
+        return StepOutcome(False, 1, ctx.outputs, _error(_type_name(error), str(error), text))
+    return _returned_outcome(returned, ctx)
+
+
+def _exit_outcome(code: Any, ctx: Any) -> StepOutcome:
+    if code is None:
+        return StepOutcome(True, 0, ctx.outputs)
+    if isinstance(code, int):
+        return StepOutcome(code == 0, int(code), ctx.outputs)
+    # Like python3 itself: a non-integer exit code is printed and the status is 1.
+    print(code, file=sys.stderr)
+    return StepOutcome(False, 1, ctx.outputs, _error("SystemExit", str(code), ""))
+
+
+def _returned_outcome(returned: Any, ctx: Any) -> StepOutcome:
+    if returned is None:
+        return StepOutcome(True, 0, ctx.outputs)
+    if not isinstance(returned, dict):
+        message = (
+            f"step function returned {type(returned).__name__}, expected a dict of outputs or None"
+        )
+        print(message, file=sys.stderr)
+        return StepOutcome(False, 1, ctx.outputs, _error("TypeError", message, ""))
+    for key, value in returned.items():
+        if not isinstance(key, str):
+            message = f"step function returned an output key that is not a str: {key!r}"
+            print(message, file=sys.stderr)
+            return StepOutcome(False, 1, ctx.outputs, _error("TypeError", message, ""))
+        try:
+            ctx.set_output(key, value)
+        except TypeError as error:
+            print(str(error), file=sys.stderr)
+            return StepOutcome(False, 1, ctx.outputs, _error("TypeError", str(error), ""))
+    return StepOutcome(True, 0, ctx.outputs)
+
+
+def _error(type_name: str, message: str, text: str) -> dict[str, str]:
+    return {"type": type_name, "message": message, "traceback": text}
+
+
+def _type_name(error: BaseException) -> str:
+    cls = type(error)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _traceback(error: BaseException) -> str:
+    """The traceback without this file's frames and the import machinery's."""
+    exception = traceback.TracebackException.from_exception(error)
+    kept = [
+        frame
+        for frame in exception.stack
+        if frame.filename != __file__ and not frame.filename.startswith("<frozen importlib")
+    ]
+    exception.stack = traceback.StackSummary.from_list(kept)
+    return "".join(exception.format())
+
+
+class WorkerState:
+    """What a step may change in the worker, taken once when the worker starts.
+
+    ``restore()`` after each step puts os.environ, the current directory, sys.path and sys.argv
+    back, and names what the step left behind that cannot be undone safely.
+    """
+
+    def __init__(self) -> None:
+        self.environ = dict(os.environ)
+        self.cwd = os.getcwd()
+        self.path = list(sys.path)
+        self.argv = list(sys.argv)
+        self.handlers = {name: signal.getsignal(getattr(signal, name)) for name in WATCHED_SIGNALS}
+        self.atexit_count = atexit._ncallbacks()
+
+    def restore(self) -> list[str]:
+        left_behind = [
+            f'non-daemon thread "{thread.name}" still running'
+            for thread in threading.enumerate()
+            if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+        ]
+        for name, handler in self.handlers.items():
+            number = getattr(signal, name)
+            if signal.getsignal(number) != handler:
+                left_behind.append(f"handler of {name} changed")
+                if handler is not None:
+                    signal.signal(number, handler)
+        if signal.alarm(0) != 0:
+            left_behind.append("alarm pending (cancelled)")
+        if atexit._ncallbacks() > self.atexit_count:
+            left_behind.append("atexit function added")
+        os.environ.clear()
+        os.environ.update(self.environ)
+        with contextlib.suppress(OSError):
+            os.chdir(self.cwd)
+        sys.path[:] = self.path
+        sys.argv[:] = self.argv
+        return left_behind
+
+
+def finish(outcome: StepOutcome, left_behind: list[str]) -> StepOutcome:
+    """A step that left state behind fails, whatever it returned."""
+    outcome.left_behind = left_behind
+    if left_behind and outcome.ok:
+        message = "python step left state behind: " + "; ".join(left_behind)
+        outcome.ok = False
+        outcome.exit_code = 1
+        outcome.error = _error("StateLeftBehind", message, "")
+    return outcome
+
+
+def check_target(spec: str) -> dict[str, Any]:
+    """For ``runbookd-python-worker check``: can ``MODULE:FUNCTION`` be run as a step?"""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        return {"target": spec, "ok": False, "error": "expected MODULE:FUNCTION"}
+    try:
+        # What a module prints at import must not mix with the JSON lines on stdout.
+        with contextlib.redirect_stdout(sys.stderr):
+            function = load_function(module_name, function_name)
+    except TargetError as error:
+        return {"target": spec, "ok": False, "error": str(error)}
+    except BaseException as error:  # noqa: B036 - SystemExit at import is a broken module too
+        message = f"cannot import {module_name}: {_type_name(error)}: {error}"
+        return {"target": spec, "ok": False, "error": message}
+    try:
+        inspect.signature(function).bind(None)
+    except TypeError as error:
+        message = f"{spec} must accept exactly one positional argument (ctx): {error}"
+        return {"target": spec, "ok": False, "error": message}
+    except ValueError:
+        pass  # no signature to inspect (a builtin): it is called and judged at run time
+    return {"target": spec, "ok": True, "error": None}

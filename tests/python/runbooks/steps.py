@@ -1,0 +1,116 @@
+"""Step functions the worker tests run; each shows one behaviour."""
+
+import atexit
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+
+def trivial(ctx):
+    return None
+
+
+def prints(ctx):
+    print("to stdout")
+    print("to stderr", file=sys.stderr)
+
+
+def outputs(ctx):
+    ctx.set_output("first", [1, 2])
+    ctx.log.info(f"labels {ctx.alert.labels['instance']}")
+    return {"second": {"param": ctx.params["x"]}}
+
+
+def raises(ctx):
+    raise ValueError("disk is not full")
+
+
+def exit_0(ctx):
+    sys.exit(0)
+
+
+def exit_3(ctx):
+    sys.exit(3)
+
+
+def runs_command(ctx):
+    result = ctx.exec(["df", "-h"], timeout=5, env={"LC_ALL": "C"})
+    return {"exit_code": result.exit_code, "stdout": result.stdout, "duration": result.duration}
+
+
+def reads_secret(ctx):
+    return {"token": ctx.secret("api-token")}
+
+
+def leaves_thread(ctx):
+    threading.Thread(target=time.sleep, args=(3,), name="poller").start()
+
+
+def changes_sigterm(ctx):
+    signal.signal(signal.SIGTERM, lambda *_: None)
+
+
+def adds_atexit(ctx):
+    atexit.register(print, "bye")
+
+
+def sets_alarm(ctx):
+    signal.alarm(100)
+
+
+def changes_environment(ctx):
+    os.environ["RUNBOOK_TEST_LEAK"] = "1"
+    os.chdir("/")
+
+
+def reports_environment(ctx):
+    return {"leak": os.environ.get("RUNBOOK_TEST_LEAK"), "cwd": os.getcwd()}
+
+
+def segfaults(ctx):
+    ctypes.string_at(0)
+
+
+def exits_hard(ctx):
+    os._exit(3)
+
+
+def busy_loop(ctx):
+    while True:
+        pass
+
+
+def memory_bomb(ctx):
+    blocks = []
+    while True:
+        blocks.append(bytearray(64 * 1024 * 1024))
+
+
+def not_a_function(ctx):
+    pass
+
+
+NOT_CALLABLE = 42
+
+
+def two_arguments(ctx, other):
+    pass
+
+
+def reports_interpreter(ctx):
+    masks = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("SigCgt", "SigIgn"):
+                masks[name] = int(value, 16)
+    return {
+        "executable": sys.executable,
+        "path": sys.path,
+        "dont_write_bytecode": sys.dont_write_bytecode,
+        "sigint_caught": bool(masks["SigCgt"] & (1 << (signal.SIGINT - 1))),
+        "sigpipe_ignored": bool(masks["SigIgn"] & (1 << (signal.SIGPIPE - 1))),
+    }
