@@ -30,14 +30,15 @@ steps:
     argv: [df, -h]
 )";
 
-// Undoes migrations 6 (the audit chain), 7 (its CHECK constraints stay wider) and 8, leaving
-// what a version 5 runbookd wrote.
+// Undoes migrations 6 (the audit chain), 7 (its CHECK constraints stay wider), 8 and 9,
+// leaving what a version 5 runbookd wrote.
 constexpr const char* kBackToVersion5 =
     "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;"
     "DROP TRIGGER audit_anchor_no_update; DROP TRIGGER audit_anchor_no_delete;"
     "DROP TABLE audit_anchor; DROP TABLE audit_prune_guard;"
     "ALTER TABLE events DROP COLUMN prev_hash; ALTER TABLE events DROP COLUMN hash;"
     "ALTER TABLE episodes DROP COLUMN resolved_ms; DROP TABLE resolved_alerts;"
+    "ALTER TABLE attempts DROP COLUMN outputs;"
     "DELETE FROM schema_migrations WHERE version >= 6;";
 
 std::shared_ptr<const Runbook> load_runbook() {
@@ -124,11 +125,11 @@ struct StoreFixture {
         return r ? Status() : Status(r.error());
     }
 
-    AttemptId start_attempt(RunId run, std::vector<std::string> argv) {
+    AttemptId start_attempt(RunId run, std::vector<std::string> argv, int step_index = 0) {
         RunProgress p;
         p.run = run;
-        p.next =
-            AttemptStart{run, "df", 0, 1, "argv", std::move(argv), "/", Timestamp::now(), {}, {}};
+        p.next = AttemptStart{
+            run, "df", step_index, 1, "argv", std::move(argv), "/", Timestamp::now(), {}, {}};
         auto id = progress(std::move(p));
         REQUIRE(id.ok());
         return *id;
@@ -182,7 +183,7 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
 
     CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5,6,7,8");
+          "1,2,3,4,5,6,7,8,9");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -274,6 +275,37 @@ TEST_CASE("a run's lifecycle is recorded with its attempts and events", "[store]
     CHECK(detail->alert->labels.at("instance") == "db-1");
     REQUIRE(detail->attempts.size() == 1);
     CHECK(detail->attempts[0].end->exit_code == 1);
+}
+
+TEST_CASE("an attempt's outputs are stored as JSON text, NULL when it set none", "[store]") {
+    StoreFixture f;
+    const RunId run = f.queue_run();
+    REQUIRE(f.start(run).ok());
+    const AttemptId with = f.start_attempt(run, {"/bin/true"});
+    AttemptEnd end;
+    end.succeeded = true;
+    end.exit_code = 0;
+    end.finished_at = Timestamp::now();
+    end.outputs = R"({"restart":true,"host":"db-1"})";
+    RunProgress ended;
+    ended.run = run;
+    ended.ended = std::make_pair(with, end);
+
+    REQUIRE(f.progress(std::move(ended)).ok());
+
+    CHECK(query_value(f.path, "SELECT outputs FROM attempts WHERE id = " + std::to_string(with)) ==
+          R"({"restart":true,"host":"db-1"})");
+    auto detail = f.store->get_run(run);
+    REQUIRE(detail.ok());
+    REQUIRE(detail->attempts.size() == 1);
+    CHECK(detail->attempts[0].end->outputs == R"({"restart":true,"host":"db-1"})");
+
+    end.outputs.clear();
+    RunProgress next;
+    next.run = run;
+    next.ended = std::make_pair(f.start_attempt(run, {"/bin/true"}, 1), end);
+    REQUIRE(f.progress(std::move(next)).ok());
+    CHECK(query_value(f.path, "SELECT outputs FROM attempts ORDER BY id DESC LIMIT 1") == "NULL");
 }
 
 TEST_CASE("a state change that contradicts the stored state is refused", "[store]") {
@@ -532,7 +564,7 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
 
     auto store = open_store(f.path);
     CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5,6,7,8");
+          "1,2,3,4,5,6,7,8,9");
     auto detail = store->get_run(run);
     REQUIRE(detail.ok());
     CHECK(detail->run.state == RunState::Queued);
@@ -684,7 +716,7 @@ TEST_CASE("a version 5 database is chained by the migration and verifies", "[sto
     f.store = open_store(f.path);
     run_once(f);
 
-    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "8");
+    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "9");
     const auto report = verify_chain(f.path);
     INFO(report.message);
     CHECK(report.intact());

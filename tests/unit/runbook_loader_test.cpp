@@ -281,7 +281,7 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
          "name: disk\nsteps:\n  - name: df\n    argv: [df, '{{ alert.nope }}']\n",
          {"disk.yaml:4:16: argv: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
           "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
-          "alert.generator_url, run.id, run.runbook)"}},
+          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY)"}},
         {"a reserved RUNBOOK_ variable",
          "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    env:\n      RUNBOOK_ID: x\n",
          {"disk.yaml:6:7: env: \"RUNBOOK_ID\" is reserved: runbookd sets the RUNBOOK_* variables "
@@ -665,7 +665,7 @@ TEST_CASE("process, shell and runbook key errors give file, line, column and wha
          minimal_runbook("disk") + "lock: 'x-{{ alert.nope }}'\n",
          {"disk.yaml:5:7: lock: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
           "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
-          "alert.generator_url, run.id, run.runbook)"}},
+          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY)"}},
         {"a list for lock",
          minimal_runbook("disk") + "lock: [a, b]\n",
          {"disk.yaml:5:7: lock: expected a string, got a list"}},
@@ -759,7 +759,7 @@ TEST_CASE("process, shell and runbook key errors give file, line, column and wha
          shell_step + "    shell: echo \"$1\"\n    args: ['{{ alert.nope }}']\n",
          {"disk.yaml:5:12: args: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
           "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
-          "alert.generator_url, run.id, run.runbook)"}},
+          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY)"}},
         {"an unknown shell step key",
          shell_step + "    shell: date\n    argz: [x]\n",
          {"disk.yaml:5:5: unknown key \"argz\" in step (expected one of: name, description, "
@@ -822,4 +822,48 @@ TEST_CASE("a step env value can name a configured secret, and only a configured 
     REQUIRE(step.env.size() == 1);
     CHECK(step.env[0].first == "PLAIN");
     CHECK(unchecked.errors.empty());  // runbookctl lint knows no configured names
+}
+
+TEST_CASE("a step can use the outputs of the steps before it", "[runbook]") {
+    const std::string text = R"yaml(name: disk
+steps:
+  - name: decide
+    argv: [/bin/true]
+  - name: act
+    argv: [echo, "{{ steps.decide.outputs.restart }}"]
+)yaml";
+
+    const auto result = load_runbook_text(text, "disk.yaml", builtin_step_parsers());
+
+    CHECK(result.errors.empty());
+    REQUIRE(result.runbooks.size() == 1);
+}
+
+TEST_CASE("a steps placeholder naming no earlier step is an error at its position", "[runbook]") {
+    const std::string head = "name: disk\nsteps:\n  - name: first\n    argv: [/bin/true]\n";
+    SECTION("a later step") {
+        const std::string text =
+            head +
+            "  - name: act\n    argv: [echo, 'x {{ steps.after.outputs.a }}']\n"
+            "  - name: after\n    argv: [/bin/true]\n";
+        CHECK(load_errors(text) ==
+              std::vector<std::string>{
+                  "disk.yaml:6:24: argv: steps.after does not name an earlier step of this "
+                  "runbook (a step can use the outputs of the steps before it)"});
+    }
+    SECTION("the step itself, in env") {
+        const std::string text = head +
+                                 "  - name: act\n    argv: [env]\n    env:\n"
+                                 "      X: '{{ steps.act.outputs.a }}'\n";
+        CHECK(load_errors(text) ==
+              std::vector<std::string>{
+                  "disk.yaml:8:14: env.X: steps.act does not name an earlier step of this "
+                  "runbook (a step can use the outputs of the steps before it)"});
+    }
+    SECTION("a runbook key") {
+        const std::string text = head + "lock: 'k-{{ steps.first.outputs.a }}'\n";
+        CHECK(load_errors(text) ==
+              std::vector<std::string>{"disk.yaml:5:13: lock: steps.first cannot be used here: "
+                                       "step outputs exist only for the steps of a run"});
+    }
 }

@@ -87,7 +87,8 @@ TEST_CASE("a placeholder naming an unknown path is rejected with the known paths
         CHECK(parsed.error().message ==
               "unknown placeholder \"" + path +
                   "\" (known: alert.labels.NAME, alert.annotations.NAME, alert.fingerprint, "
-                  "alert.status, alert.starts_at, alert.generator_url, run.id, run.runbook)");
+                  "alert.status, alert.starts_at, alert.generator_url, run.id, run.runbook, "
+                  "steps.STEP.outputs.KEY)");
     }
 }
 
@@ -340,4 +341,48 @@ TEST_CASE("a hostile default value is rendered as literal text", "[template]") {
         REQUIRE(rendered.ok());
         CHECK(*rendered == c.rendered);
     }
+}
+
+TEST_CASE("steps outputs render strings as text and other JSON values as compact JSON",
+          "[template]") {
+    const runbookd::StepResults steps = {
+        {"decide",
+         {"succeeded", 0, R"({"restart": true, "host": "db-1", "n": 3, "list": [1, "a"]})", ""}}};
+    const auto render_with = [&steps](const std::string& text) {
+        auto parsed = Template::parse(text);
+        REQUIRE(parsed.ok());
+        return parsed->render(TemplateScope{nullptr, 1, "rb", &steps});
+    };
+
+    CHECK(*render_with("{{ steps.decide.outputs.restart }}") == "true");
+    CHECK(*render_with("--host={{ steps.decide.outputs.host }}") == "--host=db-1");
+    CHECK(*render_with("{{ steps.decide.outputs.n }}") == "3");
+    CHECK(*render_with("{{ steps.decide.outputs.list }}") == R"([1,"a"])");
+}
+
+TEST_CASE("a missing step or output fails the render unless the placeholder has a default",
+          "[template]") {
+    const runbookd::StepResults steps = {{"decide", {"succeeded", 0, R"({"a": "x"})", ""}},
+                                         {"quiet", {"succeeded", 0, "", ""}}};
+    const auto render_with = [&steps](const std::string& text) {
+        auto parsed = Template::parse(text);
+        REQUIRE(parsed.ok());
+        return parsed->render(TemplateScope{nullptr, 1, "rb", &steps});
+    };
+
+    const auto no_key = render_with("{{ steps.decide.outputs.b }}");
+    const auto no_outputs = render_with("{{ steps.quiet.outputs.a }}");
+    const auto no_step = render_with("{{ steps.later.outputs.a }}");
+
+    REQUIRE_FALSE(no_key.ok());
+    CHECK(no_key.error().message ==
+          "step \"decide\" set no output \"b\" (write {{ steps.decide.outputs.b | default "
+          "\"...\" }} to allow that)");
+    REQUIRE_FALSE(no_outputs.ok());
+    REQUIRE_FALSE(no_step.ok());
+    CHECK(no_step.error().message ==
+          "step \"later\" has not ended in this run, so {{ steps.later.outputs.a }} has no value "
+          "(write {{ steps.later.outputs.a | default \"...\" }} to allow that)");
+    CHECK(*render_with("{{ steps.decide.outputs.b | default \"no\" }}") == "no");
+    CHECK(render_with("{{ steps.later.outputs.a | default \"\" }}")->empty());
 }

@@ -65,6 +65,11 @@ class ParseContext {
     void set_secret_names(const std::set<std::string>* names) { secret_names_ = names; }
     const std::set<std::string>* secret_names() const { return secret_names_; }
 
+    // While a step is parsed: the names of the steps before it in the runbook, the only ones
+    // a `{{ steps.STEP.outputs.KEY }}` placeholder may name. Null outside steps (lock, dedup),
+    // where such placeholders are refused.
+    void set_earlier_steps(const std::vector<std::string>* names) { earlier_steps_ = names; }
+
     const std::string& file() const { return file_; }
     std::vector<Diagnostic>& diagnostics() { return diagnostics_; }
     std::vector<Diagnostic>& warnings() { return warnings_; }
@@ -74,6 +79,7 @@ class ParseContext {
     std::string file_;
     std::string_view text_;
     const std::set<std::string>* secret_names_ = nullptr;
+    const std::vector<std::string>* earlier_steps_ = nullptr;
     std::vector<Diagnostic> diagnostics_;
     std::vector<Diagnostic> warnings_;
 };

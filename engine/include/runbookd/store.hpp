@@ -165,6 +165,8 @@ struct AttemptEnd {
     std::string output_path;  // empty when none was written
     std::int64_t output_stored_bytes = 0;
     bool output_truncated = false;
+    // What the attempt handed to later steps: a JSON object as text; empty when none.
+    std::string outputs;
 };
 
 // One step of a run's progress, written as one transaction so that a run costs one commit per

@@ -91,6 +91,9 @@ Json attempt_json(const AttemptRecord& a) {
                                   {"stored_bytes", e.output_stored_bytes},
                                   {"truncated", e.output_truncated}};
         }
+        if (!e.outputs.empty()) {
+            out["outputs"] = Json::parse(e.outputs, nullptr, false);
+        }
     }
     return out;
 }

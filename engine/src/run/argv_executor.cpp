@@ -114,7 +114,7 @@ class ProcessExecutor final : public StepExecutor {
             return make_error(ErrorCode::Internal,
                               fmt::format("preparing step failed: not a {} step", kind_));
         }
-        const TemplateScope scope{ctx.alert, ctx.run_id, ctx.runbook->name};
+        const TemplateScope scope{ctx.alert, ctx.run_id, ctx.runbook->name, ctx.steps};
 
         exec::ProcessSpec spec;
         if (const auto* argv = dynamic_cast<const ArgvStepConfig*>(config)) {

@@ -114,6 +114,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     bool admitted_ = false;
     std::unique_ptr<Attempt> attempt_;
     AttemptId attempt_id_ = 0;
+    StepResults results_;  // the steps that have ended, for later steps (AttemptContext::steps)
     std::chrono::steady_clock::time_point attempt_started_;
     std::chrono::steady_clock::time_point run_started_;
     asio::steady_timer deadline_;
@@ -162,6 +163,7 @@ void RunExecution::begin() {
         step_index_ = resume_->step_index;
         attempt_number_ = resume_->attempt;
         uncounted_attempts_ = resume_->uncounted;
+        results_ = std::move(resume_->earlier);
     }
     run_started_ = std::chrono::steady_clock::now();
     std::string error;
@@ -315,6 +317,7 @@ void RunExecution::advance(RunProgress progress) {
     context.attempt = attempt_number_;
     context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
     context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
+    context.steps = &results_;
     auto prepared = executor->prepare(context);
 
     AttemptStart start;
@@ -419,6 +422,7 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     end.output_path = std::move(outcome.output_path);
     end.output_stored_bytes = outcome.output_stored_bytes;
     end.output_truncated = outcome.output_truncated;
+    end.outputs = std::move(outcome.outputs);
     attempt_.reset();
     sched_.log_->info(
         "attempt finished run={} step={} attempt={} succeeded={} exit_code={} "
@@ -428,6 +432,10 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
         end.signal ? std::to_string(*end.signal) : "none", end.duration_ms, log::quote(end.error));
 
     const bool succeeded = end.succeeded;
+    if (!retry) {
+        results_[step().name] = StepResult{succeeded ? "succeeded" : "failed", end.exit_code,
+                                           end.outputs, end.stdout_excerpt};
+    }
     const std::string reason = attempt_number_ > 1
                                    ? fmt::format("step \"{}\" failed after {} attempts: {}",
                                                  step().name, attempt_number_, end.error)
@@ -726,6 +734,15 @@ std::variant<Scheduler::Resume, RunProgress> Scheduler::plan_recovery(RunId id,
                                             std::to_string(index + 1));
     }
     const StepSpec& step = runbook->steps[index];
+    // Attempts are ordered by step, then attempt: the last one seen of a step is its latest.
+    // The last step counts when it succeeded (the run goes on after it).
+    const int ended_before = last->start.step_index + (last->state == "succeeded" ? 1 : 0);
+    for (const auto& a : run->attempts) {
+        if (a.start.step_index < ended_before && a.end) {
+            resume.earlier[a.start.step] =
+                StepResult{a.state, a.end->exit_code, a.end->outputs, a.end->stdout_excerpt};
+        }
+    }
     int interruptions = 0;
     for (const auto& a : run->attempts) {
         interruptions += a.start.step_index == last->start.step_index &&

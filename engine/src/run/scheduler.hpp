@@ -107,7 +107,8 @@ class Scheduler {
         int uncounted = 0;  // attempts of that step that do not count against its retries
         std::optional<std::pair<AttemptId, AttemptEnd>> interrupted;  // closed when it goes on
         std::string why;
-        Duration delay{0};  // what is left of a retry's backoff before the attempt starts
+        Duration delay{0};    // what is left of a retry's backoff before the attempt starts
+        StepResults earlier;  // the steps that ended before step_index, as recorded
     };
     // The run goes on (a Resume) or ends (a RunProgress that finishes it).
     std::variant<Resume, RunProgress> plan_recovery(RunId id, const Result<RunDetail>& run,

@@ -30,6 +30,8 @@ struct AttemptOutcome {
     std::string output_path;  // the full output file, empty when none was written
     std::int64_t output_stored_bytes = 0;
     bool output_truncated = false;
+    // What the attempt hands to later steps: a JSON object as text; empty when none.
+    std::string outputs;
 };
 
 // Everything an executor may use to prepare an attempt.
@@ -41,6 +43,9 @@ struct AttemptContext {
     int attempt = 1;
     const Alert* alert = nullptr;  // null for runs without an alert
     Duration timeout{0};
+    // The steps of this run that ended before this one (their latest attempt), by name; kept
+    // by the run and reloaded from the store when a run resumes after a crash. Never null.
+    const StepResults* steps = nullptr;
 };
 
 // One prepared attempt: rendered and ready to start. The run engine records what it will run

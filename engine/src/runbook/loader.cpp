@@ -342,8 +342,17 @@ void parse_steps(const YAML::Node& node, ParseContext& ctx, const StepParsers& p
         return;
     }
     std::map<std::string, SourceLocation> seen;
+    std::vector<std::string> earlier;
     for (const auto& item : node) {
+        ctx.set_earlier_steps(&earlier);
         auto step = parse_step(item, ctx, parsers);
+        ctx.set_earlier_steps(nullptr);
+        // A step that failed to parse still counts as earlier: later references to it are
+        // not errors of their own.
+        if (const auto name = item.IsMap() ? find_key(item, "name") : YAML::Node();
+            name.IsDefined() && name.IsScalar()) {
+            earlier.push_back(name.Scalar());
+        }
         if (!step) {
             continue;
         }
@@ -643,6 +652,25 @@ std::optional<Template> ParseContext::template_string(const YAML::Node& node,
     auto parsed = Template::parse(*text);
     if (!parsed) {
         error(node, fmt::format("{}: {}", what, parsed.error().message));
+        return std::nullopt;
+    }
+    bool references_ok = true;
+    for (const auto& ref : parsed->step_references()) {
+        const SourceLocation at = location_in(node, ref.offset);
+        if (earlier_steps_ == nullptr) {
+            error(at, fmt::format("{}: steps.{} cannot be used here: step outputs exist only "
+                                  "for the steps of a run",
+                                  what, ref.step));
+            references_ok = false;
+        } else if (std::find(earlier_steps_->begin(), earlier_steps_->end(), ref.step) ==
+                   earlier_steps_->end()) {
+            error(at, fmt::format("{}: steps.{} does not name an earlier step of this runbook "
+                                  "(a step can use the outputs of the steps before it)",
+                                  what, ref.step));
+            references_ok = false;
+        }
+    }
+    if (!references_ok) {
         return std::nullopt;
     }
     return std::move(*parsed);

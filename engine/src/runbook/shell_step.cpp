@@ -47,7 +47,8 @@ void warn_placeholders(const YAML::Node& node, std::string_view script, ParseCon
             ++start;
         }
         const std::string_view rest = script.substr(start);
-        if (!rest.starts_with("alert.") && !rest.starts_with("run.")) {
+        if (!rest.starts_with("alert.") && !rest.starts_with("run.") &&
+            !rest.starts_with("steps.")) {
             continue;
         }
         const auto path_end = std::find_if_not(rest.begin(), rest.end(), is_path_char);

@@ -1,4 +1,5 @@
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <runbookd/template.hpp>
 
@@ -53,7 +54,7 @@ bool known_path(const std::vector<std::string>& path) {
     if (path.size() == 2 && path[0] == "run") {
         return path[1] == "id" || path[1] == "runbook";
     }
-    return false;
+    return path.size() == 4 && path[0] == "steps" && path[2] == "outputs";
 }
 
 std::string join_path(const std::vector<std::string>& path) {
@@ -119,6 +120,7 @@ Result<Template::Part> Template::parse_placeholder(std::string_view expr, std::s
         part.text = std::move(*text);
     } else {
         part.literal = false;
+        part.offset = offset + pos;
         while (true) {
             const std::size_t start = pos;
             if (pos >= expr.size() || !is_ident_start(expr[pos])) {
@@ -139,7 +141,7 @@ Result<Template::Part> Template::parse_placeholder(std::string_view expr, std::s
             return template_error(fmt::format(
                 "unknown placeholder \"{}\" (known: alert.labels.NAME, alert.annotations.NAME, "
                 "alert.fingerprint, alert.status, alert.starts_at, alert.generator_url, run.id, "
-                "run.runbook)",
+                "run.runbook, steps.STEP.outputs.KEY)",
                 join_path(part.path)));
         }
     }
@@ -182,6 +184,16 @@ bool Template::has_placeholders() const {
     return false;
 }
 
+std::vector<Template::StepReference> Template::step_references() const {
+    std::vector<StepReference> out;
+    for (const auto& p : parts_) {
+        if (!p.literal && p.path[0] == "steps") {
+            out.push_back(StepReference{p.path[1], p.offset});
+        }
+    }
+    return out;
+}
+
 Result<std::string> Template::render(const TemplateScope& scope) const {
     std::string out;
     for (const auto& part : parts_) {
@@ -200,6 +212,9 @@ Result<std::string> Template::render(const TemplateScope& scope) const {
 
 Result<std::string> Template::lookup(const Part& part, const TemplateScope& scope) const {
     const auto& path = part.path;
+    if (path[0] == "steps") {
+        return lookup_step_output(part, scope);
+    }
     if (path[0] == "run") {
         return path[1] == "id" ? std::to_string(scope.run_id) : std::string(scope.runbook);
     }
@@ -239,6 +254,44 @@ Result<std::string> Template::lookup(const Part& part, const TemplateScope& scop
         return alert->starts_at.to_rfc3339();
     }
     return alert->generator_url;
+}
+
+Result<std::string> Template::lookup_step_output(const Part& part, const TemplateScope& scope) {
+    const std::string& step = part.path[1];
+    const std::string& key = part.path[3];
+    const StepResult* result = nullptr;
+    if (scope.steps != nullptr) {
+        if (auto it = scope.steps->find(step); it != scope.steps->end()) {
+            result = &it->second;
+        }
+    }
+    if (result == nullptr) {
+        if (part.default_value) {
+            return *part.default_value;
+        }
+        return template_error(
+            fmt::format("step \"{}\" has not ended in this run, so {{{{ {} }}}} "
+                        "has no value (write {{{{ {} | default \"...\" }}}} to "
+                        "allow that)",
+                        step, join_path(part.path), join_path(part.path)));
+    }
+    const nlohmann::json outputs = result->outputs.empty()
+                                       ? nlohmann::json::object()
+                                       : nlohmann::json::parse(result->outputs, nullptr, false);
+    const auto it = outputs.is_object() ? outputs.find(key) : outputs.end();
+    if (!outputs.is_object() || it == outputs.end()) {
+        if (part.default_value) {
+            return *part.default_value;
+        }
+        return template_error(fmt::format(
+            "step \"{}\" set no output \"{}\" (write {{{{ {} | default \"...\" }}}} to allow "
+            "that)",
+            step, key, join_path(part.path)));
+    }
+    if (it->is_string()) {
+        return it->get<std::string>();
+    }
+    return it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace runbookd

@@ -230,6 +230,9 @@ CREATE TABLE resolved_alerts (
     PRIMARY KEY (fingerprint, starts_at_ns)
 ) STRICT, WITHOUT ROWID;
 )sql"},
+        {9, "step outputs: what each attempt handed to later steps", R"sql(
+ALTER TABLE attempts ADD COLUMN outputs TEXT;
+)sql"},
     };
     return all;
 }

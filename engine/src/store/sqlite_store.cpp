@@ -591,8 +591,8 @@ Status SqliteStore::prepare_writer() {
         {&ws_.end_attempt,
          "UPDATE attempts SET state = ?, exit_code = ?, signal = ?, error = ?, finished_at = ?, "
          "duration_ms = ?, stdout_bytes = ?, stderr_bytes = ?, stdout_excerpt = ?, "
-         "stderr_excerpt = ?, output_path = ?, output_bytes = ?, output_truncated = ? "
-         "WHERE id = ? AND run_id = ? AND state = 'running'"},
+         "stderr_excerpt = ?, output_path = ?, output_bytes = ?, output_truncated = ?, "
+         "outputs = ? WHERE id = ? AND run_id = ? AND state = 'running'"},
         {&ws_.fail_open_attempts,
          "UPDATE attempts SET state = 'failed', error = ?, finished_at = ? "
          "WHERE run_id = ? AND state = 'running'"},
@@ -1204,8 +1204,9 @@ Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& 
                                         : std::optional<std::int64_t>(e.output_stored_bytes))
         .bind(13, e.output_path.empty() ? std::nullopt
                                         : std::optional<std::int64_t>(e.output_truncated ? 1 : 0))
-        .bind(14, attempt)
-        .bind(15, run);
+        .bind(14, e.outputs.empty() ? std::nullopt : std::optional<std::string>(e.outputs))
+        .bind(15, attempt)
+        .bind(16, run);
     if (auto s = update_one(ws_.end_attempt, fmt::format("ending attempt {}", attempt)); !s) {
         return s;
     }
@@ -1544,7 +1545,7 @@ std::vector<AttemptRecord> SqliteStore::read_attempts(Database& db, RunId run, S
         "SELECT id, step, step_index, attempt, kind, argv, cwd, state, exit_code, signal, "
         "error, started_at, finished_at, duration_ms, stdout_bytes, stderr_bytes, "
         "stdout_excerpt, stderr_excerpt, output_path, output_bytes, output_truncated, pid, "
-        "pid_start_ticks FROM attempts WHERE run_id = ? "
+        "pid_start_ticks, outputs FROM attempts WHERE run_id = ? "
         "ORDER BY step_index, attempt");
     if (!stmt) {
         status = stmt.error();
@@ -1601,6 +1602,7 @@ std::vector<AttemptRecord> SqliteStore::read_attempts(Database& db, RunId run, S
             e.output_path = stmt->column_optional_text(18).value_or("");
             e.output_stored_bytes = stmt->column_optional_int(19).value_or(0);
             e.output_truncated = stmt->column_optional_int(20).value_or(0) != 0;
+            e.outputs = stmt->column_optional_text(23).value_or("");
             a.end = std::move(e);
         }
         out.push_back(std::move(a));
