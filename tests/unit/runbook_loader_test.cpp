@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <runbookd/argv_step.hpp>
+#include <runbookd/python_step.hpp>
 #include <runbookd/step_parser.hpp>
 
 #include "support/support.hpp"
@@ -266,7 +267,7 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
          {"disk.yaml:3:5: step needs a name"}},
         {"a step with no kind",
          "name: disk\nsteps:\n  - name: df\n    description: what\n",
-         {"disk.yaml:3:5: step needs one key that gives its kind: argv, shell"}},
+         {"disk.yaml:3:5: step needs one key that gives its kind: argv, shell, python"}},
         {"an empty argv",
          "name: disk\nsteps:\n  - name: df\n    argv: []\n",
          {"disk.yaml:4:11: argv: expected a non-empty list: the program, then its arguments"}},
@@ -865,5 +866,96 @@ TEST_CASE("a steps placeholder naming no earlier step is an error at its positio
         CHECK(load_errors(text) ==
               std::vector<std::string>{"disk.yaml:5:13: lock: steps.first cannot be used here: "
                                        "step outputs exist only for the steps of a run"});
+    }
+}
+
+TEST_CASE("a python step reads a module and function, or inline code with its file and line",
+          "[runbook][python]") {
+    const std::string text = R"yaml(name: disk
+steps:
+  - name: decide
+    python: {module: ops.disk_tools, function: decide}
+    timeout: 20s
+    retries: 2
+    idempotent: true
+    grace: 2s
+  - name: inline
+    python:
+      code: |
+        ctx.set_output("n", 1)
+)yaml";
+
+    const auto result = load_runbook_text(text, "disk.yaml", builtin_step_parsers());
+
+    REQUIRE(result.errors.empty());
+    const auto& steps = result.runbooks.at(0)->steps;
+    REQUIRE(steps.size() == 2);
+    CHECK(steps[0].kind == "python");
+    CHECK(steps[0].timeout == Duration(20'000));
+    CHECK(steps[0].retry.attempts == 2);
+    CHECK(steps[0].idempotent);
+    const auto* decide = dynamic_cast<const runbookd::PythonStepConfig*>(steps[0].config.get());
+    REQUIRE(decide != nullptr);
+    CHECK(decide->module == "ops.disk_tools");
+    CHECK(decide->function == "decide");
+    CHECK(decide->grace == Duration(2'000));
+    CHECK(decide->target() == "ops.disk_tools:decide");
+    const auto* inline_code =
+        dynamic_cast<const runbookd::PythonStepConfig*>(steps[1].config.get());
+    REQUIRE(inline_code != nullptr);
+    CHECK(inline_code->code == "ctx.set_output(\"n\", 1)\n");
+    CHECK(inline_code->filename == "disk.yaml:12");
+    CHECK(inline_code->target() == "disk.yaml:12");
+}
+
+TEST_CASE("python step errors give file, line, column and what is wrong", "[runbook][python]") {
+    struct Case {
+        const char* what;
+        std::string text;
+        std::vector<std::string> errors;
+    };
+    const std::string head = "name: disk\nsteps:\n  - name: py\n";
+    const std::vector<Case> cases = {
+        {"not a mapping",
+         head + "    python: decide\n",
+         {"disk.yaml:4:13: python: expected a mapping: {module: NAME, function: NAME} or {code: "
+          "\"...\"}"}},
+        {"both forms",
+         head + "    python: {module: m, function: f, code: x}\n",
+         {"disk.yaml:4:13: python: give either code or module and function, not both"}},
+        {"a module without a function",
+         head + "    python: {module: m}\n",
+         {"disk.yaml:4:13: python: needs module and function (e.g. {module: disk_tools, "
+          "function: decide}), or code"}},
+        {"a bad module name",
+         head + "    python: {module: 'ops..tools', function: f}\n",
+         {"disk.yaml:4:22: python.module: \"ops..tools\" is not a module name (identifiers "
+          "joined by dots, e.g. ops.disk_tools)"}},
+        {"a bad function name",
+         head + "    python: {module: m, function: 'do-it'}\n",
+         {"disk.yaml:4:35: python.function: \"do-it\" is not a Python identifier"}},
+        {"blank code",
+         head + "    python: {code: '  '}\n",
+         {"disk.yaml:4:20: python.code: expected non-empty Python code"}},
+        {"an unknown key in python",
+         head + "    python: {module: m, function: f, args: [1]}\n",
+         {"disk.yaml:4:38: unknown key \"args\" in python (expected one of: module, function, "
+          "code)"}},
+        {"a process key that does not apply",
+         head + "    python: {module: m, function: f}\n    env: {A: b}\n    user: nobody\n",
+         {"disk.yaml:5:10: env: does not apply to python steps (they run in a worker process "
+          "that runbookd configures: python.* in the config)",
+          "disk.yaml:6:11: user: does not apply to python steps (they run in a worker process "
+          "that runbookd configures: python.* in the config)"}},
+        {"an unknown step key",
+         head + "    python: {module: m, function: f}\n    modul: x\n",
+         {"disk.yaml:5:5: unknown key \"modul\" in step (expected one of: name, description, "
+          "timeout, retries, retry_on, idempotent, python, grace, env, cwd, stop_signal, limits, "
+          "user, group, args)"}},
+    };
+    for (const auto& c : cases) {
+        SECTION(c.what) {
+            CHECK(load_errors(c.text) == c.errors);
+        }
     }
 }

@@ -60,7 +60,7 @@ std::shared_ptr<const StepParser> make_argv_step_parser() {
 }
 
 StepParsers builtin_step_parsers() {
-    return {make_argv_step_parser(), make_shell_step_parser()};
+    return {make_argv_step_parser(), make_shell_step_parser(), make_python_step_parser()};
 }
 
 }  // namespace runbookd

@@ -21,5 +21,6 @@ void parse_process_keys(const YAML::Node& step, ParseContext& ctx, ProcessStepCo
 
 std::shared_ptr<const StepParser> make_argv_step_parser();
 std::shared_ptr<const StepParser> make_shell_step_parser();
+std::shared_ptr<const StepParser> make_python_step_parser();
 
 }  // namespace runbookd
