@@ -17,6 +17,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -601,6 +602,46 @@ TEST_CASE("the child sees only its three standard descriptors", "[process]") {
             CHECK_THAT(where, Catch::EndsWith("/fd"));
         }
     }
+}
+
+TEST_CASE("a helper gets its channel as descriptor 3 and no other, and takes no slot",
+          "[process][python]") {
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    const int leaked_file = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    boost::asio::io_context io;
+    ProcessRunner runner(io, runbookd::exec::RunnerOptions{1, false});
+    std::optional<ProcessResult> busy;
+    std::optional<ProcessResult> helper;
+    auto sleeper = spec_for({"/bin/sleep", "0.5"});
+    runner.start(sleeper, [&](ProcessResult r) { busy = std::move(r); });
+    auto spec = spec_for({HELPER_FD_REPORT});
+    spec.channel_fd = pair[1];
+    spec.helper = true;
+
+    runner.start(spec, [&](ProcessResult r) { helper = std::move(r); });
+    const std::size_t running = runner.running();
+    const std::size_t waiting = runner.waiting();
+    io.run();
+    ::close(pair[0]);
+    ::close(pair[1]);
+    ::close(leaked_file);
+
+    CHECK(running == 1);  // the sleeper; the helper started at once anyway
+    CHECK(waiting == 0);
+    REQUIRE(helper.has_value());
+    REQUIRE(helper->succeeded());
+    std::istringstream lines(helper->stdout_excerpt);
+    std::map<int, std::string> fds;
+    int fd = 0;
+    std::string target;
+    while (lines >> fd >> target) {
+        fds[fd] = target;
+    }
+    CHECK(fds.size() == 5);  // 0, 1, 2, the channel and the directory it is listing
+    CHECK_THAT(fds[3], Catch::StartsWith("socket:"));
+    REQUIRE(busy.has_value());
+    CHECK(busy->succeeded());
 }
 
 TEST_CASE("max_processes caps running children and queues the rest in order", "[process]") {

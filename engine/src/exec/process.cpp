@@ -42,6 +42,7 @@
 
 #include "common/log.hpp"
 #include "exec/output.hpp"
+#include "exec/step_output.hpp"
 
 namespace runbookd::exec {
 namespace {
@@ -78,6 +79,8 @@ struct ChildSetup : bp::extend::handler {
     const gid_t* groups = nullptr;
     std::size_t group_count = 0;
     const char* cwd = "/";
+    int channel_fd = -1;
+    bool die_with_parent = false;
     ChildReport* report = nullptr;
 
     template <typename Executor>
@@ -108,7 +111,18 @@ struct ChildSetup : bp::extend::handler {
             ::setpriority(PRIO_PROCESS, 0, nice);
         }
         reset_signals();
-        close_descriptors_on_exec();
+        if (die_with_parent) {
+            // The parent here is the thread that spawned: runbookd's run engine thread.
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0UL, 0UL, 0UL);
+        }
+        // The channel becomes descriptor 3 (dup2 clears close-on-exec on the copy); every
+        // other descriptor of runbookd is closed at exec as usual.
+        if (channel_fd == 3) {
+            ::fcntl(3, F_SETFD, 0);
+        } else if (channel_fd >= 0) {
+            ::dup2(channel_fd, 3);
+        }
+        close_descriptors_on_exec(channel_fd >= 0 ? 4U : 3U);
 
         for (std::size_t i = 0; i < limit_count; ++i) {
             // The CPU limit's hard value is a second above the soft one, so that the step
@@ -152,16 +166,16 @@ struct ChildSetup : bp::extend::handler {
         }
     }
 
-    static void close_descriptors_on_exec() {
+    static void close_descriptors_on_exec(unsigned first) {
         // No descriptor of runbookd (database, sockets, other children's pipes) may survive
         // exec. Marking them close-on-exec keeps Boost.Process's own exec-error pipe working.
-        if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+        if (::close_range(first, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
             struct rlimit lim {};
             int max_fd = 65536;
             if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < 65536) {
                 max_fd = static_cast<int>(lim.rlim_cur);
             }
-            for (int fd = 3; fd < max_fd; ++fd) {
+            for (int fd = static_cast<int>(first); fd < max_fd; ++fd) {
                 ::fcntl(fd, F_SETFD, FD_CLOEXEC);
             }
         }
@@ -321,19 +335,16 @@ std::string resolve_identity(const ProcessSpec& spec, Identity& out) {
     return {};
 }
 
-// Creates the missing directories of `dir`, each 0750.
-int make_parents(const std::filesystem::path& dir) {
-    std::filesystem::path partial;
-    for (const auto& part : dir) {
-        partial /= part;
-        if (::mkdir(partial.c_str(), 0750) != 0 && errno != EEXIST) {
-            return errno;
-        }
-    }
-    return 0;
-}
-
 class ChildProcess;
+
+// The read end of a pipe the child now writes to, as a descriptor of its own (the pipe object
+// is closed): the step's output is read by StepOutput.
+int take_source(bp::async_pipe& pipe) {
+    const int fd = ::fcntl(pipe.native_source(), F_DUPFD_CLOEXEC, 0);
+    boost::system::error_code ignored;
+    pipe.close(ignored);
+    return fd;
+}
 
 }  // namespace
 
@@ -376,8 +387,15 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
           io_(state_->io),
           spec_(std::move(spec)),
           done_(std::move(done)),
-          out_(io_, spec_.excerpt_bytes, spec_.redact),
-          err_(io_, spec_.excerpt_bytes, spec_.redact),
+          out_pipe_(io_),
+          err_pipe_(io_),
+          output_(std::make_shared<StepOutput>(
+              io_,
+              StepOutput::Options{spec_.excerpt_bytes, spec_.redact, spec_.output_path,
+                                  spec_.output_cap_bytes, spec_.log_context},
+              [this](std::string kind, std::string detail) {
+                  note(std::move(kind), std::move(detail));
+              })),
           pidfd_(io_),
           timeout_timer_(io_),
           grace_timer_(io_),
@@ -388,30 +406,16 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
     // Spawns the child; the caller has taken a slot for it.
     void spawn();
     void cancel(std::string reason) override;
+    void cancel(std::string reason, Millis grace) override {
+        spec_.grace = grace;
+        cancel(std::move(reason));
+    }
     int pid() const override { return pid_; }
+    bool helper() const { return spec_.helper; }
 
   private:
-    struct Stream {
-        Stream(asio::io_context& io, std::size_t excerpt_bytes,
-               const std::vector<std::pair<std::string, std::string>>& secrets)
-            : pipe(io),
-              capture(excerpt_bytes / 2, excerpt_bytes - excerpt_bytes / 2),
-              redactor(secrets) {}
-        bp::async_pipe pipe;
-        OutputCapture capture;
-        Redactor redactor;
-        std::array<char, 16384> buffer{};
-        bool open = true;
-    };
-
     std::string check_before_spawn(Identity& identity);
     void fail_to_start(std::string error);
-    void open_output_file();
-    void store_output(std::string_view data);
-    void close_output_file();
-    void read(Stream& stream);
-    void take_output(Stream& stream, std::string_view chunk);
-    void end_output(Stream& stream);
     void watch_exit();
     void on_leader_exit();
     void stop(std::string reason);
@@ -427,8 +431,9 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
     ProcessSpec spec_;
     std::function<void(ProcessResult)> done_;
     ProcessResult result_;
-    Stream out_;
-    Stream err_;
+    bp::async_pipe out_pipe_;
+    bp::async_pipe err_pipe_;
+    std::shared_ptr<StepOutput> output_;
     asio::posix::stream_descriptor pidfd_;
     asio::steady_timer timeout_timer_;
     asio::steady_timer grace_timer_;
@@ -437,8 +442,6 @@ class ChildProcess final : public ProcessHandle, public std::enable_shared_from_
     std::chrono::steady_clock::time_point requested_;
     std::chrono::steady_clock::time_point started_;
     std::string stop_reason_;
-    int output_fd_ = -1;
-    bool output_file_tried_ = false;
     pid_t pid_ = -1;
     bool holds_slot_ = false;
     bool leader_exited_ = false;
@@ -452,7 +455,7 @@ void ChildProcess::fail_to_start(std::string error) {
     result_.error = std::move(error);
     result_.dispatch_latency = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - requested_);
-    close_output_file();
+    output_->close();
     if (holds_slot_) {
         holds_slot_ = false;
         state_->release_slot();
@@ -486,7 +489,7 @@ std::string ChildProcess::check_before_spawn(Identity& identity) {
 }
 
 void ChildProcess::spawn() {
-    holds_slot_ = true;
+    holds_slot_ = !spec_.helper;
     Identity identity;
     if (std::string error = check_before_spawn(identity); !error.empty()) {
         fail_to_start(std::move(error));
@@ -519,13 +522,15 @@ void ChildProcess::spawn() {
     setup.groups = identity.groups.data();
     setup.group_count = identity.groups.size();
     setup.cwd = spec_.cwd.c_str();
+    setup.channel_fd = spec_.channel_fd;
+    setup.die_with_parent = spec_.helper;
     setup.report = &report;
     const std::vector<std::string> args(spec_.argv.begin() + 1, spec_.argv.end());
 
     std::error_code ec;
     auto stdin_null = (bp::std_in < bp::null);
-    auto stdout_pipe = (bp::std_out > out_.pipe);
-    auto stderr_pipe = (bp::std_err > err_.pipe);
+    auto stdout_pipe = (bp::std_out > out_pipe_);
+    auto stderr_pipe = (bp::std_err > err_pipe_);
     bp::child child(bp::exe = result_.program, bp::args = args, stdin_null, stdout_pipe,
                     stderr_pipe, setup, bp::posix::use_vfork, ec);
     result_.dispatch_latency = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -578,10 +583,13 @@ void ChildProcess::spawn() {
     if (spec_.on_spawned) {
         spec_.on_spawned(pid_);
     }
-    read(out_);
-    read(err_);
+    output_->start(take_source(out_pipe_), take_source(err_pipe_),
+                   [self = shared_from_this()] { self->maybe_finish(); });
     watch_exit();
     state_->arm_sweep();
+    if (spec_.helper) {
+        return;  // runs until stopped
+    }
     timeout_timer_.expires_after(spec_.timeout);
     timeout_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
         if (!e && !self->finished_ && !self->leader_exited_) {
@@ -589,112 +597,6 @@ void ChildProcess::spawn() {
             self->stop(fmt::format("timed out after {} ms", self->spec_.timeout.count()));
         }
     });
-}
-
-void ChildProcess::open_output_file() {
-    if (spec_.output_path.empty()) {
-        return;
-    }
-    result_.output_path = spec_.output_path;
-    const std::filesystem::path path(spec_.output_path);
-    int err = path.has_parent_path() ? make_parents(path.parent_path()) : 0;
-    if (err == 0) {
-        output_fd_ = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640);
-        err = output_fd_ < 0 ? errno : 0;
-    }
-    if (err != 0) {
-        result_.output_error =
-            fmt::format("cannot create output file {}: {}", spec_.output_path, std::strerror(err));
-        log_->warn("output file not written {}path={} error={}", spec_.log_context,
-                   log::quote(spec_.output_path), log::quote(std::strerror(err)));
-    }
-}
-
-void ChildProcess::store_output(std::string_view data) {
-    // Created with the first byte: a step that prints nothing costs no directory and no file.
-    if (!output_file_tried_) {
-        output_file_tried_ = true;
-        open_output_file();
-    }
-    if (output_fd_ < 0) {
-        return;
-    }
-    const std::int64_t room =
-        std::max<std::int64_t>(0, spec_.output_cap_bytes - result_.output_stored_bytes);
-    const auto keep = static_cast<std::size_t>(
-        std::min<std::int64_t>(room, static_cast<std::int64_t>(data.size())));
-    std::string_view rest = data.substr(0, keep);
-    while (!rest.empty()) {
-        const ssize_t n = ::write(output_fd_, rest.data(), rest.size());
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            const int err = errno;
-            result_.output_error = fmt::format("writing output file {} failed: {}",
-                                               spec_.output_path, std::strerror(err));
-            log_->warn("output file write failed {}path={} error={}", spec_.log_context,
-                       log::quote(spec_.output_path), log::quote(std::strerror(err)));
-            close_output_file();
-            return;
-        }
-        result_.output_stored_bytes += n;
-        rest.remove_prefix(static_cast<std::size_t>(n));
-    }
-    if (keep < data.size() && !result_.output_truncated) {
-        result_.output_truncated = true;
-        note("output_truncated", fmt::format("output file {} reached its cap of {} bytes; later "
-                                             "output is counted, not stored",
-                                             spec_.output_path, spec_.output_cap_bytes));
-    }
-}
-
-void ChildProcess::close_output_file() {
-    if (output_fd_ >= 0) {
-        ::close(output_fd_);
-        output_fd_ = -1;
-    }
-}
-
-void ChildProcess::read(Stream& stream) {
-    stream.pipe.async_read_some(
-        asio::buffer(stream.buffer),
-        [self = shared_from_this(), &stream](const boost::system::error_code& e, std::size_t n) {
-            if (n > 0) {
-                self->take_output(stream, std::string_view(stream.buffer.data(), n));
-            }
-            if (e) {
-                self->end_output(stream);
-                stream.open = false;
-                self->maybe_finish();
-                return;
-            }
-            self->read(stream);
-        });
-}
-
-// Output goes through the stream's redactor before anything keeps it: no secret value reaches
-// the excerpts or the file.
-void ChildProcess::take_output(Stream& stream, std::string_view chunk) {
-    if (!stream.redactor.active()) {
-        stream.capture.append(chunk);
-        store_output(chunk);
-        return;
-    }
-    const std::string clean = stream.redactor.feed(chunk);
-    stream.capture.append(clean);
-    store_output(clean);
-}
-
-// Releases what the redactor held back; harmless to call more than once.
-void ChildProcess::end_output(Stream& stream) {
-    if (stream.redactor.active()) {
-        const std::string rest = stream.redactor.finish();
-        if (!rest.empty()) {
-            stream.capture.append(rest);
-            store_output(rest);
-        }
-    }
 }
 
 void ChildProcess::watch_exit() {
@@ -710,7 +612,7 @@ void ChildProcess::on_leader_exit() {
     leader_exited_ = true;
     timeout_timer_.cancel();
     grace_timer_.cancel();
-    if (!out_.open && !err_.open) {
+    if (!output_->open()) {
         finish();
         return;
     }
@@ -787,7 +689,7 @@ void ChildProcess::note(std::string kind, std::string detail) {
 }
 
 void ChildProcess::maybe_finish() {
-    if (leader_exited_ && !out_.open && !err_.open) {
+    if (leader_exited_ && !output_->open()) {
         finish();
     }
 }
@@ -811,8 +713,10 @@ void ChildProcess::finish() {
         while (::waitpid(-pid_, &member_status, WNOHANG) > 0) {
         }
     }
-    holds_slot_ = false;
-    state_->release_slot();
+    if (holds_slot_) {
+        holds_slot_ = false;
+        state_->release_slot();
+    }
     sweep_orphans();
 
     timeout_timer_.cancel();
@@ -820,18 +724,11 @@ void ChildProcess::finish() {
     drain_timer_.cancel();
     boost::system::error_code ignored;
     pidfd_.close(ignored);
-    out_.pipe.close(ignored);
-    err_.pipe.close(ignored);
-    end_output(out_);
-    end_output(err_);
-    close_output_file();
+    output_->close();
+    output_->fill(result_);
 
     result_.duration =
         std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - started_);
-    result_.stdout_excerpt = out_.capture.excerpt();
-    result_.stderr_excerpt = err_.capture.excerpt();
-    result_.stdout_bytes = out_.capture.total_bytes();
-    result_.stderr_bytes = err_.capture.total_bytes();
     result_.error = describe_ending(status);
     log_->debug("process reaped {}pid={} status={} duration_ms={}", spec_.log_context, pid_, status,
                 result_.duration.count());
@@ -1007,6 +904,10 @@ ProcessRunner::~ProcessRunner() {
 std::shared_ptr<ProcessHandle> ProcessRunner::start(ProcessSpec spec,
                                                     std::function<void(ProcessResult)> done) {
     auto child = std::make_shared<ChildProcess>(state_, std::move(spec), std::move(done));
+    if (child->helper()) {
+        child->spawn();
+        return child;
+    }
     if (state_->options.max_processes != 0 &&
         (state_->running >= state_->options.max_processes || !state_->waiting.empty())) {
         state_->waiting.push_back(child);

@@ -69,6 +69,14 @@ struct ProcessSpec {
     // before it reaches the excerpts or the output file; byte counts are of the redacted
     // streams.
     std::vector<std::pair<std::string, std::string>> redact;
+    // A descriptor of runbookd that the child gets as its descriptor 3, the only one above 2
+    // it keeps (a Python worker's end of its socket); -1: none.
+    int channel_fd = -1;
+    // A helper process of runbookd (a Python worker), not a step: it runs until stopped (no
+    // timeout), takes no slot of max_processes, and gets SIGKILL when runbookd's run engine
+    // thread ends (PR_SET_PDEATHSIG), so it never outlives runbookd. Like a step's process it
+    // leads its own group, so reap_orphans leaves it and its group alone.
+    bool helper = false;
 };
 
 struct ProcessResult {
@@ -110,12 +118,14 @@ class ProcessHandle {
     // An attempt still waiting for a slot is not started: it completes (posted) with
     // `cancelled`, Ending::SpawnFailed and "<reason>; the step was not started".
     virtual void cancel(std::string reason) = 0;
+    // cancel() with `grace` between the stop signal and SIGKILL instead of the spec's.
+    virtual void cancel(std::string reason, Millis grace) = 0;
     virtual int pid() const = 0;  // -1 until the child is spawned
 };
 
 struct RunnerOptions {
     // Step processes running at once at most (0: unlimited). Further start() calls wait, first
-    // come first served, until a child is reaped.
+    // come first served, until a child is reaped. Helpers (ProcessSpec::helper) do not count.
     std::size_t max_processes = 0;
     // Kill every child of runbookd that is not a running step's leader, after each attempt and
     // every second while steps run. Only for a process whose children are all steps and which

@@ -1,10 +1,9 @@
-#include <runbookd/python_step.hpp>
-
 #include <algorithm>
 #include <cctype>
 
 #include <fmt/format.h>
 
+#include <runbookd/python_step.hpp>
 #include <runbookd/step_parser.hpp>
 
 #include "runbook/process_step.hpp"
@@ -13,8 +12,8 @@ namespace runbookd {
 namespace {
 
 // Process keys that make no sense for a step that runs inside a worker process.
-constexpr std::string_view kNotForPython[] = {"env",    "cwd",  "stop_signal", "limits",
-                                              "user",   "group", "args"};
+constexpr std::string_view kNotForPython[] = {"env",  "cwd",   "stop_signal", "limits",
+                                              "user", "group", "args"};
 
 bool is_identifier(std::string_view text) {
     if (text.empty() || std::isdigit(static_cast<unsigned char>(text.front())) != 0) {
@@ -95,8 +94,9 @@ class PythonStepParser final : public StepParser {
             return;
         }
         if (!module.IsDefined() || !function.IsDefined()) {
-            ctx.error(node, "python: needs module and function (e.g. {module: disk_tools, "
-                            "function: decide}), or code");
+            ctx.error(node,
+                      "python: needs module and function (e.g. {module: disk_tools, "
+                      "function: decide}), or code");
             return;
         }
         if (auto name = ctx.string(module, "python.module")) {
