@@ -19,7 +19,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const char* const kKnownRootKeys = "listen, runbooks, db, log, http, runs, exec, store, secrets";
+const char* const kKnownRootKeys =
+    "listen, runbooks, db, log, http, runs, exec, store, secrets, python";
 
 // Writes `text` as etc/runbookd.yaml in `dir` and loads it over a default Config.
 runbookd::Status load(const TempDir& dir, const std::string& text, Config& config) {
@@ -114,6 +115,44 @@ TEST_CASE("relative paths in a config file are resolved against the file's direc
     REQUIRE(status.ok());
     CHECK(config.runbooks_dir == (dir.path() / "etc" / "runbooks.d").string());
     CHECK(config.db_path == (dir.path() / "state" / "runbookd.db").string());
+}
+
+TEST_CASE("the python section sets the worker pool, relative paths from the file", "[config]") {
+    TempDir dir;
+    Config config;
+
+    const auto status = load(dir, R"(python:
+  workers: 2
+  max_steps_per_worker: 50
+  memory_limit: 512MiB
+  startup_timeout: 3s
+  path: [lib, /opt/py]
+  worker: bin/worker
+)",
+                             config);
+
+    REQUIRE(status.ok());
+    CHECK(config.python.workers == 2);
+    CHECK(config.python.max_steps_per_worker == 50);
+    CHECK(config.python.memory_limit == 512ULL << 20);
+    CHECK(config.python.startup_timeout == std::chrono::seconds(3));
+    CHECK(config.python.path ==
+          std::vector<std::string>{(dir.path() / "etc" / "lib").string(), "/opt/py"});
+    CHECK(config.python.worker == (dir.path() / "etc" / "bin" / "worker").string());
+}
+
+TEST_CASE("python section errors are located", "[config]") {
+    TempDir dir;
+    Config config;
+
+    const auto status = load(dir, "python:\n  workers: 0\n  path: lib\n", config);
+
+    REQUIRE_FALSE(status.ok());
+    CHECK(status.error().describe() ==
+          config_path(dir) +
+              ":2:12: python.workers: expected a whole number from 1 to 256, got "
+              "\"0\"\n" +
+              config_path(dir) + ":3:9: python.path: expected a list of directories");
 }
 
 TEST_CASE("settings missing from a config file keep their values", "[config]") {

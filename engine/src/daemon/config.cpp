@@ -151,8 +151,38 @@ void read_secret_sources(Section& root, Config& c) {
     }
 }
 
+// python: the worker pool (docs/configuration.md, docs/python-steps.md).
+void read_python(Section& py, python::PoolOptions& o) {
+    py.check(
+        {"workers", "max_steps_per_worker", "memory_limit", "startup_timeout", "path", "worker"});
+    py.count("workers", o.workers, 1, 256);
+    py.count("max_steps_per_worker", o.max_steps_per_worker, 1, 1'000'000);
+    std::size_t memory = o.memory_limit;
+    py.bytes("memory_limit", memory);
+    o.memory_limit = memory;
+    py.duration("startup_timeout", o.startup_timeout);
+    py.path("worker", o.worker);
+    const YAML::Node path = py.child("path");
+    if (!path.IsDefined() || path.IsNull()) {
+        return;
+    }
+    if (!path.IsSequence()) {
+        py.ctx().error(path, "python.path: expected a list of directories");
+        return;
+    }
+    o.path.clear();
+    for (const auto& item : path) {
+        if (auto dir = py.ctx().string(item, "python.path")) {
+            const std::filesystem::path p(*dir);
+            o.path.push_back(p.is_absolute() ? p.string()
+                                             : (py.base() / p).lexically_normal().string());
+        }
+    }
+}
+
 void read_sections(Section& root, Config& c) {
-    root.check({"listen", "runbooks", "db", "log", "http", "runs", "exec", "store", "secrets"});
+    root.check(
+        {"listen", "runbooks", "db", "log", "http", "runs", "exec", "store", "secrets", "python"});
     read_secret_sources(root, c);
     root.string("listen", c.listen);
     root.path("runbooks", c.runbooks_dir);
@@ -215,6 +245,9 @@ void read_sections(Section& root, Config& c) {
             d.open_files = opt(open_files);
             d.processes = opt(processes);
         }
+    }
+    if (auto py = root.sub("python"); py.present()) {
+        read_python(py, c.python);
     }
     if (auto s = root.sub("store"); s.present()) {
         s.check({"synchronous", "busy_timeout", "max_batch"});

@@ -11,6 +11,7 @@
 #include <runbookd/timestamp.hpp>
 
 #include "http/message.hpp"
+#include "python/pool.hpp"
 #include "run/argv_executor.hpp"
 #include "run/scheduler.hpp"
 
@@ -49,6 +50,9 @@ struct Config {
     std::vector<SecretSource> secrets;
     // store.max_batch: writes committed together at most (1: one commit per write).
     std::size_t max_batch = 256;
+    // python: the worker pool. An empty `worker` means runbookd-python-worker next to the
+    // runbookd executable; the daemon fills in runbooks_dir, env, cwd, grace and nice.
+    python::PoolOptions python;
 };
 
 // A secret's name and value, as read at start.

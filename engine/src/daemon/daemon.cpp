@@ -22,7 +22,9 @@
 #include "exec/process.hpp"
 #include "http/message.hpp"
 #include "intake/alertmanager_intake.hpp"
+#include "python/pool.hpp"
 #include "run/argv_executor.hpp"
+#include "run/python_executor.hpp"
 #include "run/scheduler.hpp"
 
 namespace runbookd::daemon {
@@ -38,6 +40,7 @@ struct Daemon::Parts {
     std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> exec_work;
     std::thread exec_thread;
     std::unique_ptr<exec::ProcessRunner> runner;
+    std::unique_ptr<python::Pool> pool;  // Python workers, helpers of the runner
     std::unique_ptr<run::Scheduler> scheduler;
     std::unique_ptr<asio::steady_timer> heartbeat;  // on exec_io; see api::Health
     api::Health health;
@@ -118,6 +121,41 @@ exec::RunnerOptions prepare_process_runner(const Config& config,
         }
     }
     return options;
+}
+
+// The Python worker pool's settings: the config's `python:` and what workers share with steps
+// (RUNBOOKD_INSTANCE, so that recovery after a crash finds leftover workers too).
+python::PoolOptions python_options(const Config& config, const run::ProcessDefaults& process) {
+    python::PoolOptions options = config.python;
+    if (options.worker.empty()) {
+        // Installed, and in the build tree, the worker sits next to runbookd.
+        std::error_code ec;
+        const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+        options.worker = (self.parent_path() / "runbookd-python-worker").string();
+    }
+    std::error_code ec;
+    options.runbooks_dir = std::filesystem::absolute(config.runbooks_dir, ec).string();
+    for (const auto& [name, value] : process.base_env) {
+        options.env.push_back(name + "=" + value);
+    }
+    if (!process.instance.empty()) {
+        options.env.push_back(fmt::format("{}={}", exec::kInstanceEnv, process.instance));
+    }
+    options.cwd = process.cwd;
+    options.grace = process.grace;
+    options.nice = process.nice;
+    return options;
+}
+
+bool has_python_steps(const RunbookCatalog& catalog) {
+    for (const auto& runbook : catalog.all()) {
+        for (const auto& step : runbook->steps) {
+            if (step.kind == "python") {
+                return true;
+            }
+        }
+    }
+    return false;
 }
 
 }  // namespace
@@ -206,14 +244,19 @@ Status Daemon::start() {
     process.instance = instance_token(config_.db_path);
     run::SchedulerOptions run_options = config_.runs;
     run_options.instance = process.instance;
+    p.pool = std::make_unique<python::Pool>(p.exec_io, *p.runner, python_options(config_, process));
     std::vector<std::shared_ptr<run::StepExecutor>> executors = {
-        run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process)};
+        run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process),
+        run::make_python_executor(*p.pool, *p.runner, process)};
     p.scheduler = std::make_unique<run::Scheduler>(
         p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), run_options);
     // Counted from here: the thread has kLivenessLimit to take its first turn.
     p.health.engine_heartbeat_ms = api::Health::now_ms();
     p.heartbeat = std::make_unique<asio::steady_timer>(p.exec_io);
     asio::post(p.exec_io, [&p] { p.beat(); });
+    if (has_python_steps(*p.catalog)) {
+        asio::post(p.exec_io, [&p] { p.pool->warm_up(); });
+    }
     p.exec_thread = std::thread([&p] { p.exec_io.run(); });
     if (auto s = p.scheduler->recover(); !s) {
         return s;
@@ -261,6 +304,7 @@ void Daemon::shutdown() {
     auto log = log::get("main");
     p.health.draining = true;
     drain_runs();
+    stop_python_workers();
     if (p.server) {
         p.server->stop(std::chrono::milliseconds(5000));
     }
@@ -276,6 +320,21 @@ void Daemon::shutdown() {
         p.store->close();
     }
     log->info("stopped");
+}
+
+void Daemon::stop_python_workers() {
+    auto& p = *parts_;
+    if (!p.pool || !p.exec_thread.joinable()) {
+        return;
+    }
+    auto stopped = std::make_shared<std::promise<void>>();
+    asio::post(p.exec_io, [&p, stopped] { p.pool->shutdown([stopped] { stopped->set_value(); }); });
+    // `exit`, then SIGKILL after 1 s; PR_SET_PDEATHSIG kills whatever is left when the run
+    // engine thread ends.
+    if (stopped->get_future().wait_for(config_.process.grace + std::chrono::seconds(3)) !=
+        std::future_status::ready) {
+        log::get("main")->warn("python workers did not stop in time");
+    }
 }
 
 void Daemon::drain_runs() {

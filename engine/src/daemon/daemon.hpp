@@ -51,6 +51,8 @@ class Daemon {
   private:
     // Waits for the active runs (shutdown grace, then cancel); HTTP keeps serving meanwhile.
     void drain_runs();
+    // Tells the Python workers to exit and waits (bounded) until they are reaped.
+    void stop_python_workers();
 
     struct Parts;
     Config config_;

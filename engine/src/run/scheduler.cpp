@@ -316,6 +316,7 @@ void RunExecution::advance(RunProgress progress) {
     context.step_index = static_cast<int>(step_index_);
     context.attempt = attempt_number_;
     context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
+    context.trigger = ctx_.trigger;
     context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
     context.steps = &results_;
     auto prepared = executor->prepare(context);

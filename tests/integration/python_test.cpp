@@ -1,0 +1,322 @@
+// Python steps through a real runbookd and the real worker (runbookd-python-worker): the pool,
+// the executor and the protocol (docs/python-steps.md).
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+
+#include "exec/process.hpp"
+#include "support/support.hpp"
+
+namespace {
+
+using namespace runbookd;
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+using test::query;
+using test::query_value;
+using test::RunbookFiles;
+using test::TestDaemon;
+
+#ifdef PYTHON_WORKER_BINARY
+constexpr const char* kWorker = PYTHON_WORKER_BINARY;
+#else
+constexpr const char* kWorker = nullptr;
+#endif
+
+// False, with a warning, while the worker target is not part of the build yet.
+bool have_worker() {
+    if (kWorker == nullptr) {
+        WARN("skipped: the CMake target runbookd-python-worker does not exist in this build");
+        return false;
+    }
+    return true;
+}
+
+// A runbook for alerts named `alertname` with the given steps (YAML list items).
+std::string runbook(const std::string& name, const std::string& steps) {
+    return "name: " + name + "\nmatchers: ['alertname=\"" + name + "\"']\nsteps:\n" + steps;
+}
+
+struct PythonDaemon {
+    explicit PythonDaemon(const RunbookFiles& runbooks,
+                          const std::function<void(daemon::Config&)>& adjust = {})
+        : d(runbooks, [&adjust](daemon::Config& c) {
+              c.python.worker = kWorker;
+              c.python.workers = 2;
+              c.python.startup_timeout = 10s;
+              c.process.grace = 500ms;
+              c.secrets = {};
+              if (adjust) {
+                  adjust(c);
+              }
+          }) {}
+
+    std::int64_t fire(const std::string& alertname, const std::string& instance = "a") {
+        auto r =
+            d.post("/api/v1/webhooks/alertmanager", test::firing_notification(alertname, instance));
+        REQUIRE(r.ok());
+        REQUIRE(r->status == 200);
+        return Json::parse(r->body).at("runs").at(0).at("run_id");
+    }
+    std::string run(std::int64_t id, const std::string& column) const {
+        return query_value(d.db(),
+                           "SELECT " + column + " FROM runs WHERE id = " + std::to_string(id));
+    }
+    std::string attempt(std::int64_t id, const std::string& step, const std::string& column) const {
+        return query_value(d.db(), "SELECT " + column +
+                                       " FROM attempts WHERE run_id = " + std::to_string(id) +
+                                       " AND step = '" + step + "' ORDER BY attempt DESC LIMIT 1");
+    }
+
+    TestDaemon d;
+};
+
+}  // namespace
+
+TEST_CASE("a trivial python step succeeds and records its output and outputs", "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"hello.yaml", runbook("Hello", R"y(  - name: hi
+    python:
+      code: |
+        print("hello from python")
+        ctx.set_output("answer", 42)
+)y")}});
+
+    const auto id = p.fire("Hello");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.run(id, "state") == "succeeded");
+    CHECK(p.attempt(id, "hi", "kind") == "python");
+    CHECK_THAT(p.attempt(id, "hi", "argv"), Catch::StartsWith(R"y(["python",")y"));
+    CHECK_THAT(p.attempt(id, "hi", "stdout_excerpt"), Catch::StartsWith("hello from"));
+    CHECK(p.attempt(id, "hi", "outputs") == R"y({"answer":42})y");
+}
+
+TEST_CASE("a python step's outputs flow into a later argv step's argv", "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"flow.yaml", runbook("Flow", R"y(  - name: decide
+    python:
+      code: |
+        ctx.set_output("restart", True)
+        ctx.set_output("host", "db-1")
+  - name: act
+    argv: [echo, "{{ steps.decide.outputs.restart }}", "{{ steps.decide.outputs.host }}"]
+)y")}});
+
+    const auto id = p.fire("Flow");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.run(id, "state") == "succeeded");
+    CHECK(p.attempt(id, "act", "argv") == R"y(["/usr/bin/echo","true","db-1"])y");
+    CHECK(p.attempt(id, "act", "stdout_excerpt") == "true db-1\n");
+}
+
+TEST_CASE("an exception fails the step with its type and message, traceback in stderr",
+          "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"boom.yaml", runbook("Boom", R"y(  - name: boom
+    python:
+      code: |
+        raise ValueError("disk is fine")
+)y")}});
+
+    const auto id = p.fire("Boom");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.run(id, "state") == "failed");
+    CHECK(p.attempt(id, "boom", "exit_code") == "1");
+    CHECK_THAT(p.attempt(id, "boom", "error"), Catch::Contains("ValueError: disk is fine"));
+    CHECK_THAT(p.attempt(id, "boom", "stderr_excerpt"), Catch::Contains("Traceback"));
+}
+
+TEST_CASE("sys.exit codes: 0 succeeds, n fails with exit code n", "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"zero.yaml", runbook("Zero",
+                                          "  - name: z\n    python: {code: 'import sys; "
+                                          "sys.exit(0)'}\n")},
+                    {"three.yaml", runbook("Three",
+                                           "  - name: t\n    python: {code: 'import "
+                                           "sys; sys.exit(3)'}\n")}});
+
+    const auto zero = p.fire("Zero");
+    const auto three = p.fire("Three");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.run(zero, "state") == "succeeded");
+    CHECK(p.run(three, "state") == "failed");
+    CHECK(p.attempt(three, "t", "exit_code") == "3");
+}
+
+TEST_CASE("a busy loop times out, runbookd stays alive and the next python step runs fine",
+          "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"spin.yaml", runbook("Spin", R"y(  - name: spin
+    timeout: 1s
+    python: {code: "while True: pass"}
+)y")},
+                    {"after.yaml", runbook("After", R"y(  - name: ok
+    python: {code: "ctx.set_output('fine', 'yes')"}
+)y")}},
+                   [](daemon::Config& c) { c.python.workers = 1; });
+
+    const auto spin = p.fire("Spin");
+    REQUIRE(p.d.wait_runs_finished());
+    const auto after = p.fire("After");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.run(spin, "state") == "failed");
+    CHECK_THAT(p.attempt(spin, "spin", "error"), Catch::StartsWith("timed out after 1000 ms"));
+    CHECK(p.run(after, "state") == "succeeded");
+    CHECK(p.attempt(after, "ok", "outputs") == R"y({"fine":"yes"})y");
+}
+
+TEST_CASE("a worker that segfaults or calls os._exit fails its step and is replaced", "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"segv.yaml", runbook("Segv",
+                                          "  - name: crash\n    python: {code: 'import ctypes; "
+                                          "ctypes.string_at(0)'}\n")},
+                    {"exit.yaml", runbook("Exit",
+                                          "  - name: quit\n    python: {code: 'import os; "
+                                          "os._exit(3)'}\n")},
+                    {"after.yaml", runbook("After", "  - name: ok\n    python: {code: 'pass'}\n")}},
+                   [](daemon::Config& c) { c.python.workers = 1; });
+
+    const auto segv = p.fire("Segv");
+    REQUIRE(p.d.wait_runs_finished());
+    const auto quit = p.fire("Exit");
+    REQUIRE(p.d.wait_runs_finished());
+    const auto after = p.fire("After");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.attempt(segv, "crash", "error") == "python worker died: killed by signal 11 (SIGSEGV)");
+    CHECK(p.attempt(quit, "quit", "error") == "python worker died: exited with status 3");
+    CHECK(p.run(after, "state") == "succeeded");
+}
+
+TEST_CASE("a thread left behind fails the step naming it", "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"thread.yaml", runbook("Thread", R"y(  - name: leak
+    python:
+      code: |
+        import threading, time
+        threading.Thread(target=time.sleep, args=(30,), name="poller").start()
+)y")}});
+
+    const auto id = p.fire("Thread");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.run(id, "state") == "failed");
+    CHECK_THAT(p.attempt(id, "leak", "error"),
+               Catch::Contains("python step left state behind: ") && Catch::Contains("\"poller\""));
+}
+
+TEST_CASE("50 python steps at once all run, at most `workers` at a time", "[python][scale]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"many.yaml", runbook("Many", R"y(  - name: n
+    python: {code: "ctx.set_output('ok', True)"}
+)y")}},
+                   [](daemon::Config& c) {
+                       c.python.workers = 4;
+                       c.runs.max_concurrent_runs = 64;
+                   });
+
+    for (int i = 0; i < 50; ++i) {
+        p.fire("Many", "i" + std::to_string(i));
+    }
+    REQUIRE(p.d.wait_runs_finished(60s));
+
+    CHECK(query_value(p.d.db(), "SELECT count(*) FROM runs WHERE state = 'succeeded'") == "50");
+    CHECK(query_value(p.d.db(), "SELECT count(DISTINCT outputs) FROM attempts") == "1");
+}
+
+TEST_CASE("ctx.exec runs a command with bounded output and records it", "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"exec.yaml", runbook("Exec", R"y(  - name: run
+    python:
+      code: |
+        r = ctx.exec(["/bin/sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x; exit 4"])
+        ctx.set_output("code", r["exit_code"] if isinstance(r, dict) else r.exit_code)
+        ctx.set_output("bytes", r["stdout_bytes"] if isinstance(r, dict) else r.stdout_bytes)
+        ctx.set_output("kept", len(r["stdout"] if isinstance(r, dict) else r.stdout))
+)y")}});
+
+    const auto id = p.fire("Exec");
+    REQUIRE(p.d.wait_runs_finished());
+
+    REQUIRE(p.run(id, "state") == "succeeded");
+    const Json outputs = Json::parse(p.attempt(id, "run", "outputs"));
+    CHECK(outputs.at("code") == 4);
+    CHECK(outputs.at("bytes") == 100000);
+    CHECK(outputs.at("kept").get<int>() < 10000);
+    CHECK(query_value(p.d.db(), "SELECT count(*) FROM events WHERE kind = 'attempt.exec'") == "1");
+}
+
+TEST_CASE("ctx.secret reads a configured secret; an unknown one is an error", "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    test::TempDir secrets;
+    test::write_file(secrets.path() / "token", "s3cret-value\n");
+    PythonDaemon p({{"secret.yaml", runbook("Secret", R"y(  - name: use
+    python:
+      code: |
+        print(ctx.secret("token"))
+        try:
+            ctx.secret("nope")
+        except Exception as e:
+            ctx.set_output("error", str(e))
+)y")}},
+                   [&secrets](daemon::Config& c) {
+                       c.secrets = {{"token", secrets.file("token"), ""}};
+                   });
+
+    const auto id = p.fire("Secret");
+    REQUIRE(p.d.wait_runs_finished());
+
+    REQUIRE(p.run(id, "state") == "succeeded");
+    CHECK(p.attempt(id, "use", "stdout_excerpt") == "[secret:token]\n");
+    CHECK_THAT(p.attempt(id, "use", "outputs"), Catch::Contains("not configured"));
+}
+
+TEST_CASE("a worker killed from outside while idle is replaced", "[python]") {
+    if (!have_worker()) {
+        return;
+    }
+    PythonDaemon p({{"pid.yaml", runbook("Pid", R"y(  - name: who
+    python: {code: "import os; ctx.set_output('pid', os.getpid())"}
+)y")}},
+                   [](daemon::Config& c) { c.python.workers = 1; });
+    const auto first = p.fire("Pid", "1");
+    REQUIRE(p.d.wait_runs_finished());
+    const pid_t worker = Json::parse(p.attempt(first, "who", "outputs")).at("pid").get<pid_t>();
+
+    REQUIRE(::kill(worker, SIGKILL) == 0);
+    REQUIRE(test::wait_until([worker] { return !test::process_running(worker); }, 5s));
+    const auto second = p.fire("Pid", "2");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.run(second, "state") == "succeeded");
+    CHECK(Json::parse(p.attempt(second, "who", "outputs")).at("pid").get<pid_t>() != worker);
+}
