@@ -435,7 +435,7 @@ void Pool::on_gone(const std::shared_ptr<Worker>& worker, const exec::ProcessRes
         }
         log_->error("python worker failed to start pid={} error={}", worker->pid(),
                     log::quote(start_error_));
-    } else if (!retiring) {
+    } else if (!retiring && !shutting_down_) {
         log_->warn("python worker gone pid={} how={}", worker->pid(),
                    log::quote(describe_worker_end(result)));
     } else {
