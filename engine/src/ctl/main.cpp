@@ -9,6 +9,7 @@
 
 #include <runbookd/step_parser.hpp>
 
+#include "ctl/python_check.hpp"
 #include "http/client.hpp"
 #include "store/audit.hpp"
 
@@ -100,17 +101,28 @@ std::optional<Json> get_json(const Options& o, const std::string& path, int& exi
     return body;
 }
 
-int lint(const std::string& dir) {
+int lint(const std::string& dir, runbookd::ctl::PythonCheckOptions python, bool check_python) {
     auto result = runbookd::load_runbook_dir(dir, runbookd::builtin_step_parsers());
-    for (const auto& e : result.errors) {
+    auto errors = result.errors;
+    if (check_python) {
+        python.runbooks_dir = dir;
+        auto problems = runbookd::ctl::check_python_steps(result.runbooks, python);
+        if (!problems) {
+            std::cerr << "runbookctl: python steps not checked: " << problems.error().describe()
+                      << " (--no-python skips the check)\n";
+            return kExitFailure;
+        }
+        errors.insert(errors.end(), problems->begin(), problems->end());
+    }
+    for (const auto& e : errors) {
         std::cout << e.to_string() << "\n";
     }
     for (const auto& w : result.warnings) {
         std::cout << w.location.to_string() << ": warning: " << w.message << "\n";
     }
-    if (!result.errors.empty()) {
-        std::cerr << fmt::format("runbookctl: {} error{} in {}\n", result.errors.size(),
-                                 result.errors.size() == 1 ? "" : "s", dir);
+    if (!errors.empty()) {
+        std::cerr << fmt::format("runbookctl: {} error{} in {}\n", errors.size(),
+                                 errors.size() == 1 ? "" : "s", dir);
         return kExitFailure;
     }
     std::cerr << fmt::format("runbookctl: {} runbook{} OK in {}\n", result.runbooks.size(),
@@ -217,6 +229,11 @@ int runs_show(const Options& o, const std::string& id) {
         std::cout << "    argv: " << argv << "\n";
         if (!a.value("error", std::string()).empty()) {
             std::cout << "    error: " << text_of(a["error"]) << "\n";
+        }
+        if (const Json outputs = a.value("outputs", Json()); outputs.is_object()) {
+            for (const auto& [key, value] : outputs.items()) {
+                std::cout << "    output " << text_of(Json(key)) << " = " << text_of(value) << "\n";
+            }
         }
         print_output("stdout", a);
         print_output("stderr", a);
@@ -387,8 +404,16 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
 
     std::string lint_dir;
+    runbookd::ctl::PythonCheckOptions python;
+    bool no_python = false;
     auto* lint_cmd = app.add_subcommand("lint", "check a runbooks directory without a server");
     lint_cmd->add_option("dir", lint_dir, "directory of runbook files")->required();
+    lint_cmd->add_option("--python-path", python.path,
+                         "a directory of python.path (repeat for each)");
+    lint_cmd->add_option("--python-worker", python.worker,
+                         "runbookd-python-worker to import modules with (default: next to "
+                         "runbookctl)");
+    lint_cmd->add_flag("--no-python", no_python, "do not import the modules of python steps");
 
     auto* runs_cmd = app.add_subcommand("runs", "runs: list, show");
     runs_cmd->require_subcommand(1);
@@ -432,7 +457,7 @@ int main(int argc, char** argv) {
     }
 
     if (lint_cmd->parsed()) {
-        return lint(lint_dir);
+        return lint(lint_dir, python, !no_python);
     }
     if (list_cmd->parsed()) {
         return runs_list(o, state, runbook, limit);
