@@ -7,6 +7,10 @@
 #include <vector>
 
 #include <pybind11/pybind11.h>
+// Every translation unit that converts between C++ and Python must see the same type casters:
+// one without the STL casters would instantiate a different caster for std::vector under the
+// same name, and which one the linker keeps differs between builds.
+#include <pybind11/stl.h>
 
 // The classes of the `runbook` Python module: the typed context a Python step receives. The
 // same definitions back the extension module `runbook._core` (plain python3, pytest) and the

@@ -21,20 +21,7 @@ using test::query_value;
 using test::RunbookFiles;
 using test::TestDaemon;
 
-#ifdef PYTHON_WORKER_BINARY
 constexpr const char* kWorker = PYTHON_WORKER_BINARY;
-#else
-constexpr const char* kWorker = nullptr;
-#endif
-
-// False, with a warning, while the worker target is not part of the build yet.
-bool have_worker() {
-    if (kWorker == nullptr) {
-        WARN("skipped: the CMake target runbookd-python-worker does not exist in this build");
-        return false;
-    }
-    return true;
-}
 
 // A runbook for alerts named `alertname` with the given steps (YAML list items).
 std::string runbook(const std::string& name, const std::string& steps) {
@@ -78,9 +65,6 @@ struct PythonDaemon {
 }  // namespace
 
 TEST_CASE("a trivial python step succeeds and records its output and outputs", "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"hello.yaml", runbook("Hello", R"y(  - name: hi
     python:
       code: |
@@ -98,10 +82,32 @@ TEST_CASE("a trivial python step succeeds and records its output and outputs", "
     CHECK(p.attempt(id, "hi", "outputs") == R"y({"answer":42})y");
 }
 
+TEST_CASE("the context carries the alert, the run and the step", "[python]") {
+    PythonDaemon p({{"ctx.yaml", runbook("Ctx", R"y(  - name: look
+    python:
+      code: |
+        ctx.set_output("run", [ctx.run.id, ctx.run.runbook, ctx.run.trigger, ctx.run.actor])
+        ctx.set_output("step", [ctx.step.name, ctx.step.index, ctx.step.attempt])
+        ctx.set_output("alert", [ctx.alert.labels["alertname"], ctx.alert.status,
+                                 ctx.alert.starts_at.tzinfo is not None, ctx.alert.ends_at])
+        ctx.set_output("deadline", 0 < ctx.deadline <= 5)
+        ctx.set_output("dry_run", ctx.dry_run)
+    timeout: 5s
+)y")}});
+
+    const auto id = p.fire("Ctx");
+    REQUIRE(p.d.wait_runs_finished());
+
+    REQUIRE(p.run(id, "state") == "succeeded");
+    const Json outputs = Json::parse(p.attempt(id, "look", "outputs"));
+    CHECK(outputs.at("run") == Json::array({id, "Ctx", "alert", "alertmanager"}));
+    CHECK(outputs.at("step") == Json::array({"look", 0, 1}));
+    CHECK(outputs.at("alert") == Json::array({"Ctx", "firing", true, nullptr}));
+    CHECK(outputs.at("deadline") == true);
+    CHECK(outputs.at("dry_run") == false);
+}
+
 TEST_CASE("a python step's outputs flow into a later argv step's argv", "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"flow.yaml", runbook("Flow", R"y(  - name: decide
     python:
       code: |
@@ -121,9 +127,6 @@ TEST_CASE("a python step's outputs flow into a later argv step's argv", "[python
 
 TEST_CASE("an exception fails the step with its type and message, traceback in stderr",
           "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"boom.yaml", runbook("Boom", R"y(  - name: boom
     python:
       code: |
@@ -140,9 +143,6 @@ TEST_CASE("an exception fails the step with its type and message, traceback in s
 }
 
 TEST_CASE("sys.exit codes: 0 succeeds, n fails with exit code n", "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"zero.yaml", runbook("Zero",
                                           "  - name: z\n    python: {code: 'import sys; "
                                           "sys.exit(0)'}\n")},
@@ -161,9 +161,6 @@ TEST_CASE("sys.exit codes: 0 succeeds, n fails with exit code n", "[python]") {
 
 TEST_CASE("a busy loop times out, runbookd stays alive and the next python step runs fine",
           "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"spin.yaml", runbook("Spin", R"y(  - name: spin
     timeout: 1s
     python: {code: "while True: pass"}
@@ -185,9 +182,6 @@ TEST_CASE("a busy loop times out, runbookd stays alive and the next python step 
 }
 
 TEST_CASE("a worker that segfaults or calls os._exit fails its step and is replaced", "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"segv.yaml", runbook("Segv",
                                           "  - name: crash\n    python: {code: 'import ctypes; "
                                           "ctypes.string_at(0)'}\n")},
@@ -210,9 +204,6 @@ TEST_CASE("a worker that segfaults or calls os._exit fails its step and is repla
 }
 
 TEST_CASE("a thread left behind fails the step naming it", "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"thread.yaml", runbook("Thread", R"y(  - name: leak
     python:
       code: |
@@ -229,9 +220,6 @@ TEST_CASE("a thread left behind fails the step naming it", "[python]") {
 }
 
 TEST_CASE("50 python steps at once all run, at most `workers` at a time", "[python][scale]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"many.yaml", runbook("Many", R"y(  - name: n
     python: {code: "ctx.set_output('ok', True)"}
 )y")}},
@@ -250,16 +238,14 @@ TEST_CASE("50 python steps at once all run, at most `workers` at a time", "[pyth
 }
 
 TEST_CASE("ctx.exec runs a command with bounded output and records it", "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"exec.yaml", runbook("Exec", R"y(  - name: run
     python:
       code: |
         r = ctx.exec(["/bin/sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x; exit 4"])
-        ctx.set_output("code", r["exit_code"] if isinstance(r, dict) else r.exit_code)
-        ctx.set_output("bytes", r["stdout_bytes"] if isinstance(r, dict) else r.stdout_bytes)
-        ctx.set_output("kept", len(r["stdout"] if isinstance(r, dict) else r.stdout))
+        ctx.set_output("code", r.exit_code)
+        ctx.set_output("ok", r.ok)
+        ctx.set_output("bytes", r.stdout_bytes)
+        ctx.set_output("kept", len(r.stdout))
 )y")}});
 
     const auto id = p.fire("Exec");
@@ -268,15 +254,13 @@ TEST_CASE("ctx.exec runs a command with bounded output and records it", "[python
     REQUIRE(p.run(id, "state") == "succeeded");
     const Json outputs = Json::parse(p.attempt(id, "run", "outputs"));
     CHECK(outputs.at("code") == 4);
+    CHECK(outputs.at("ok") == false);
     CHECK(outputs.at("bytes") == 100000);
     CHECK(outputs.at("kept").get<int>() < 10000);
     CHECK(query_value(p.d.db(), "SELECT count(*) FROM events WHERE kind = 'attempt.exec'") == "1");
 }
 
 TEST_CASE("ctx.secret reads a configured secret; an unknown one is an error", "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     test::TempDir secrets;
     test::write_file(secrets.path() / "token", "s3cret-value\n");
     PythonDaemon p({{"secret.yaml", runbook("Secret", R"y(  - name: use
@@ -301,9 +285,6 @@ TEST_CASE("ctx.secret reads a configured secret; an unknown one is an error", "[
 }
 
 TEST_CASE("a worker killed from outside while idle is replaced", "[python]") {
-    if (!have_worker()) {
-        return;
-    }
     PythonDaemon p({{"pid.yaml", runbook("Pid", R"y(  - name: who
     python: {code: "import os; ctx.set_output('pid', os.getpid())"}
 )y")}},
@@ -319,4 +300,25 @@ TEST_CASE("a worker killed from outside while idle is replaced", "[python]") {
 
     CHECK(p.run(second, "state") == "succeeded");
     CHECK(Json::parse(p.attempt(second, "who", "outputs")).at("pid").get<pid_t>() != worker);
+}
+
+TEST_CASE("when no worker can start, a python step fails at once with the reason", "[python]") {
+    PythonDaemon p({{"nostart.yaml", runbook("NoStart", R"y(  - name: hi
+    python:
+      code: |
+        print("never")
+    timeout: 5m
+)y")}},
+                   [](daemon::Config& c) { c.python.worker = "/bin/false"; });
+
+    const auto started = std::chrono::steady_clock::now();
+    const auto id = p.fire("NoStart");
+    REQUIRE(p.d.wait_runs_finished(30s));
+
+    CHECK(std::chrono::steady_clock::now() - started < 30s);  // not the step's 5 minutes
+    CHECK(p.run(id, "state") == "failed");
+    CHECK_THAT(p.attempt(id, "hi", "error"),
+               Catch::Contains("no python worker could start: python worker died: exited with "
+                               "status 1") &&
+                   Catch::Contains("the step was not started"));
 }

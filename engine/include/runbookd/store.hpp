@@ -115,6 +115,7 @@ struct RunContext {
     std::string runbook_hash;
     RunState state = RunState::Queued;
     std::string trigger;
+    std::string actor;  // who started it: "alertmanager" for alert runs
     std::optional<Alert> alert;
 };
 

@@ -69,7 +69,8 @@ Result<exec::ProcessResult> run_check(const std::vector<std::string>& argv) {
 }  // namespace
 
 Result<std::vector<Diagnostic>> check_python_steps(
-    const std::vector<std::shared_ptr<const Runbook>>& runbooks, const PythonCheckOptions& options) {
+    const std::vector<std::shared_ptr<const Runbook>>& runbooks,
+    const PythonCheckOptions& options) {
     const auto targets = python_targets(runbooks);
     std::vector<Diagnostic> problems;
     if (targets.empty()) {

@@ -277,16 +277,35 @@ Pool::Pool(asio::io_context& io, exec::ProcessRunner& runner, PoolOptions option
 
 Pool::~Pool() = default;
 
-std::uint64_t Pool::acquire(Ready ready) {
+std::uint64_t Pool::acquire(Ready ready, Failed failed) {
     const std::uint64_t ticket = next_ticket_++;
-    waiters_.push_back(Waiter{ticket, std::move(ready)});
+    waiters_.push_back(Waiter{ticket, std::move(ready), std::move(failed)});
     warm_ = true;
     // Posted: the caller may still be setting up what `ready` needs.
     asio::post(io_, [this] {
         fill();
         hand_out();
+        fail_waiters_if_hopeless();
     });
     return ticket;
+}
+
+bool Pool::has_live_worker() const {
+    return std::any_of(workers_.begin(), workers_.end(), [](const auto& w) {
+        return w->state() != Worker::State::Gone && w->state() != Worker::State::Retiring;
+    });
+}
+
+void Pool::fail_waiters_if_hopeless() {
+    if (start_failures_ == 0 || waiters_.empty() || has_live_worker()) {
+        return;
+    }
+    auto waiters = std::move(waiters_);
+    waiters_.clear();
+    const std::string why = "no python worker could start: " + start_error_;
+    for (auto& waiter : waiters) {
+        asio::post(io_, [failed = std::move(waiter.failed), why] { failed(why); });
+    }
 }
 
 void Pool::withdraw(std::uint64_t ticket) {
@@ -435,6 +454,7 @@ void Pool::on_gone(const std::shared_ptr<Worker>& worker, const exec::ProcessRes
         }
         log_->error("python worker failed to start pid={} error={}", worker->pid(),
                     log::quote(start_error_));
+        fail_waiters_if_hopeless();
     } else if (!retiring && !shutting_down_) {
         log_->warn("python worker gone pid={} how={}", worker->pid(),
                    log::quote(describe_worker_end(result)));

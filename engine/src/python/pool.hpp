@@ -119,9 +119,12 @@ class Pool {
     Pool& operator=(const Pool&) = delete;
 
     using Ready = std::function<void(std::shared_ptr<Worker>)>;
+    using Failed = std::function<void(std::string why)>;
     // Calls `ready` (never from inside this call) with an idle worker as soon as one is free;
-    // returns a ticket for withdraw(). Starts workers as needed, up to `workers`.
-    std::uint64_t acquire(Ready ready);
+    // returns a ticket for withdraw(). Starts workers as needed, up to `workers`. Calls
+    // `failed` instead when no worker can start: a start failed and no worker is left to
+    // wait for (a step should not wait out its timeout behind a broken interpreter).
+    std::uint64_t acquire(Ready ready, Failed failed);
     // Gives up waiting; `ready` will not be called.
     void withdraw(std::uint64_t ticket);
     // Takes a worker back after its step: idle again, or retired when `retire` is set or it has
@@ -141,7 +144,13 @@ class Pool {
     struct Waiter {
         std::uint64_t ticket;
         Ready ready;
+        Failed failed;
     };
+    // True while a worker is starting, idle or busy: a waiter can still get one.
+    bool has_live_worker() const;
+    // Fails every waiter with the last start error when a start failed and no worker is left
+    // (the next start waits for its backoff).
+    void fail_waiters_if_hopeless();
 
     void fill();
     void spawn();

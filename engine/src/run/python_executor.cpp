@@ -54,7 +54,7 @@ Json context_json(const AttemptContext& ctx) {
          {{"id", ctx.run_id},
           {"runbook", ctx.runbook->name},
           {"trigger", ctx.trigger},
-          {"actor", nullptr}}},
+          {"actor", ctx.actor}}},
         {"step", {{"name", ctx.step->name}, {"index", ctx.step_index}, {"attempt", ctx.attempt}}},
         {"params", Json::object()},
         {"steps", steps},
@@ -100,10 +100,18 @@ class PythonStep final : public python::StepChannel,
                 self->on_deadline();
             }
         });
-        ticket_ = pool_.acquire([self = shared_from_this()](std::shared_ptr<python::Worker> w) {
-            self->ticket_ = 0;
-            self->run_on(std::move(w));
-        });
+        ticket_ = pool_.acquire(
+            [self = shared_from_this()](std::shared_ptr<python::Worker> w) {
+                self->ticket_ = 0;
+                self->run_on(std::move(w));
+            },
+            [self = shared_from_this()](std::string why) {
+                self->ticket_ = 0;
+                if (!self->finished_ && !self->stopping_) {
+                    self->outcome_.spawn_failed = true;
+                    self->fail_now(std::move(why) + "; the step was not started");
+                }
+            });
     }
 
     void cancel(std::string reason) {

@@ -317,6 +317,7 @@ void RunExecution::advance(RunProgress progress) {
     context.attempt = attempt_number_;
     context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
     context.trigger = ctx_.trigger;
+    context.actor = ctx_.actor;
     context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
     context.steps = &results_;
     auto prepared = executor->prepare(context);

@@ -43,6 +43,7 @@ struct AttemptContext {
     int attempt = 1;
     const Alert* alert = nullptr;  // null for runs without an alert
     std::string_view trigger;      // "alert" or "manual"
+    std::string_view actor;        // who started the run ("alertmanager" for alert runs)
     Duration timeout{0};
     // The steps of this run that ended before this one (their latest attempt), by name; kept
     // by the run and reloaded from the store when a run resumes after a crash. Never null.

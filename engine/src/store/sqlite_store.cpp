@@ -1479,8 +1479,8 @@ Result<RunContext> SqliteStore::load_run(RunId run) {
         return reader.error();
     }
     auto stmt = Statement::prepare(
-        reader.db(), fmt::format("SELECT r.id, r.runbook, r.runbook_hash, r.state, r.trigger, {} "
-                                 "FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
+        reader.db(), fmt::format("SELECT r.id, r.runbook, r.runbook_hash, r.state, r.trigger, "
+                                 "r.actor, {} FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
                                  "WHERE r.id = ?",
                                  kAlertColumns));
     if (!stmt) {
@@ -1500,7 +1500,8 @@ Result<RunContext> SqliteStore::load_run(RunId run) {
     ctx.runbook_hash = stmt->column_text(2);
     ctx.state = parse_run_state(stmt->column_text(3)).value_or(RunState::Failed);
     ctx.trigger = stmt->column_text(4);
-    ctx.alert = read_alert(*stmt, 5);
+    ctx.actor = stmt->column_text(5);
+    ctx.alert = read_alert(*stmt, 6);
     return ctx;
 }
 
