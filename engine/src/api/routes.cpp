@@ -7,6 +7,7 @@
 
 #include "common/hash.hpp"
 #include "common/json_text.hpp"
+#include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::api {
 namespace {
@@ -266,7 +267,10 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
 }
 
 void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Responder respond) {
+    using metrics::NotificationOutcome;
+    auto& m = metrics::runbookd_metrics();
     if (ctx.health->draining) {
+        m.notification(NotificationOutcome::Draining);
         // Refused before parsing: nothing of the delivery is recorded or run, and Alertmanager
         // retries, reaching the next runbookd.
         auto response = http::json_error(503, "draining",
@@ -278,6 +282,7 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
     }
     const auto content_type = req.header("content-type");
     if (!is_json_media_type(content_type)) {
+        m.notification(NotificationOutcome::UnsupportedMediaType);
         respond(http::json_error(
             415, "unsupported_media_type",
             content_type.empty()
@@ -288,13 +293,17 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
     }
     intake::Delivery delivery{std::move(req.body), std::move(req.remote_addr),
                               std::string(req.header("user-agent"))};
-    ctx.intake->handle(std::move(delivery), [respond = std::move(respond)](intake::IntakeReply r) {
-        http::Response response;
-        response.status = r.status;
-        response.body = std::move(r.body);
-        response.render_body = std::move(r.render_body);
-        respond(std::move(response));
-    });
+    ctx.intake->handle(std::move(delivery),
+                       [&m, respond = std::move(respond)](intake::IntakeReply r) {
+                           m.notification(r.status == 200   ? NotificationOutcome::Accepted
+                                          : r.status == 400 ? NotificationOutcome::Invalid
+                                                            : NotificationOutcome::Unavailable);
+                           http::Response response;
+                           response.status = r.status;
+                           response.body = std::move(r.body);
+                           response.render_body = std::move(r.render_body);
+                           respond(std::move(response));
+                       });
 }
 
 void livez(const ApiContext& ctx, const http::Responder& respond) {
@@ -307,6 +316,39 @@ void livez(const ApiContext& ctx, const http::Responder& respond) {
         return;
     }
     respond(http::json_response(200, {{"live", true}}));
+}
+
+bool is_ready(const Health& h) {
+    return h.store_open && h.recovered && !h.draining;
+}
+
+// The registry's metrics, then the values read now: health, the run queue, the process.
+void serve_metrics(const ApiContext& ctx, const http::Responder& respond) {
+    using metrics::Type;
+    http::Response response;
+    response.content_type = std::string(metrics::kContentType);
+    std::string& out = response.body;
+    out = metrics::runbookd_metrics().render();
+    const Health& h = *ctx.health;
+    metrics::append_single(out, "runbookd_ready",
+                           "1 when runbookd is ready to take deliveries (what /readyz says).",
+                           Type::Gauge, is_ready(h) ? 1 : 0);
+    metrics::append_single(out, "runbookd_draining",
+                           "1 while runbookd shuts down and refuses new deliveries.", Type::Gauge,
+                           h.draining ? 1 : 0);
+    const run::Scheduler& s = *ctx.scheduler;
+    metrics::append_single(out, "runbookd_runs_queued",
+                           "Runs recorded as queued that have not started executing yet.",
+                           Type::Gauge, static_cast<double>(s.waiting_runs()));
+    metrics::append_single(out, "runbookd_runs_running", "Runs executing now.", Type::Gauge,
+                           static_cast<double>(s.running_runs()));
+    metrics::append_single(
+        out, "runbookd_oldest_queued_run_age_seconds",
+        "How long the oldest run still waiting to start has waited in this runbookd (0 when "
+        "none waits).",
+        Type::Gauge, static_cast<double>(s.oldest_queued_age().count()) / 1000.0);
+    metrics::append_process_metrics(out);
+    respond(std::move(response));
 }
 
 void readyz(const ApiContext& ctx, const http::Responder& respond) {
@@ -365,10 +407,20 @@ void add_routes(http::Router& router, const ApiContext& context) {
                [ctx](http::Request&&, http::Responder respond) { livez(*ctx, respond); });
     router.add("GET", "/readyz",
                [ctx](http::Request&&, http::Responder respond) { readyz(*ctx, respond); });
-    router.add("POST", "/api/v1/webhooks/alertmanager",
-               [ctx](http::Request&& req, http::Responder respond) {
-                   receive_alertmanager(*ctx, std::move(req), std::move(respond));
-               });
+    router.add(
+        "POST", "/api/v1/webhooks/alertmanager",
+        [ctx](http::Request&& req, http::Responder respond) {
+            receive_alertmanager(*ctx, std::move(req), std::move(respond));
+        },
+        [](unsigned status) {
+            if (status == 413) {
+                metrics::runbookd_metrics().notification(metrics::NotificationOutcome::TooLarge);
+            }
+        });
+    // TODO(runbookd): require the read scope once the API has authentication (the on-call
+    // issue); until then anyone who reaches the listener may scrape.
+    router.add("GET", "/metrics",
+               [ctx](http::Request&&, http::Responder respond) { serve_metrics(*ctx, respond); });
     router.add("GET", "/api/v1/runs", [ctx](http::Request&& req, http::Responder respond) {
         list_runs(*ctx, req, respond);
     });

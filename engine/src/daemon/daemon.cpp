@@ -22,6 +22,7 @@
 #include "exec/process.hpp"
 #include "http/message.hpp"
 #include "intake/alertmanager_intake.hpp"
+#include "metrics/runbookd_metrics.hpp"
 #include "python/pool.hpp"
 #include "run/argv_executor.hpp"
 #include "run/python_executor.hpp"
@@ -203,6 +204,11 @@ Status Daemon::start() {
     p.catalog = std::move(*catalog);
     log->info("runbooks loaded dir={} count={}", log::quote(config_.runbooks_dir),
               p.catalog->all().size());
+    std::vector<std::string> runbook_names;
+    for (const auto& runbook : p.catalog->all()) {
+        runbook_names.push_back(runbook->name);
+    }
+    metrics::runbookd_metrics().set_runbooks(runbook_names);
 
     SqliteOptions store_options;
     store_options.path = config_.db_path;

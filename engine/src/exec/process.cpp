@@ -43,6 +43,7 @@
 #include "common/log.hpp"
 #include "exec/output.hpp"
 #include "exec/step_output.hpp"
+#include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::exec {
 namespace {
@@ -626,6 +627,7 @@ void ChildProcess::on_leader_exit() {
             self->note("drain_expired",
                        fmt::format("output still open {} ms after process {} exited",
                                    self->spec_.drain.count(), self->pid_));
+            metrics::runbookd_metrics().process_kill(metrics::KillReason::DrainExpired);
             self->note("killed", fmt::format("sent SIGKILL to process group {}: output still "
                                              "open after the drain period",
                                              self->pid_));
@@ -659,6 +661,8 @@ void ChildProcess::stop(std::string reason) {
     log_->info("stopping process group {}pid={} signal={} reason={}", spec_.log_context, pid_,
                signal_name(spec_.stop_signal), log::quote(stop_reason_));
     kill_group(spec_.stop_signal);
+    metrics::runbookd_metrics().process_kill(result_.timed_out ? metrics::KillReason::Timeout
+                                                               : metrics::KillReason::Cancel);
     note("stop_signal_sent", fmt::format("sent {} to process group {}: {}",
                                          signal_name(spec_.stop_signal), pid_, stop_reason_));
     grace_timer_.expires_after(spec_.grace);
@@ -671,6 +675,7 @@ void ChildProcess::stop(std::string reason) {
                                                     signal_name(self->spec_.stop_signal)));
             self->result_.killed_after_grace = true;
             self->kill_group(SIGKILL);
+            metrics::runbookd_metrics().process_kill(metrics::KillReason::GraceExpired);
             self->note("killed", fmt::format("sent SIGKILL to process group {}", self->pid_));
         }
     });
@@ -866,6 +871,7 @@ std::vector<pid_t> ProcessRunner::State::kill_orphans() {
             while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
             }
             log->warn("orphan of a step killed pid={} command={}", pid, log::quote(name));
+            metrics::runbookd_metrics().process_kill(metrics::KillReason::Orphan);
             killed.push_back(pid);
         }
         if (!found) {

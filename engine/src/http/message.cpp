@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "metrics/runbookd_metrics.hpp"
+
 namespace runbookd::http {
 namespace {
 
@@ -119,23 +121,44 @@ Response error_response(const Error& error) {
     return json_error(status, error_code_name(error.code), error.message, error.where);
 }
 
-void Router::add(std::string method, std::string pattern, Handler handler) {
-    routes_.push_back(Route{std::move(method), split_path(pattern), std::move(handler)});
+Router::Router() {
+    auto& m = metrics::runbookd_metrics();
+    for (unsigned c = 1; c <= 5; ++c) {
+        unmatched_[c - 1] = &m.http_requests("other", c);
+    }
 }
 
-void Router::dispatch(Request&& request, Responder respond) const {
-    const auto segments = split_path(request.path);
-    std::vector<std::string> allowed;
+void Router::add(std::string method, std::string pattern, Handler handler,
+                 RejectedHook on_rejected) {
+    Route route{std::move(method),      pattern, split_path(pattern), std::move(handler),
+                std::move(on_rejected), {}};
+    for (unsigned c = 1; c <= 5; ++c) {
+        route.requests[c - 1] = &metrics::runbookd_metrics().http_requests(pattern, c);
+    }
+    routes_.push_back(std::move(route));
+}
+
+void Router::count(const StatusCounters& counters, unsigned status) {
+    const unsigned status_class = status / 100;
+    counters[status_class >= 1 && status_class <= 5 ? status_class - 1 : 4]->inc();
+}
+
+const Router::Route* Router::find(std::string_view method, const std::vector<std::string>& segments,
+                                  std::map<std::string, std::string, std::less<>>* params,
+                                  std::vector<std::string>* allowed) const {
+    const Route* path_match = nullptr;
     for (const auto& route : routes_) {
         if (route.segments.size() != segments.size()) {
             continue;
         }
-        std::map<std::string, std::string, std::less<>> params;
+        std::map<std::string, std::string, std::less<>> found;
         bool match = true;
         for (std::size_t i = 0; i < segments.size() && match; ++i) {
             const auto& want = route.segments[i];
             if (want.size() > 2 && want.front() == '{' && want.back() == '}') {
-                params[want.substr(1, want.size() - 2)] = percent_decode(segments[i]);
+                if (params != nullptr) {
+                    found[want.substr(1, want.size() - 2)] = percent_decode(segments[i]);
+                }
             } else {
                 match = want == segments[i];
             }
@@ -143,15 +166,37 @@ void Router::dispatch(Request&& request, Responder respond) const {
         if (!match) {
             continue;
         }
-        if (route.method != request.method) {
-            allowed.push_back(route.method);
+        if (route.method != method) {
+            if (allowed != nullptr) {
+                allowed->push_back(route.method);
+            }
+            path_match = path_match != nullptr ? path_match : &route;
             continue;
         }
+        if (params != nullptr) {
+            *params = std::move(found);
+        }
+        return &route;
+    }
+    // A known path with another method: counted under that path's pattern, but not run.
+    return allowed != nullptr ? nullptr : path_match;
+}
+
+void Router::dispatch(Request&& request, Responder respond) const {
+    const auto segments = split_path(request.path);
+    std::vector<std::string> allowed;
+    std::map<std::string, std::string, std::less<>> params;
+    if (const Route* route = find(request.method, segments, &params, &allowed)) {
         request.params = std::move(params);
-        route.handler(std::move(request), std::move(respond));
+        route->handler(std::move(request),
+                       [counters = &route->requests, respond = std::move(respond)](Response r) {
+                           count(*counters, r.status);
+                           respond(std::move(r));
+                       });
         return;
     }
     if (allowed.empty()) {
+        count(unmatched_, 404);
         respond(json_error(404, "not_found", fmt::format("no route for {}", request.path)));
         return;
     }
@@ -159,11 +204,25 @@ void Router::dispatch(Request&& request, Responder respond) const {
     for (const auto& m : allowed) {
         allow += allow.empty() ? m : ", " + m;
     }
+    const Route* path_route = find(request.method, segments, nullptr, nullptr);
+    count(path_route != nullptr ? path_route->requests : unmatched_, 405);
     Response r = json_error(
         405, "method_not_allowed",
         fmt::format("{} does not accept {} (allowed: {})", request.path, request.method, allow));
     r.headers.emplace_back("Allow", allow);
     respond(std::move(r));
+}
+
+void Router::rejected(std::string_view method, std::string_view path, unsigned status) const {
+    const Route* route = find(method, split_path(path), nullptr, nullptr);
+    if (route == nullptr) {
+        count(unmatched_, status);
+        return;
+    }
+    count(route->requests, status);
+    if (route->on_rejected && route->method == method) {
+        route->on_rejected(status);
+    }
 }
 
 }  // namespace runbookd::http

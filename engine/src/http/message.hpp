@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -13,6 +14,10 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <runbookd/result.hpp>
+
+namespace runbookd::metrics {
+class Counter;
+}
 
 // HTTP requests and responses as plain values, so that handlers never see Boost.Beast types.
 namespace runbookd::http {
@@ -58,19 +63,37 @@ Response error_response(const Error& error);
 
 // Routes requests by method and path. Patterns are exact paths whose segments may be `{name}`
 // placeholders, e.g. "/api/v1/runs/{id}". An unknown path answers 404; a known path with
-// another method answers 405 with an Allow header.
+// another method answers 405 with an Allow header. Every answer is counted in
+// runbookd_http_requests_total under its route pattern ("other" for unknown paths).
 class Router {
   public:
-    void add(std::string method, std::string pattern, Handler handler);
+    // Called for a request to the route that the server refused before routing (413, 431).
+    using RejectedHook = std::function<void(unsigned status)>;
+
+    Router();
+    void add(std::string method, std::string pattern, Handler handler,
+             RejectedHook on_rejected = {});
     void dispatch(Request&& request, Responder respond) const;
+    // Counts a request the server answered itself, before dispatch, with `status`.
+    void rejected(std::string_view method, std::string_view path, unsigned status) const;
 
   private:
+    using StatusCounters = std::array<metrics::Counter*, 5>;  // by status class, 1xx first
     struct Route {
         std::string method;
+        std::string pattern;
         std::vector<std::string> segments;
         Handler handler;
+        RejectedHook on_rejected;
+        StatusCounters requests{};
     };
+    const Route* find(std::string_view method, const std::vector<std::string>& segments,
+                      std::map<std::string, std::string, std::less<>>* params,
+                      std::vector<std::string>* allowed) const;
+    static void count(const StatusCounters& counters, unsigned status);
+
     std::vector<Route> routes_;
+    StatusCounters unmatched_{};
 };
 
 struct ServerOptions {

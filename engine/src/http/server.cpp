@@ -129,6 +129,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void on_read_error(beast::error_code ec) {
         if (ec == bhttp::error::body_limit) {
+            count_rejected(413);
             send_error_and_close(json_error(
                 413, "payload_too_large",
                 fmt::format("request body exceeds the limit of {} bytes (http.body_limit)",
@@ -136,6 +137,7 @@ class Session : public std::enable_shared_from_this<Session> {
             return;
         }
         if (ec == bhttp::error::header_limit) {
+            count_rejected(431);
             send_error_and_close(
                 json_error(431, "headers_too_large",
                            fmt::format("request headers exceed {} bytes", kHeaderLimit)));
@@ -149,6 +151,7 @@ class Session : public std::enable_shared_from_this<Session> {
         }
         // A malformed request: answer once and drop the connection, since the stream position
         // can no longer be trusted.
+        count_rejected(400);
         send_error_and_close(json_error(400, "bad_request",
                                         fmt::format("malformed HTTP request: {}", ec.message())));
     }
@@ -189,9 +192,26 @@ class Session : public std::enable_shared_from_this<Session> {
             // Handlers report failures as responses; an exception here is a bug. The responder
             // was moved into the handler, so answer directly.
             server_.log->error("handler threw error={}", log::quote(e.what()));
+            count_rejected(500);
             write(json_error(500, "internal", "internal error while handling the request"), true);
             server_.request_finished();
         }
+    }
+
+    // Counts a request answered here rather than by a route's handler, under its route when
+    // its header says which.
+    void count_rejected(unsigned status) {
+        std::string_view method;
+        std::string_view path;
+        // The start line is parsed before any header field: a body over the limit is refused
+        // from Content-Length with the header still incomplete.
+        if (parser_) {
+            const auto& msg = parser_->get();
+            method = std::string_view(msg.method_string().data(), msg.method_string().size());
+            path = std::string_view(msg.target().data(), msg.target().size());
+            path = path.substr(0, path.find('?'));
+        }
+        server_.router.rejected(method, path, status);
     }
 
     void send_error_and_close(Response r) {

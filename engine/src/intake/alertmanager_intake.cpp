@@ -6,6 +6,7 @@
 #include "common/hash.hpp"
 #include "common/json_text.hpp"
 #include "common/log.hpp"
+#include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::intake {
 namespace {
@@ -216,6 +217,10 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
                                              ""),
                                   {}});
                 return;
+            }
+            auto& m = metrics::runbookd_metrics();
+            for (std::size_t i = 0; i < shared->alerts.size(); ++i) {
+                m.alert(shared->alerts[i].alert.status, receipt->alert_outcomes[i]);
             }
             auto started = receipt->started_runs();
             log_->info("delivery recorded delivery={} receiver={} alerts={} runs={} duplicates={}",

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/log.hpp"
+#include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::python {
 namespace {
@@ -238,6 +239,9 @@ void Worker::on_frame(const std::string& text) {
 
 void Worker::broke(std::string why) {
     pool_.log_->warn("python worker broke the protocol pid={} error={}", pid_, log::quote(why));
+    if (lost_reason_.empty()) {
+        metrics::runbookd_metrics().python_worker_restart(metrics::WorkerRestart::ProtocolError);
+    }
     stop("python worker broke the protocol: " + why, exec::Millis(0));
 }
 
@@ -353,6 +357,7 @@ void Pool::spawn() {
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
         start_error_ = fmt::format("cannot create a socket pair: {}", std::strerror(errno));
         log_->error("python worker not started error={}", log::quote(start_error_));
+        metrics::runbookd_metrics().python_worker_restart(metrics::WorkerRestart::StartFailed);
         ++start_failures_;
         return;
     }
@@ -379,6 +384,7 @@ void Pool::spawn() {
     spec.output_path.clear();
     spec.log_context = "python_worker=1 ";
     workers_.push_back(worker);
+    metrics::runbookd_metrics().python_workers(workers_.size());
     auto handle = runner_.start(std::move(spec), [this, worker](exec::ProcessResult result) {
         // Posted by the runner already; starting a replacement from here is safe.
         on_gone(worker, result);
@@ -419,6 +425,9 @@ void Pool::release(std::shared_ptr<Worker> worker, bool retire_it) {
     }
     worker->step_.reset();
     if (retire_it || shutting_down_ || worker->steps_run() >= options_.max_steps_per_worker) {
+        if (!retire_it && !shutting_down_) {
+            metrics::runbookd_metrics().python_worker_restart(metrics::WorkerRestart::Retired);
+        }
         retire(worker);
         fill();
         return;
@@ -443,7 +452,10 @@ void Pool::on_gone(const std::shared_ptr<Worker>& worker, const exec::ProcessRes
     const bool retiring = worker->state() == Worker::State::Retiring;
     worker->on_exit(result);
     workers_.erase(std::remove(workers_.begin(), workers_.end(), worker), workers_.end());
+    auto& m = metrics::runbookd_metrics();
+    m.python_workers(workers_.size());
     if (!started && !shutting_down_) {
+        m.python_worker_restart(metrics::WorkerRestart::StartFailed);
         ++start_failures_;
         start_error_ = describe_worker_end(result);
         if (!worker->lost_reason_.empty()) {
@@ -456,6 +468,9 @@ void Pool::on_gone(const std::shared_ptr<Worker>& worker, const exec::ProcessRes
                     log::quote(start_error_));
         fail_waiters_if_hopeless();
     } else if (!retiring && !shutting_down_) {
+        if (worker->lost_reason_.empty()) {
+            m.python_worker_restart(metrics::WorkerRestart::Died);  // nobody here stopped it
+        }
         log_->warn("python worker gone pid={} how={}", worker->pid(),
                    log::quote(describe_worker_end(result)));
     } else {

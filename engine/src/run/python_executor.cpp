@@ -14,6 +14,7 @@
 
 #include "common/log.hpp"
 #include "exec/step_output.hpp"
+#include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::run {
 namespace {
@@ -336,6 +337,8 @@ class PythonStep final : public python::StepChannel,
         if (left.is_array() && !left.empty()) {
             failed = true;
             retire_ = true;
+            metrics::runbookd_metrics().python_worker_restart(
+                metrics::WorkerRestart::LeftStateBehind);
             std::string what;
             for (const auto& item : left) {
                 what += (what.empty() ? "" : "; ") +
@@ -411,6 +414,9 @@ class PythonStep final : public python::StepChannel,
                        log::quote(stop_reason_));
             worker_->stop(stop_reason_, grace_);
             retire_ = true;
+            metrics::runbookd_metrics().python_worker_restart(
+                outcome_.timed_out ? metrics::WorkerRestart::TimedOut
+                                   : metrics::WorkerRestart::Cancelled);
         }
     }
 

@@ -12,6 +12,7 @@
 
 #include "common/log.hpp"
 #include "exec/process.hpp"
+#include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::run {
 namespace {
@@ -32,6 +33,17 @@ constexpr std::chrono::seconds kRecoveryGrace{5};
 constexpr int kMaxResumes = 3;
 // A step's process is recorded once it has run this long (record_process_later).
 constexpr std::chrono::milliseconds kRecordProcessAfter{200};
+
+// The `outcome` label of runbookd_step_attempts_total.
+const char* attempt_outcome_name(const AttemptEnd& end) {
+    if (end.succeeded) {
+        return "succeeded";
+    }
+    if (end.timed_out) {
+        return "timed_out";
+    }
+    return end.cancelled ? "cancelled" : "failed";
+}
 
 // Whether a failed attempt is tried again under `policy`. Spawn failures, cancellations and
 // runs being stopped are never retried; the attempt count is checked by the caller.
@@ -232,6 +244,9 @@ void RunExecution::wait_because(const std::string& reason) {
 void RunExecution::on_admitted() {
     admitted_ = true;
     run_started_ = std::chrono::steady_clock::now();
+    sched_.note_started_or_gone(id_);
+    ++sched_.running_count_;
+    metrics::runbookd_metrics().run_started(runbook_->name, ctx_.trigger);
     on_started();
     RunProgress progress;
     if (resume_) {
@@ -337,6 +352,7 @@ void RunExecution::advance(RunProgress progress) {
         const std::string reason = fmt::format("step \"{}\" failed: {}", s.name, end.error);
         progress.next = std::move(start);
         progress.next_end = std::move(end);
+        metrics::runbookd_metrics().attempt_finished(s.kind, "not_started", 0);
         finish(std::move(progress), RunState::Failed, reason);
         return;
     }
@@ -426,6 +442,9 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     end.output_truncated = outcome.output_truncated;
     end.outputs = std::move(outcome.outputs);
     attempt_.reset();
+    metrics::runbookd_metrics().attempt_finished(
+        step().kind, attempt_outcome_name(end),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - attempt_started_).count());
     sched_.log_->info(
         "attempt finished run={} step={} attempt={} succeeded={} exit_code={} "
         "signal={} duration_ms={} error={}",
@@ -481,6 +500,12 @@ void RunExecution::finish(RunProgress progress, RunState state, std::string reas
     persist(std::move(progress), [this, state, reason](AttemptId) {
         const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
             std::chrono::steady_clock::now() - run_started_);
+        metrics::runbookd_metrics().run_finished(
+            ctx_.runbook, state,
+            admitted_
+                ? std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started_)
+                      .count()
+                : 0.0);
         sched_.log_->info("run finished run={} state={} duration_ms={} reason={}", id_,
                           run_state_name(state), elapsed.count(), log::quote(reason));
         sched_.on_run_finished(id_);
@@ -567,6 +592,7 @@ void Scheduler::enqueue(std::vector<RunId> runs) {
     asio::post(io_, [this, runs = std::move(runs)] {
         for (const RunId id : runs) {
             queue_.push_back(id);
+            note_queued(id);
         }
         start_more();
     });
@@ -909,9 +935,11 @@ void Scheduler::start_more() {
 }
 
 void Scheduler::on_run_finished(RunId id) {
+    note_started_or_gone(id);
     if (auto it = active_.find(id); it != active_.end()) {
         const RunExecution& run = *it->second;
         if (run.admitted()) {
+            --running_count_;
             --running_per_runbook_[run.runbook().name];
             if (auto lock = locks_.find(run.lock_key());
                 lock != locks_.end() && lock->second == id) {
@@ -1012,6 +1040,12 @@ void Scheduler::cancel(RunId id, std::string actor, std::string reason,
                     if (r) {
                         log_->info("run cancelled before it started run={} actor={}", id,
                                    log::quote(actor));
+                        note_started_or_gone(id);
+                        // Rare enough for a read: the run was never loaded here.
+                        if (auto run = store_.get_run(id)) {
+                            metrics::runbookd_metrics().run_finished(run->run.runbook,
+                                                                     RunState::Cancelled, 0);
+                        }
                         done(CancelOutcome{RunState::Cancelled, false});
                         return;
                     }
@@ -1044,6 +1078,39 @@ void Scheduler::cancel_active(std::string reason) {
             execution->stop(RunState::Cancelled, reason);
         }
     });
+}
+
+// Run ids grow with time, so the smallest id still waiting is the one queued first (runs
+// recovered at start-up are all queued at once, before any new one).
+void Scheduler::note_queued(RunId id) {
+    queued_since_.emplace(id, std::chrono::steady_clock::now());
+    publish_queue();
+}
+
+void Scheduler::note_started_or_gone(RunId id) {
+    if (queued_since_.erase(id) != 0) {
+        publish_queue();
+    }
+}
+
+void Scheduler::publish_queue() {
+    waiting_count_.store(queued_since_.size(), std::memory_order_relaxed);
+    const std::int64_t oldest = queued_since_.empty()
+                                    ? 0
+                                    : std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          queued_since_.begin()->second.time_since_epoch())
+                                          .count();
+    oldest_queued_ms_.store(oldest, std::memory_order_relaxed);
+}
+
+std::chrono::milliseconds Scheduler::oldest_queued_age() const {
+    const std::int64_t since = oldest_queued_ms_.load(std::memory_order_relaxed);
+    if (since == 0) {
+        return std::chrono::milliseconds(0);
+    }
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now().time_since_epoch());
+    return std::max(std::chrono::milliseconds(0), now - std::chrono::milliseconds(since));
 }
 
 void Scheduler::check_drained() {

@@ -79,6 +79,12 @@ class Scheduler {
 
     std::size_t active_runs() const { return active_count_.load(); }
     std::size_t queued_runs() const { return queued_count_.load(); }
+    // For metrics, any thread: runs queued in the store that have not started executing
+    // (including those waiting for a slot or a lock), runs executing, and how long the oldest
+    // waiting run has waited since this runbookd queued it (0 when none waits).
+    std::size_t waiting_runs() const { return waiting_count_.load(std::memory_order_relaxed); }
+    std::size_t running_runs() const { return running_count_.load(std::memory_order_relaxed); }
+    std::chrono::milliseconds oldest_queued_age() const;
 
   private:
     friend class RunExecution;
@@ -118,6 +124,10 @@ class Scheduler {
                                                    std::string& error);
     StepExecutor* executor_for(std::string_view kind) const;
     void check_drained();
+    // Bookkeeping of runs waiting to start, for the metrics above. Scheduler thread.
+    void note_queued(RunId id);
+    void note_started_or_gone(RunId id);
+    void publish_queue();
 
     boost::asio::io_context& io_;
     Store& store_;
@@ -139,6 +149,11 @@ class Scheduler {
     std::map<RunId, Resume> resumes_;  // interrupted runs recover() queued to go on
     std::atomic<std::size_t> active_count_{0};
     std::atomic<std::size_t> queued_count_{0};
+    std::map<RunId, std::chrono::steady_clock::time_point> queued_since_;
+    std::atomic<std::size_t> waiting_count_{0};
+    std::atomic<std::size_t> running_count_{0};
+    // steady_clock milliseconds when the oldest waiting run was queued; 0: none waits.
+    std::atomic<std::int64_t> oldest_queued_ms_{0};
     bool draining_ = false;
     std::function<void()> drained_;
     std::unique_ptr<boost::asio::steady_timer> drain_timer_;

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <condition_variable>
@@ -17,6 +18,7 @@
 
 #include "common/json_text.hpp"
 #include "common/log.hpp"
+#include "metrics/runbookd_metrics.hpp"
 #include "store/audit.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
@@ -663,6 +665,7 @@ void SqliteStore::take(std::deque<PendingWrite>& queue, std::vector<PendingWrite
 // that fails. Writes rebuild their results from scratch, so applying one twice is safe. The
 // audit chain head goes back with every rollback: the events it counted are gone.
 void SqliteStore::commit_batch(std::vector<PendingWrite>& batch) {
+    const auto started = std::chrono::steady_clock::now();
     std::vector<Status> results(batch.size());
     const audit::ChainHead committed_head = head_;
     Status tx = ws_.begin.run();
@@ -691,6 +694,13 @@ void SqliteStore::commit_batch(std::vector<PendingWrite>& batch) {
         log_->warn("commit failed writes={} error={}", batch.size(),
                    log::quote(tx.error().message));
     }
+    const auto failed =
+        tx ? static_cast<std::size_t>(std::count_if(results.begin(), results.end(),
+                                                    [](const Status& r) { return !r.ok(); }))
+           : batch.size();
+    metrics::runbookd_metrics().store_commit(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), tx.ok(),
+        failed);
     for (std::size_t i = 0; i < batch.size(); ++i) {
         batch[i].finish(tx ? results[i] : tx);
     }
