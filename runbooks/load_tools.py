@@ -31,9 +31,11 @@ def decide(ctx):
         restart, reason = False, "load is already falling"
     else:
         restart, reason = True, f"load per CPU {per_cpu:.2f} above {threshold} and rising"
-    return {
+    outputs = {
         "restart": "yes" if restart else "no",
         "reason": reason,
-        "service": service,
         "load_per_cpu": round(per_cpu, 2),
     }
+    if service:
+        outputs["service"] = service  # absent otherwise: later steps can give a default
+    return outputs

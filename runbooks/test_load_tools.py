@@ -45,6 +45,7 @@ def test_no_restart_and_why(loadavg, labels, params, reason):
     assert result.ok
     assert result.outputs["restart"] == "no"
     assert result.outputs["reason"] == reason
+    assert ("service" in result.outputs) == ("service" in labels)
 
 
 def test_output_that_is_not_loadavg_fails_the_step_with_the_reason():

@@ -123,3 +123,17 @@ def test_lint_imports_the_modules_of_python_steps(tmp_path):
     assert lint.returncode == 1
     assert f"{directory}/disk.yaml:8:5: python step \"decide\": module tools has no " \
            "function decid" in lint.stdout
+
+
+def test_runbookd_refuses_to_start_when_a_python_step_module_does_not_import(tmp_path):
+    directory = tmp_path / "runbooks"
+    directory.mkdir()
+    (directory / "tools.py").write_text("import no_such_module\n")
+    (directory / "disk.yaml").write_text(RUNBOOK)
+    started = subprocess.run(
+        [os.environ["RUNBOOKD_BINARY"], "--runbooks", str(directory), "--db",
+         str(tmp_path / "db"), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2
+    assert f"{directory}/disk.yaml:8:5: python step \"decide\": cannot import tools: " \
+           "ModuleNotFoundError: No module named 'no_such_module'" in started.stderr

@@ -9,8 +9,8 @@
 
 #include <runbookd/step_parser.hpp>
 
-#include "ctl/python_check.hpp"
 #include "http/client.hpp"
+#include "python/check.hpp"
 #include "store/audit.hpp"
 
 namespace {
@@ -101,12 +101,12 @@ std::optional<Json> get_json(const Options& o, const std::string& path, int& exi
     return body;
 }
 
-int lint(const std::string& dir, runbookd::ctl::PythonCheckOptions python, bool check_python) {
+int lint(const std::string& dir, runbookd::python::PythonCheckOptions python, bool check_python) {
     auto result = runbookd::load_runbook_dir(dir, runbookd::builtin_step_parsers());
     auto errors = result.errors;
     if (check_python) {
         python.runbooks_dir = dir;
-        auto problems = runbookd::ctl::check_python_steps(result.runbooks, python);
+        auto problems = runbookd::python::check_python_steps(result.runbooks, python);
         if (!problems) {
             std::cerr << "runbookctl: python steps not checked: " << problems.error().describe()
                       << " (--no-python skips the check)\n";
@@ -404,7 +404,7 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
 
     std::string lint_dir;
-    runbookd::ctl::PythonCheckOptions python;
+    runbookd::python::PythonCheckOptions python;
     bool no_python = false;
     auto* lint_cmd = app.add_subcommand("lint", "check a runbooks directory without a server");
     lint_cmd->add_option("dir", lint_dir, "directory of runbook files")->required();

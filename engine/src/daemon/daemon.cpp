@@ -23,6 +23,7 @@
 #include "http/message.hpp"
 #include "intake/alertmanager_intake.hpp"
 #include "metrics/runbookd_metrics.hpp"
+#include "python/check.hpp"
 #include "python/pool.hpp"
 #include "run/argv_executor.hpp"
 #include "run/python_executor.hpp"
@@ -124,16 +125,21 @@ exec::RunnerOptions prepare_process_runner(const Config& config,
     return options;
 }
 
+// python.worker, or the worker next to runbookd (where it is installed and built).
+std::string python_worker_path(const Config& config) {
+    if (!config.python.worker.empty()) {
+        return config.python.worker;
+    }
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    return (self.parent_path() / "runbookd-python-worker").string();
+}
+
 // The Python worker pool's settings: the config's `python:` and what workers share with steps
 // (RUNBOOKD_INSTANCE, so that recovery after a crash finds leftover workers too).
 python::PoolOptions python_options(const Config& config, const run::ProcessDefaults& process) {
     python::PoolOptions options = config.python;
-    if (options.worker.empty()) {
-        // Installed, and in the build tree, the worker sits next to runbookd.
-        std::error_code ec;
-        const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-        options.worker = (self.parent_path() / "runbookd-python-worker").string();
-    }
+    options.worker = python_worker_path(config);
     std::error_code ec;
     options.runbooks_dir = std::filesystem::absolute(config.runbooks_dir, ec).string();
     for (const auto& [name, value] : process.base_env) {
@@ -146,6 +152,32 @@ python::PoolOptions python_options(const Config& config, const run::ProcessDefau
     options.grace = process.grace;
     options.nice = process.nice;
     return options;
+}
+
+// Imports the modules of python steps in a separate process, as `runbookctl lint` does: a
+// module that does not import or lacks its function makes the runbooks directory invalid.
+// A check that cannot run at all (no worker, a broken interpreter) is logged, not fatal:
+// alerts must still be recorded, and those steps fail with the reason when they run.
+Status check_python_modules(const Config& config, const RunbookCatalog& catalog) {
+    python::PythonCheckOptions options;
+    options.runbooks_dir = config.runbooks_dir;
+    options.path = config.python.path;
+    options.worker = python_worker_path(config);
+    auto problems = python::check_python_steps(catalog.all(), options);
+    if (!problems) {
+        log::get("python")->error("python modules not checked error={}",
+                                  log::quote(problems.error().describe()));
+        return {};
+    }
+    if (problems->empty()) {
+        return {};
+    }
+    std::string message;
+    for (const auto& d : *problems) {
+        message += (message.empty() ? "" : "\n") + d.to_string();
+    }
+    return make_error(ErrorCode::InvalidArgument,
+                      fmt::format("invalid runbooks in {}:\n{}", config.runbooks_dir, message));
 }
 
 bool has_python_steps(const RunbookCatalog& catalog) {
@@ -202,6 +234,9 @@ Status Daemon::start() {
                                       catalog.error().message));
     }
     p.catalog = std::move(*catalog);
+    if (auto s = check_python_modules(config_, *p.catalog); !s) {
+        return s;
+    }
     log->info("runbooks loaded dir={} count={}", log::quote(config_.runbooks_dir),
               p.catalog->all().size());
     std::vector<std::string> runbook_names;

@@ -7,9 +7,9 @@
 #include <runbookd/result.hpp>
 #include <runbookd/runbook.hpp>
 
-namespace runbookd::ctl {
+namespace runbookd::python {
 
-// What `runbookctl lint` needs to import the modules of python steps.
+// What `runbookctl lint` and runbookd's start need to import the modules of python steps.
 struct PythonCheckOptions {
     std::string runbooks_dir;
     std::vector<std::string> path;  // python.path of the config
@@ -24,4 +24,4 @@ struct PythonCheckOptions {
 Result<std::vector<Diagnostic>> check_python_steps(
     const std::vector<std::shared_ptr<const Runbook>>& runbooks, const PythonCheckOptions& options);
 
-}  // namespace runbookd::ctl
+}  // namespace runbookd::python

@@ -1,4 +1,4 @@
-#include "ctl/python_check.hpp"
+#include "python/check.hpp"
 
 #include <filesystem>
 #include <map>
@@ -13,7 +13,7 @@
 
 #include "exec/process.hpp"
 
-namespace runbookd::ctl {
+namespace runbookd::python {
 namespace {
 
 using Json = nlohmann::json;
@@ -124,4 +124,4 @@ Result<std::vector<Diagnostic>> check_python_steps(
     return problems;
 }
 
-}  // namespace runbookd::ctl
+}  // namespace runbookd::python
