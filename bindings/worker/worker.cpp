@@ -299,8 +299,11 @@ std::optional<std::string> start_interpreter(const WorkerOptions& options) {
     // Isolated: PYTHONPATH, PYTHONHOME and the user's site-packages are ignored. No signal
     // handlers: children a step starts must not inherit SIGPIPE ignored, and the worker's
     // signals are runbookd's to send. No __pycache__: runbooks may be on a read-only volume.
+    // Unbuffered stdio: what a step prints reaches its pipe at once, so a step killed at its
+    // timeout or crashing still leaves its output in the record.
     config.install_signal_handlers = 0;
     config.write_bytecode = 0;
+    config.buffered_stdio = 0;
     config.parse_argv = 0;
     PyConfig_SetBytesString(&config, &config.program_name, RUNBOOKD_PYTHON_EXECUTABLE);
     PyConfig_SetBytesString(&config, &config.executable, RUNBOOKD_PYTHON_EXECUTABLE);

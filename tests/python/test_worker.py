@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -38,11 +39,13 @@ CONTEXT = {
 class Worker:
     def __init__(self, binary: str, *extra: str) -> None:
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # runbookd passes its end as descriptor 3; any number works through --channel-fd.
+        # runbookd passes its end as descriptor 3; any number works through --channel-fd. Like
+        # runbookd, the worker gets its own process group: it kills what a step leaves in it.
         self.process = subprocess.Popen(
             [binary, "--channel-fd", str(theirs.fileno()), "--runbooks", str(RUNBOOKS), *extra],
             pass_fds=(theirs.fileno(),),
             stderr=subprocess.PIPE,
+            process_group=0,
         )
         theirs.close()
         self.sock.settimeout(20)
@@ -73,8 +76,8 @@ class Worker:
             data += chunk
         return data
 
-    def run(self, target: dict, context: dict | None = None, replies=None) -> "StepRun":
-        """Sends a run message with fresh pipes; answers requests with replies(request)."""
+    def start(self, target: dict, context: dict | None = None) -> tuple[int, int]:
+        """Sends a run message with fresh pipes; returns the read ends (stdout, stderr)."""
         self.step_id += 1
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
@@ -84,7 +87,11 @@ class Worker:
         )
         os.close(out_write)
         os.close(err_write)
-        run = StepRun(out_read, err_read)
+        return out_read, err_read
+
+    def run(self, target: dict, context: dict | None = None, replies=None) -> "StepRun":
+        """Runs a step to its result; answers requests with replies(request)."""
+        run = StepRun(*self.start(target, context))
         while True:
             message = self.receive()
             if message is None:
@@ -324,18 +331,39 @@ def test_os_exit_ends_the_worker_with_that_status(worker):
 
 def test_a_busy_loop_keeps_running_until_the_caller_kills_the_worker(worker):
     w = worker()
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    w.send({"type": "run", "step": 1, "target": step("busy_loop"), "context": CONTEXT},
-           [out_write, err_write])
-    for fd in (out_write, err_write):
-        os.close(fd)
+    out_read, err_read = w.start(step("busy_loop"))
 
     time.sleep(0.5)
     still_running = w.process.poll() is None
     os.kill(w.process.pid, signal.SIGKILL)
 
     assert still_running
+    assert w.process.wait(10) == -signal.SIGKILL
+    for fd in (out_read, err_read):
+        os.close(fd)
+
+
+def test_what_a_step_printed_before_os_exit_reaches_its_pipes(worker):
+    w = worker()
+
+    run = w.run(step("prints_then_exits_hard"))
+
+    assert run.result is None
+    assert w.process.wait(10) == 3
+    assert run.stdout == "before the exit\n"
+    assert run.stderr == "on stderr too\n"
+
+
+def test_what_a_step_printed_before_it_was_killed_reaches_its_pipe(worker):
+    w = worker()
+    out_read, err_read = w.start(step("prints_then_loops"))
+
+    printed = b""
+    while not printed.endswith(b"\n") and select.select([out_read], [], [], 5)[0]:
+        printed += os.read(out_read, 100)
+    os.kill(w.process.pid, signal.SIGKILL)
+
+    assert printed == b"working\n"
     assert w.process.wait(10) == -signal.SIGKILL
     for fd in (out_read, err_read):
         os.close(fd)

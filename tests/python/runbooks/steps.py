@@ -78,6 +78,18 @@ def exits_hard(ctx):
     os._exit(3)
 
 
+def prints_then_exits_hard(ctx):
+    print("before the exit")
+    print("on stderr too", file=sys.stderr)
+    os._exit(3)
+
+
+def prints_then_loops(ctx):
+    print("working")
+    while True:
+        time.sleep(0.1)
+
+
 def busy_loop(ctx):
     while True:
         pass
