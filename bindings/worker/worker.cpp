@@ -72,12 +72,13 @@ ExecResult exec_result_from(const json& result, const ExecRequest& request) {
     throw py::error_already_set();
 }
 
-// ctx's channel inside the worker: log lines and requests to runbookd over the socket.
+// ctx's channel inside the worker: log lines and requests to runbookd over the socket. One per
+// step, so every frame names the step whose ctx sent it; the ctx refuses all calls once its
+// step has ended (runbook_module.cpp, StepLife), so nothing is sent for an ended step.
 class WorkerChannel final : public Channel {
   public:
-    explicit WorkerChannel(Connection& connection) : connection_(connection) {}
-
-    void set_step(std::int64_t step) { step_ = step; }
+    WorkerChannel(Connection& connection, std::int64_t step)
+        : connection_(connection), step_(step) {}
 
     void log(const std::string& level, const std::string& message) override {
         json body = {{"type", "log"}, {"step", step_}, {"level", level}, {"message", message}};
@@ -147,7 +148,7 @@ class WorkerChannel final : public Channel {
     }
 
     Connection& connection_;
-    std::int64_t step_ = 0;
+    std::int64_t step_;
 };
 
 py::object json_to_python(const json& value) {
@@ -177,9 +178,8 @@ void flush_python_streams() {
 // Runs one `run` message; returns the `result` message.
 class StepRunner {
   public:
-    StepRunner(WorkerChannel& channel, py::object channel_object)
-        : channel_(channel),
-          channel_object_(std::move(channel_object)),
+    explicit StepRunner(Connection& connection)
+        : connection_(connection),
           runner_(py::module_::import("runbook._runner")),
           state_(runner_.attr("WorkerState")()),
           original_stdout_(saved_fd(STDOUT_FILENO)),
@@ -195,13 +195,15 @@ class StepRunner {
             return std::string("malformed run message (step, target, context and 2 descriptors)");
         }
         std::int64_t step = body["step"].get<std::int64_t>();
-        channel_.set_step(step);
+        // Owned by Python: a thread the step leaves behind may keep its ctx, and so this channel.
+        py::object channel = py::cast(static_cast<Channel*>(new WorkerChannel(connection_, step)),
+                                      py::return_value_policy::take_ownership);
 
         ::dup2(frame.fds[0], STDOUT_FILENO);
         ::dup2(frame.fds[1], STDERR_FILENO);
         ::close(frame.fds[0]);
         ::close(frame.fds[1]);
-        py::object outcome = call_step(body);
+        py::object outcome = call_step(body, channel);
         flush_python_streams();
         // Our own 1 and 2 back: the pipes' last copies in this process close, so runbookd sees
         // end-of-file once the step's children (if any) have closed theirs too.
@@ -216,10 +218,10 @@ class StepRunner {
     }
 
   private:
-    py::object call_step(const json& body) {
+    py::object call_step(const json& body, const py::object& channel) {
         try {
             return runner_.attr("run_message")(json_to_python(body["target"]),
-                                               json_to_python(body["context"]), channel_object_);
+                                               json_to_python(body["context"]), channel);
         } catch (py::error_already_set& error) {
             // Only a failure of the runner itself gets here; the step's own are outcomes.
             std::string message = error.what();
@@ -231,8 +233,7 @@ class StepRunner {
         }
     }
 
-    WorkerChannel& channel_;
-    py::object channel_object_;
+    Connection& connection_;
     py::module_ runner_;
     py::object state_;
     int original_stdout_;
@@ -318,10 +319,7 @@ std::optional<std::string> start_interpreter(const WorkerOptions& options) {
 
 int serve(const WorkerOptions& options) {
     Connection connection(options.channel_fd);
-    WorkerChannel channel(connection);
-    py::object channel_object =
-        py::cast(static_cast<Channel*>(&channel), py::return_value_policy::reference);
-    StepRunner runner(channel, channel_object);
+    StepRunner runner(connection);
     if (auto error = apply_memory_limit(options)) {
         report(*error);
         return kExitBroken;

@@ -158,6 +158,21 @@ def test_run_step_turns_an_exception_into_a_failure_with_its_traceback(capsys):
     assert "KeyError: 'missing'" in capsys.readouterr().err
 
 
+def test_a_ctx_refuses_every_call_once_run_step_has_returned():
+    kept = []
+    ctx = make_context(step_name="collect", secrets={"token": "t"}, exec_results=[])
+
+    run_step(kept.append, ctx)
+
+    assert kept == [ctx]
+    for call in (lambda: ctx.log.info("late"), lambda: ctx.exec(["true"]),
+                 lambda: ctx.secret("token"), lambda: ctx.set_output("late", 1)):
+        with pytest.raises(RuntimeError, match='step "collect" .run 1. which has ended'):
+            call()
+    assert ctx.logs == [] and ctx.exec_calls == [] and ctx.secrets_read == []
+    assert ctx.outputs == {}
+
+
 def test_the_stubs_cover_every_public_name():
     import pathlib
 

@@ -301,6 +301,20 @@ def test_state_left_behind_fails_the_step_and_is_named(worker, function, expecte
     assert run.result["error"]["type"] == "StateLeftBehind"
 
 
+def test_a_ctx_used_after_its_step_ended_raises_and_sends_nothing(worker):
+    w = worker()
+    ended = 'RuntimeError: this ctx belongs to step "decide" (run 42) which has ended'
+
+    first = w.run(step("leaves_daemon_using_ctx"))
+    quiet = not select.select([w.sock], [], [], 0.8)[0]  # the thread's calls happen meanwhile
+    later = w.run(step("reports_stale_ctx"), context={**CONTEXT, "run": {"id": 43}})
+
+    assert first.result["ok"]
+    assert quiet
+    assert [m["type"] for m in later.messages] == ["result"]
+    assert later.result["outputs"] == {"errors": [ended] * 4}
+
+
 def test_environment_and_directory_are_restored_between_steps(worker):
     w = worker()
     cwd = os.getcwd()

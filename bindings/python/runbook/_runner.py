@@ -57,7 +57,10 @@ class TargetError(Exception):
 
 def run_step(function: Callable[[Any], Any], ctx: Any) -> StepOutcome:
     """Calls ``function(ctx)`` and applies the return, SystemExit and exception rules."""
-    return _run(lambda: function(ctx), ctx)
+    try:
+        return _run(lambda: function(ctx), ctx)
+    finally:
+        _end(ctx)
 
 
 def run_message(target: dict[str, Any], spec: dict[str, Any], channel: Any) -> StepOutcome:
@@ -70,7 +73,17 @@ def run_message(target: dict[str, Any], spec: dict[str, Any], channel: Any) -> S
         text = _traceback(error)
         sys.stderr.write(text)
         return StepOutcome(False, 1, {}, _error(_type_name(error), f"bad context: {error}", text))
-    return run_target(target, ctx)
+    try:
+        return run_target(target, ctx)
+    finally:
+        _end(ctx)
+
+
+def _end(ctx: Any) -> None:
+    """From here on the step's ctx refuses every call that acts: log, exec, secret, set_output."""
+    end_step = getattr(ctx, "_end_step", None)  # a test may pass a ctx of its own making
+    if end_step is not None:
+        end_step()
 
 
 def run_target(target: dict[str, Any], ctx: Any) -> StepOutcome:

@@ -49,6 +49,32 @@ def leaves_thread(ctx):
     threading.Thread(target=time.sleep, args=(3,), name="poller").start()
 
 
+_stale = {"thread": None, "errors": []}
+
+
+def leaves_daemon_using_ctx(ctx):
+    """A daemon thread that uses the step's ctx after the step has ended."""
+
+    def use_ctx_later():
+        time.sleep(0.3)
+        calls = [lambda: ctx.log.info("late"), lambda: ctx.exec(["true"]),
+                 lambda: ctx.secret("api-token"), lambda: ctx.set_output("late", 1)]
+        for call in calls:
+            try:
+                call()
+                _stale["errors"].append(None)
+            except Exception as error:
+                _stale["errors"].append(f"{type(error).__name__}: {error}")
+
+    _stale["thread"] = threading.Thread(target=use_ctx_later, name="late", daemon=True)
+    _stale["thread"].start()
+
+
+def reports_stale_ctx(ctx):
+    _stale["thread"].join(5)
+    return {"errors": _stale["errors"]}
+
+
 def changes_sigterm(ctx):
     signal.signal(signal.SIGTERM, lambda *_: None)
 
