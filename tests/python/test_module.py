@@ -1,7 +1,10 @@
 """The runbook module in a plain python3, and runbook.testing's harness."""
 
+import atexit
 import datetime
+import signal
 import sys
+import threading
 
 import pytest
 
@@ -171,6 +174,55 @@ def test_a_ctx_refuses_every_call_once_run_step_has_returned():
             call()
     assert ctx.logs == [] and ctx.exec_calls == [] and ctx.secrets_read == []
     assert ctx.outputs == {}
+
+
+def test_run_step_fails_a_step_that_leaves_a_non_daemon_thread_running():
+    release = threading.Event()
+
+    result = run_step(
+        lambda ctx: threading.Thread(target=release.wait, name="poller").start(), make_context())
+    release.set()
+
+    assert (result.ok, result.exit_code) == (False, 1)
+    assert result.left_behind == ['non-daemon thread "poller" still running']
+    assert result.error["type"] == "StateLeftBehind"
+
+
+def test_run_step_names_a_daemon_thread_still_running_in_retire_and_the_step_stands():
+    release = threading.Event()
+
+    result = run_step(lambda ctx: threading.Thread(
+        target=release.wait, name="ticker", daemon=True).start(), make_context())
+    release.set()
+
+    assert result.ok and result.left_behind == []
+    assert result.retire == ['daemon thread "ticker" still running']
+
+
+def test_run_step_fails_a_changed_signal_handler_and_puts_it_back():
+    before = signal.getsignal(signal.SIGHUP)
+
+    result = run_step(lambda ctx: signal.signal(signal.SIGHUP, lambda *_: None), make_context())
+
+    assert not result.ok and result.left_behind == ["handler of SIGHUP changed"]
+    assert signal.getsignal(signal.SIGHUP) == before
+
+
+def test_run_step_fails_and_cancels_a_pending_alarm():
+    result = run_step(lambda ctx: signal.alarm(100), make_context())
+
+    assert not result.ok and result.left_behind == ["alarm pending (cancelled)"]
+    assert signal.alarm(0) == 0
+
+
+def test_run_step_fails_an_added_atexit_function():
+    def goodbye():
+        pass
+
+    result = run_step(lambda ctx: atexit.register(goodbye), make_context())
+    atexit.unregister(goodbye)
+
+    assert not result.ok and result.left_behind == ["atexit function added"]
 
 
 def test_the_stubs_cover_every_public_name():

@@ -315,6 +315,15 @@ def test_a_ctx_used_after_its_step_ended_raises_and_sends_nothing(worker):
     assert later.result["outputs"] == {"errors": [ended] * 4}
 
 
+def test_a_daemon_thread_still_running_asks_for_retirement_and_the_step_stands(worker):
+    w = worker()
+
+    ticker = w.run(step("leaves_daemon_ticker"))
+
+    assert ticker.result["ok"] and ticker.result["left_behind"] == []
+    assert ticker.result["retire"] == ['daemon thread "ticker" still running']
+
+
 def test_environment_and_directory_are_restored_between_steps(worker):
     w = worker()
     cwd = os.getcwd()

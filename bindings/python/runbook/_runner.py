@@ -33,18 +33,29 @@ class StepOutcome:
     outputs: dict[str, Any]
     error: dict[str, str] | None = None
     left_behind: list[str] = field(default_factory=list)
+    # Why the worker asks runbookd to retire it although the step's outcome stands (a daemon
+    # thread still running); sent only when not empty.
+    retire: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "ok": self.ok,
-                "exit_code": self.exit_code,
-                "outputs": self.outputs,
-                "error": self.error,
-                "left_behind": self.left_behind,
-            },
-            allow_nan=False,
-        )
+        message = {
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "outputs": self.outputs,
+            "error": self.error,
+            "left_behind": self.left_behind,
+        }
+        if self.retire:
+            message["retire"] = self.retire
+        return json.dumps(message, allow_nan=False)
+
+
+@dataclass
+class AfterStep:
+    """What a step left behind: ``left_behind`` fails it, ``retire`` only retires the worker."""
+
+    left_behind: list[str] = field(default_factory=list)
+    retire: list[str] = field(default_factory=list)
 
 
 class TargetError(Exception):
@@ -56,11 +67,14 @@ class TargetError(Exception):
 
 
 def run_step(function: Callable[[Any], Any], ctx: Any) -> StepOutcome:
-    """Calls ``function(ctx)`` and applies the return, SystemExit and exception rules."""
+    """For runbook.testing: calls ``function(ctx)`` with the worker's rules, including the checks
+    of what the step left behind (against the state just before the call)."""
+    state = WorkerState()
     try:
-        return _run(lambda: function(ctx), ctx)
+        outcome = _run(lambda: function(ctx), ctx)
     finally:
         _end(ctx)
+    return finish(outcome, state.restore())
 
 
 def run_message(target: dict[str, Any], spec: dict[str, Any], channel: Any) -> StepOutcome:
@@ -193,7 +207,8 @@ def _traceback(error: BaseException) -> str:
 
 
 class WorkerState:
-    """What a step may change in the worker, taken once when the worker starts.
+    """What a step may change, taken once when the worker starts (runbook.testing: before each
+    step).
 
     ``restore()`` after each step puts os.environ, the current directory, sys.path and sys.argv
     back, and names what the step left behind that cannot be undone safely.
@@ -206,35 +221,48 @@ class WorkerState:
         self.argv = list(sys.argv)
         self.handlers = {name: signal.getsignal(getattr(signal, name)) for name in WATCHED_SIGNALS}
         self.atexit_count = atexit._ncallbacks()
+        self.threads = set(threading.enumerate())
+        # Under pytest a timer may already run (pytest-timeout); only a new one is the step's.
+        self.timer_running = signal.getitimer(signal.ITIMER_REAL)[0] > 0
 
-    def restore(self) -> list[str]:
-        left_behind = [
-            f'non-daemon thread "{thread.name}" still running'
-            for thread in threading.enumerate()
-            if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
-        ]
-        for name, handler in self.handlers.items():
-            number = getattr(signal, name)
-            if signal.getsignal(number) != handler:
-                left_behind.append(f"handler of {name} changed")
-                if handler is not None:
-                    signal.signal(number, handler)
-        if signal.alarm(0) != 0:
-            left_behind.append("alarm pending (cancelled)")
+    def restore(self) -> AfterStep:
+        after = AfterStep()
+        for thread in threading.enumerate():
+            if thread in self.threads or not thread.is_alive():
+                continue
+            kind = "daemon thread" if thread.daemon else "non-daemon thread"
+            found = after.retire if thread.daemon else after.left_behind
+            found.append(f'{kind} "{thread.name}" still running')
+        self._restore_handlers(after.left_behind)
+        if not self.timer_running and signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            after.left_behind.append("alarm pending (cancelled)")
         if atexit._ncallbacks() > self.atexit_count:
-            left_behind.append("atexit function added")
+            after.left_behind.append("atexit function added")
         os.environ.clear()
         os.environ.update(self.environ)
         with contextlib.suppress(OSError):
             os.chdir(self.cwd)
         sys.path[:] = self.path
         sys.argv[:] = self.argv
-        return left_behind
+        return after
+
+    def _restore_handlers(self, left_behind: list[str]) -> None:
+        for name, handler in self.handlers.items():
+            number = getattr(signal, name)
+            if signal.getsignal(number) != handler:
+                left_behind.append(f"handler of {name} changed")
+                # Only the main thread may set handlers (runbook.testing may run elsewhere).
+                if handler is not None and threading.current_thread() is threading.main_thread():
+                    signal.signal(number, handler)
 
 
-def finish(outcome: StepOutcome, left_behind: list[str]) -> StepOutcome:
-    """A step that left state behind fails, whatever it returned."""
+def finish(outcome: StepOutcome, after: AfterStep) -> StepOutcome:
+    """A step that left state behind fails, whatever it returned; a daemon thread still running
+    leaves the outcome as it is and asks for the worker to be retired."""
+    left_behind = after.left_behind
     outcome.left_behind = left_behind
+    outcome.retire = after.retire
     if left_behind and outcome.ok:
         message = "python step left state behind: " + "; ".join(left_behind)
         outcome.ok = False

@@ -75,6 +75,10 @@ def reports_stale_ctx(ctx):
     return {"errors": _stale["errors"]}
 
 
+def leaves_daemon_ticker(ctx):
+    threading.Thread(target=time.sleep, args=(3,), name="ticker", daemon=True).start()
+
+
 def changes_sigterm(ctx):
     signal.signal(signal.SIGTERM, lambda *_: None)
 
