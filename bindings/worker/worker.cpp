@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "connection.hpp"
+#include "leftovers.hpp"
 #include "runbook_module.hpp"
 
 namespace runbookd::worker {
@@ -205,6 +206,7 @@ class StepRunner {
         ::close(frame.fds[1]);
         py::object outcome = call_step(body, channel);
         flush_python_streams();
+        kill_left_processes_of_step();
         // Our own 1 and 2 back: the pipes' last copies in this process close, so runbookd sees
         // end-of-file once the step's children (if any) have closed theirs too.
         ::dup2(original_stdout_, STDOUT_FILENO);
@@ -218,6 +220,22 @@ class StepRunner {
     }
 
   private:
+    // Like an exec step's group after its program exits: what the step started and left
+    // running is killed, so it neither outlives the step nor holds the step's pipes open. The
+    // outcome stands; one line in the step's stderr (descriptor 2 is still its pipe) says so.
+    static void kill_left_processes_of_step() {
+        std::vector<LeftProcess> killed;
+        {
+            py::gil_scoped_release release;
+            killed = kill_left_processes();
+        }
+        if (killed.empty()) {
+            return;
+        }
+        std::string line = "runbookd-python-worker: " + describe_killed(killed) + "\n";
+        [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+    }
+
     py::object call_step(const json& body, const py::object& channel) {
         try {
             return runner_.attr("run_message")(json_to_python(body["target"]),

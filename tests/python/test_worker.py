@@ -37,7 +37,7 @@ CONTEXT = {
 
 
 class Worker:
-    def __init__(self, binary: str, *extra: str) -> None:
+    def __init__(self, binary: str, *extra: str, own_group: bool = True) -> None:
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # runbookd passes its end as descriptor 3; any number works through --channel-fd. Like
         # runbookd, the worker gets its own process group: it kills what a step leaves in it.
@@ -45,7 +45,7 @@ class Worker:
             [binary, "--channel-fd", str(theirs.fileno()), "--runbooks", str(RUNBOOKS), *extra],
             pass_fds=(theirs.fileno(),),
             stderr=subprocess.PIPE,
-            process_group=0,
+            process_group=0 if own_group else None,
         )
         theirs.close()
         self.sock.settimeout(20)
@@ -146,8 +146,8 @@ class _Reader:
 def worker(worker_binary):
     started = []
 
-    def start(*extra: str) -> Worker:
-        w = Worker(worker_binary, *extra)
+    def start(*extra: str, own_group: bool = True) -> Worker:
+        w = Worker(worker_binary, *extra, own_group=own_group)
         started.append(w)
         hello = w.receive()
         assert hello is not None, w.process.stderr.read().decode()
@@ -322,6 +322,45 @@ def test_a_daemon_thread_still_running_asks_for_retirement_and_the_step_stands(w
 
     assert ticker.result["ok"] and ticker.result["left_behind"] == []
     assert ticker.result["retire"] == ['daemon thread "ticker" still running']
+
+
+def gone(pid: int) -> bool:
+    """The process has ended: reaped, or a zombie its new parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("function", ["leaves_sleep", "leaves_orphan"])
+def test_processes_a_step_left_running_are_killed_and_named_in_its_stderr(worker, function):
+    w = worker()
+    started = time.monotonic()
+
+    run = w.run(step(function))
+
+    pid = run.result["outputs"]["pid"]
+    assert run.result["ok"]
+    assert run.stderr == (
+        f"runbookd-python-worker: killed 1 process the step left running: sleep (pid {pid})\n")
+    assert gone(pid)
+    assert time.monotonic() - started < 5  # the pipes reached end-of-file without the sleep
+
+
+def test_a_worker_that_does_not_lead_its_group_kills_only_its_own_descendants(worker):
+    bystander = subprocess.Popen(["sleep", "30"])  # in this test's process group, like the worker
+    try:
+        w = worker(own_group=False)
+
+        run = w.run(step("leaves_sleep"))
+
+        assert run.stderr.startswith("runbookd-python-worker: killed 1 process")
+        assert gone(run.result["outputs"]["pid"])
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait(10)
 
 
 def test_environment_and_directory_are_restored_between_steps(worker):

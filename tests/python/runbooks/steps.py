@@ -4,6 +4,7 @@ import atexit
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -77,6 +78,17 @@ def reports_stale_ctx(ctx):
 
 def leaves_daemon_ticker(ctx):
     threading.Thread(target=time.sleep, args=(3,), name="ticker", daemon=True).start()
+
+
+def leaves_sleep(ctx):
+    return {"pid": subprocess.Popen(["sleep", "300"]).pid}
+
+
+def leaves_orphan(ctx):
+    """A grandchild whose parent exited: no longer the worker's descendant, still in its group."""
+    shell = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+                           capture_output=True, text=True, check=True)
+    return {"pid": int(shell.stdout)}
 
 
 def changes_sigterm(ctx):
