@@ -225,6 +225,20 @@ def test_run_step_fails_an_added_atexit_function():
     assert not result.ok and result.left_behind == ["atexit function added"]
 
 
+@pytest.mark.parametrize("size,ok", [(65536, True), (65537, False)])
+def test_run_step_fails_outputs_over_64_kib_as_compact_json(size, ok):
+    filler = "é" * ((size - len('{"k":""}')) // 2) + "x" * ((size - len('{"k":""}')) % 2)
+
+    result = run_step(lambda ctx: {"k": filler}, make_context())
+
+    assert result.ok is ok
+    if not ok:
+        assert result.outputs == {} and result.exit_code == 1
+        assert result.error["type"] == "OutputsTooLarge"
+        assert result.error["message"] == (
+            "the step's outputs are 65537 bytes as JSON, more than the limit of 65536 bytes")
+
+
 def test_the_stubs_cover_every_public_name():
     import pathlib
 

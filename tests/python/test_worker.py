@@ -363,6 +363,20 @@ def test_a_worker_that_does_not_lead_its_group_kills_only_its_own_descendants(wo
         bystander.wait(10)
 
 
+def test_outputs_over_64_kib_fail_the_step_with_the_reason_and_the_worker_lives(worker):
+    w = worker()
+    message = ("the step's outputs are 20971530 bytes as JSON, "
+               "more than the limit of 65536 bytes")
+
+    huge = w.run(step("huge_outputs"))
+    after = w.run(step("trivial"))
+
+    assert (huge.result["ok"], huge.result["exit_code"], huge.result["outputs"]) == (False, 1, {})
+    assert huge.result["error"] == {"type": "OutputsTooLarge", "message": message, "traceback": ""}
+    assert huge.stderr == message + "\n"
+    assert after.result["ok"]
+
+
 def test_environment_and_directory_are_restored_between_steps(worker):
     w = worker()
     cwd = os.getcwd()

@@ -20,6 +20,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# runbookd refuses a step's outputs larger than this as compact JSON (python_executor.cpp).
+MAX_OUTPUTS_BYTES = 64 * 1024
+
 # Handlers a step may not change (docs/python-steps.md, "What a step may not leave behind").
 WATCHED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGCHLD", "SIGPIPE", "SIGALRM")
 
@@ -137,6 +140,30 @@ def _run_code(target: dict[str, Any], ctx: Any) -> None:
 
 
 def _run(call: Callable[[], Any], ctx: Any) -> StepOutcome:
+    return _bounded(_call(call, ctx))
+
+
+def _bounded(outcome: StepOutcome) -> StepOutcome:
+    """Outputs over runbookd's limit fail the step here, with a reason, instead of making a
+    ``result`` frame runbookd refuses (or, past 16 MiB, one the worker cannot send)."""
+    text = json.dumps(outcome.outputs, separators=(",", ":"), ensure_ascii=False)
+    size = len(text.encode("utf-8", "replace"))
+    if size <= MAX_OUTPUTS_BYTES:
+        return outcome
+    message = (
+        f"the step's outputs are {size} bytes as JSON, "
+        f"more than the limit of {MAX_OUTPUTS_BYTES} bytes"
+    )
+    print(message, file=sys.stderr)
+    outcome.outputs = {}
+    if outcome.ok:  # a step that failed anyway keeps its own error
+        outcome.ok = False
+        outcome.exit_code = 1
+        outcome.error = _error("OutputsTooLarge", message, "")
+    return outcome
+
+
+def _call(call: Callable[[], Any], ctx: Any) -> StepOutcome:
     try:
         returned = call()
     except SystemExit as exit_:

@@ -91,6 +91,10 @@ def leaves_orphan(ctx):
     return {"pid": int(shell.stdout)}
 
 
+def huge_outputs(ctx):
+    return {"big": "x" * (20 * 1024 * 1024)}
+
+
 def changes_sigterm(ctx):
     signal.signal(signal.SIGTERM, lambda *_: None)
 
