@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <utility>
@@ -347,6 +348,25 @@ void define_records(py::module_& module) {
         .def("error", [](Logger& l, const py::object& m) { l.log("error", m); });
 }
 
+// What runbookd puts in a command's `error` (exec/process.cpp, describe_ending), for an
+// ExecResult built in a test: "exited with code 3", "killed by signal 9 (SIGKILL)".
+std::optional<std::string> describe_ending(std::optional<int> exit_code, std::optional<int> signal,
+                                           bool timed_out) {
+    if (timed_out) {
+        return "timed out";
+    }
+    if (signal) {
+        const char* abbrev = ::sigabbrev_np(*signal);
+        std::string name =
+            abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(*signal);
+        return "killed by signal " + std::to_string(*signal) + " (" + name + ")";
+    }
+    if (exit_code && *exit_code != 0) {
+        return "exited with code " + std::to_string(*exit_code);
+    }
+    return std::nullopt;
+}
+
 ExecResult make_exec_result(std::vector<std::string> argv, std::optional<int> exit_code,
                             std::optional<int> signal, bool timed_out, std::string stdout_text,
                             std::string stderr_text, std::optional<std::int64_t> stdout_bytes,
@@ -363,7 +383,7 @@ ExecResult make_exec_result(std::vector<std::string> argv, std::optional<int> ex
                       stdout_bytes.value_or(out_bytes),
                       stderr_bytes.value_or(err_bytes),
                       duration,
-                      std::move(error)};
+                      error ? std::move(error) : describe_ending(exit_code, signal, timed_out)};
 }
 
 void define_exec(py::module_& module) {

@@ -150,8 +150,8 @@ std::string describe_killed(const std::vector<LeftProcess>& killed) {
                        (killed.size() == 1 ? " process" : " processes") +
                        " the step left running: ";
     for (std::size_t i = 0; i < killed.size(); ++i) {
-        text += (i == 0 ? "" : ", ") + killed[i].name + " (pid " +
-                std::to_string(killed[i].pid) + ")";
+        text +=
+            (i == 0 ? "" : ", ") + killed[i].name + " (pid " + std::to_string(killed[i].pid) + ")";
     }
     return text;
 }

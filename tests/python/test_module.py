@@ -77,10 +77,26 @@ def test_a_fake_exec_result_is_returned_and_the_call_recorded():
     result = ctx.exec(["df"], timeout=2.5, env={"X": "1"})
 
     assert result.exit_code == 1 and not result.ok and result.stderr_bytes == 4
+    assert result.error == "exited with code 1"  # what runbookd sends for the command
     assert ctx.exec_calls[0].argv == ["df"] and ctx.exec_calls[0].timeout == 2.5
-    with pytest.raises(runbook.ExecError, match="exit code 1") as raised:
+    failed = r"^command \['df'\] failed: exited with code 1$"
+    with pytest.raises(runbook.ExecError, match=failed) as raised:
         result.check()
     assert raised.value.result is result
+
+
+@pytest.mark.parametrize("fields,error", [
+    ({}, None),
+    ({"exit_code": 3}, "exited with code 3"),
+    ({"exit_code": None, "signal": 9}, "killed by signal 9 (SIGKILL)"),
+    ({"exit_code": None, "timed_out": True}, "timed out"),
+    ({"exit_code": 3, "error": "given"}, "given"),
+])
+def test_a_fake_exec_results_error_reads_as_runbookds(fields, error):
+    result = runbook.ExecResult(["x"], **fields)
+
+    assert result.error == error
+    assert result.ok is (error is None)
 
 
 def test_an_exec_handler_decides_each_result():
@@ -98,6 +114,8 @@ def test_exec_runs_the_command_for_real_by_default_and_honours_the_timeout():
 
     assert (echoed.ok, echoed.stdout, echoed.stderr) == (True, "hi\n", "err\n")
     assert slow.timed_out and not slow.ok and slow.duration < 4
+    assert slow.error == "timed out after 200 ms; killed by signal 9 (SIGKILL)"
+    assert ctx.exec(["sh", "-c", "exit 3"]).error == "exited with code 3"
     assert missing.error and missing.exit_code is None
 
 

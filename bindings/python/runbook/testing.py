@@ -103,7 +103,11 @@ def run_command(request: ExecRequest) -> ExecResult:
             check=False,
         )
     except subprocess.TimeoutExpired as expired:
-        return _result(request, started, None, expired.stdout, expired.stderr, timed_out=True)
+        # Like runbookd's error text; subprocess kills the command with SIGKILL.
+        why = f"timed out after {round(request.timeout * 1000)} ms; killed by signal 9 (SIGKILL)"
+        return _result(
+            request, started, None, expired.stdout, expired.stderr, timed_out=True, error=why
+        )
     except OSError as error:
         return _result(request, started, None, b"", b"", error=f"cannot run: {error}")
     return _result(request, started, done.returncode, done.stdout, done.stderr)
