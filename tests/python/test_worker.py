@@ -272,6 +272,55 @@ def test_inline_code_runs_with_ctx_and_its_traceback_names_the_file_and_line(wor
     assert "RuntimeError: inline failed" in run.stderr
 
 
+def test_inline_code_names_the_runbook_files_lines_and_shows_them(worker, tmp_path):
+    runbook_file = tmp_path / "checks.yaml"
+    runbook_file.write_text("steps:\n  - python:\n      code: |\n        n = 1\n        n / 0\n")
+    w = worker()
+
+    run = w.run({"code": "n = 1\nn / 0\n", "filename": str(runbook_file), "line": 4})
+
+    assert run.result["error"]["traceback"] == (
+        "Traceback (most recent call last):\n"
+        f'  File "{runbook_file}", line 5, in <module>\n'
+        "    n / 0\n"
+        "ZeroDivisionError: division by zero\n")
+
+
+def test_a_syntax_error_in_inline_code_shows_only_its_place_in_the_runbook(worker):
+    w = worker()
+
+    run = w.run({"code": "ok = 1\nx = (\n", "filename": "runbooks/disk-full.yaml", "line": 10})
+
+    assert run.result["error"]["type"] == "SyntaxError"
+    assert run.result["error"]["traceback"] == (
+        '  File "runbooks/disk-full.yaml", line 11\n'
+        "    x = (\n"
+        "        ^\n"
+        "SyntaxError: '(' was never closed\n")
+    assert run.stderr == run.result["error"]["traceback"]
+
+
+def test_inline_code_from_an_older_runbookd_takes_the_line_from_file_colon_line(worker):
+    w = worker()
+
+    run = w.run({"code": "\nraise RuntimeError('x')\n", "filename": "runbooks/disk-full.yaml:7"})
+
+    assert 'File "runbooks/disk-full.yaml", line 8' in run.result["error"]["traceback"]
+
+
+def test_a_syntax_error_in_a_module_shows_no_import_machinery(worker, tmp_path):
+    (tmp_path / "broken_syntax.py").write_text("def f(:\n    pass\n")
+    w = worker("--path", str(tmp_path))
+
+    run = w.run({"module": "broken_syntax", "function": "f"})
+
+    assert run.result["error"]["traceback"] == (
+        f'  File "{tmp_path / "broken_syntax.py"}", line 1\n'
+        "    def f(:\n"
+        "          ^\n"
+        "SyntaxError: invalid syntax\n")
+
+
 def test_a_module_that_fails_to_import_fails_its_step_and_the_next_step_runs(worker):
     w = worker()
 

@@ -6,7 +6,6 @@ step behaves the same under runbookd and under pytest.
 
 from __future__ import annotations
 
-import ast
 import atexit
 import contextlib
 import importlib
@@ -123,20 +122,27 @@ def load_function(module_name: str, function_name: str) -> Callable[[Any], Any]:
 def _run_code(target: dict[str, Any], ctx: Any) -> None:
     """Inline code runs as the body of a fresh module with ``ctx`` and ``runbook`` as globals.
 
-    ``line`` (optional) is the line of the code's first line in ``filename``, so tracebacks
-    point into the runbook file.
+    ``line`` (optional) is the line of the code's first line in ``filename``, so tracebacks and
+    SyntaxErrors name the runbook file's own lines (and show them, through linecache).
     """
-    filename = target.get("filename") or "<inline>"
-    offset = int(target.get("line") or 1) - 1
-    try:
-        tree = ast.parse(target["code"], filename)
-    except SyntaxError as error:
-        if error.lineno is not None:
-            error.lineno += offset
-        raise
-    ast.increment_lineno(tree, offset)
+    filename, line = _inline_location(target)
+    # Blank lines in front put every line, SyntaxError's included, at its line in the file.
+    # dont_inherit: this module's `from __future__ import annotations` is not the step's.
+    source = "\n" * (line - 1) + target["code"]
+    code = compile(source, filename, "exec", dont_inherit=True)
     namespace = {"__name__": "__runbook_inline__", "ctx": ctx, "runbook": sys.modules["runbook"]}
-    exec(compile(tree, filename, "exec"), namespace)
+    exec(code, namespace)
+
+
+def _inline_location(target: dict[str, Any]) -> tuple[str, int]:
+    """``filename`` and ``line``; an older runbookd sends ``filename`` as "FILE:LINE" alone."""
+    filename = target.get("filename") or "<inline>"
+    line = target.get("line")
+    if line is None:
+        path, _, number = filename.rpartition(":")
+        if path and number.isdigit():
+            filename, line = path, int(number)
+    return filename, max(int(line or 1), 1)
 
 
 def _run(call: Callable[[], Any], ctx: Any) -> StepOutcome:
@@ -221,14 +227,20 @@ def _type_name(error: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _is_loader(filename: str) -> bool:
+    """A frame of the machinery that loads and calls a step: never the step's own."""
+    return (
+        filename == __file__
+        or filename == importlib.__file__
+        or filename.startswith("<frozen importlib")
+    )
+
+
 def _traceback(error: BaseException) -> str:
-    """The traceback without this file's frames and the import machinery's."""
+    """The traceback trimmed to the step's own frames: the runner's and the import machinery's
+    are dropped, so a SyntaxError shows only where it is, as python3 shows it."""
     exception = traceback.TracebackException.from_exception(error)
-    kept = [
-        frame
-        for frame in exception.stack
-        if frame.filename != __file__ and not frame.filename.startswith("<frozen importlib")
-    ]
+    kept = [frame for frame in exception.stack if not _is_loader(frame.filename)]
     exception.stack = traceback.StackSummary.from_list(kept)
     return "".join(exception.format())
 
