@@ -2,6 +2,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
 #include <utility>
 
 #include <pybind11/stl.h>
@@ -108,18 +111,40 @@ py::object json_copy(const py::object& value) {
     return py::module_::import("json").attr("loads")(json_text(value));
 }
 
+// Whether the step a ctx was built for is still running. Shared by the Context and its Logger
+// and read with the GIL held: once the step has ended, a thread the step left behind that
+// still holds its ctx can reach nothing through it (docs/python-steps.md, "Worker details").
+class StepLife {
+  public:
+    explicit StepLife(std::string owner) : owner_(std::move(owner)) {}
+
+    void end() { ended_ = true; }
+
+    void check() const {
+        if (ended_) {
+            throw std::runtime_error("this ctx belongs to step " + owner_ + " which has ended");
+        }
+    }
+
+  private:
+    std::string owner_;
+    bool ended_ = false;
+};
+
 class Logger {
   public:
-    Logger(py::object channel_object, Channel* channel)
-        : channel_object_(std::move(channel_object)), channel_(channel) {}
+    Logger(py::object channel_object, Channel* channel, std::shared_ptr<const StepLife> life)
+        : channel_object_(std::move(channel_object)), channel_(channel), life_(std::move(life)) {}
 
     void log(const std::string& level, const py::object& message) {
+        life_->check();
         channel_->log(level, py::str(message).cast<std::string>());
     }
 
   private:
     py::object channel_object_;  // keeps a channel written in Python alive
     Channel* channel_;
+    std::shared_ptr<const StepLife> life_;
 };
 
 std::vector<std::string> checked_argv(const py::object& argv) {
@@ -192,7 +217,9 @@ class Context {
                          get_or(step, "attempt", 1)};
         params_ = json_copy(get_dict(spec, "params"));
         read_steps(get_dict(spec, "steps"));
-        logger_ = py::cast(Logger(channel_object_, channel_));
+        life_ = std::make_shared<StepLife>("\"" + step_.name + "\" (run " +
+                                           std::to_string(run_.id) + ")");
+        logger_ = py::cast(Logger(channel_object_, channel_, life_));
         dry_run_ = get_or(spec, "dry_run", false);
         timeout_ms_ = get_or<std::optional<std::int64_t>>(spec, "timeout_ms", std::nullopt);
     }
@@ -218,7 +245,11 @@ class Context {
         return static_cast<double>(*timeout_ms_) / 1000.0 - elapsed.count();
     }
 
+    // After this, every call that acts (log, exec, secret, set_output) raises RuntimeError.
+    void end_step() { life_->end(); }
+
     void set_output(const std::string& key, const py::object& value) {
+        life_->check();
         try {
             outputs_[py::str(key)] = json_copy(value);
         } catch (py::error_already_set& error) {
@@ -229,11 +260,15 @@ class Context {
     }
 
     ExecResult exec(const py::object& argv, const py::object& timeout, const py::object& env) {
+        life_->check();
         ExecRequest request{checked_argv(argv), checked_timeout(timeout), checked_env(env)};
         return channel_->exec(request);
     }
 
-    std::string secret(const std::string& name) { return channel_->secret(name); }
+    std::string secret(const std::string& name) {
+        life_->check();
+        return channel_->secret(name);
+    }
 
   private:
     void read_steps(const py::dict& steps) {
@@ -255,6 +290,7 @@ class Context {
     StepInfo step_;
     py::object params_;
     py::dict steps_;
+    std::shared_ptr<StepLife> life_;
     py::object logger_;
     bool dry_run_ = false;
     std::optional<std::int64_t> timeout_ms_;
@@ -312,6 +348,25 @@ void define_records(py::module_& module) {
         .def("error", [](Logger& l, const py::object& m) { l.log("error", m); });
 }
 
+// What runbookd puts in a command's `error` (exec/process.cpp, describe_ending), for an
+// ExecResult built in a test: "exited with code 3", "killed by signal 9 (SIGKILL)".
+std::optional<std::string> describe_ending(std::optional<int> exit_code, std::optional<int> signal,
+                                           bool timed_out) {
+    if (timed_out) {
+        return "timed out";
+    }
+    if (signal) {
+        const char* abbrev = ::sigabbrev_np(*signal);
+        std::string name =
+            abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(*signal);
+        return "killed by signal " + std::to_string(*signal) + " (" + name + ")";
+    }
+    if (exit_code && *exit_code != 0) {
+        return "exited with code " + std::to_string(*exit_code);
+    }
+    return std::nullopt;
+}
+
 ExecResult make_exec_result(std::vector<std::string> argv, std::optional<int> exit_code,
                             std::optional<int> signal, bool timed_out, std::string stdout_text,
                             std::string stderr_text, std::optional<std::int64_t> stdout_bytes,
@@ -328,7 +383,7 @@ ExecResult make_exec_result(std::vector<std::string> argv, std::optional<int> ex
                       stdout_bytes.value_or(out_bytes),
                       stderr_bytes.value_or(err_bytes),
                       duration,
-                      std::move(error)};
+                      error ? std::move(error) : describe_ending(exit_code, signal, timed_out)};
 }
 
 void define_exec(py::module_& module) {
@@ -391,7 +446,9 @@ void define_context(py::module_& module) {
         .def("set_output", &Context::set_output, py::arg("key"), py::arg("value"))
         .def("exec", &Context::exec, py::arg("argv"), py::arg("timeout") = py::none(),
              py::arg("env") = py::none())
-        .def("secret", &Context::secret, py::arg("name"));
+        .def("secret", &Context::secret, py::arg("name"))
+        .def("_end_step", &Context::end_step,
+             "Called by the runner when the step has ended; not for step code.");
 }
 
 }  // namespace

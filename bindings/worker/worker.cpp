@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "connection.hpp"
+#include "leftovers.hpp"
 #include "runbook_module.hpp"
 
 namespace runbookd::worker {
@@ -72,12 +73,13 @@ ExecResult exec_result_from(const json& result, const ExecRequest& request) {
     throw py::error_already_set();
 }
 
-// ctx's channel inside the worker: log lines and requests to runbookd over the socket.
+// ctx's channel inside the worker: log lines and requests to runbookd over the socket. One per
+// step, so every frame names the step whose ctx sent it; the ctx refuses all calls once its
+// step has ended (runbook_module.cpp, StepLife), so nothing is sent for an ended step.
 class WorkerChannel final : public Channel {
   public:
-    explicit WorkerChannel(Connection& connection) : connection_(connection) {}
-
-    void set_step(std::int64_t step) { step_ = step; }
+    WorkerChannel(Connection& connection, std::int64_t step)
+        : connection_(connection), step_(step) {}
 
     void log(const std::string& level, const std::string& message) override {
         json body = {{"type", "log"}, {"step", step_}, {"level", level}, {"message", message}};
@@ -147,7 +149,7 @@ class WorkerChannel final : public Channel {
     }
 
     Connection& connection_;
-    std::int64_t step_ = 0;
+    std::int64_t step_;
 };
 
 py::object json_to_python(const json& value) {
@@ -177,9 +179,8 @@ void flush_python_streams() {
 // Runs one `run` message; returns the `result` message.
 class StepRunner {
   public:
-    StepRunner(WorkerChannel& channel, py::object channel_object)
-        : channel_(channel),
-          channel_object_(std::move(channel_object)),
+    explicit StepRunner(Connection& connection)
+        : connection_(connection),
           runner_(py::module_::import("runbook._runner")),
           state_(runner_.attr("WorkerState")()),
           original_stdout_(saved_fd(STDOUT_FILENO)),
@@ -195,14 +196,17 @@ class StepRunner {
             return std::string("malformed run message (step, target, context and 2 descriptors)");
         }
         std::int64_t step = body["step"].get<std::int64_t>();
-        channel_.set_step(step);
+        // Owned by Python: a thread the step leaves behind may keep its ctx, and so this channel.
+        py::object channel = py::cast(static_cast<Channel*>(new WorkerChannel(connection_, step)),
+                                      py::return_value_policy::take_ownership);
 
         ::dup2(frame.fds[0], STDOUT_FILENO);
         ::dup2(frame.fds[1], STDERR_FILENO);
         ::close(frame.fds[0]);
         ::close(frame.fds[1]);
-        py::object outcome = call_step(body);
+        py::object outcome = call_step(body, channel);
         flush_python_streams();
+        kill_left_processes_of_step();
         // Our own 1 and 2 back: the pipes' last copies in this process close, so runbookd sees
         // end-of-file once the step's children (if any) have closed theirs too.
         ::dup2(original_stdout_, STDOUT_FILENO);
@@ -216,10 +220,26 @@ class StepRunner {
     }
 
   private:
-    py::object call_step(const json& body) {
+    // Like an exec step's group after its program exits: what the step started and left
+    // running is killed, so it neither outlives the step nor holds the step's pipes open. The
+    // outcome stands; one line in the step's stderr (descriptor 2 is still its pipe) says so.
+    static void kill_left_processes_of_step() {
+        std::vector<LeftProcess> killed;
+        {
+            py::gil_scoped_release release;
+            killed = kill_left_processes();
+        }
+        if (killed.empty()) {
+            return;
+        }
+        std::string line = "runbookd-python-worker: " + describe_killed(killed) + "\n";
+        [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+    }
+
+    py::object call_step(const json& body, const py::object& channel) {
         try {
             return runner_.attr("run_message")(json_to_python(body["target"]),
-                                               json_to_python(body["context"]), channel_object_);
+                                               json_to_python(body["context"]), channel);
         } catch (py::error_already_set& error) {
             // Only a failure of the runner itself gets here; the step's own are outcomes.
             std::string message = error.what();
@@ -231,8 +251,7 @@ class StepRunner {
         }
     }
 
-    WorkerChannel& channel_;
-    py::object channel_object_;
+    Connection& connection_;
     py::module_ runner_;
     py::object state_;
     int original_stdout_;
@@ -299,8 +318,11 @@ std::optional<std::string> start_interpreter(const WorkerOptions& options) {
     // Isolated: PYTHONPATH, PYTHONHOME and the user's site-packages are ignored. No signal
     // handlers: children a step starts must not inherit SIGPIPE ignored, and the worker's
     // signals are runbookd's to send. No __pycache__: runbooks may be on a read-only volume.
+    // Unbuffered stdio: what a step prints reaches its pipe at once, so a step killed at its
+    // timeout or crashing still leaves its output in the record.
     config.install_signal_handlers = 0;
     config.write_bytecode = 0;
+    config.buffered_stdio = 0;
     config.parse_argv = 0;
     PyConfig_SetBytesString(&config, &config.program_name, RUNBOOKD_PYTHON_EXECUTABLE);
     PyConfig_SetBytesString(&config, &config.executable, RUNBOOKD_PYTHON_EXECUTABLE);
@@ -315,10 +337,7 @@ std::optional<std::string> start_interpreter(const WorkerOptions& options) {
 
 int serve(const WorkerOptions& options) {
     Connection connection(options.channel_fd);
-    WorkerChannel channel(connection);
-    py::object channel_object =
-        py::cast(static_cast<Channel*>(&channel), py::return_value_policy::reference);
-    StepRunner runner(channel, channel_object);
+    StepRunner runner(connection);
     if (auto error = apply_memory_limit(options)) {
         report(*error);
         return kExitBroken;

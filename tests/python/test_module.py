@@ -1,7 +1,10 @@
 """The runbook module in a plain python3, and runbook.testing's harness."""
 
+import atexit
 import datetime
+import signal
 import sys
+import threading
 
 import pytest
 
@@ -74,10 +77,26 @@ def test_a_fake_exec_result_is_returned_and_the_call_recorded():
     result = ctx.exec(["df"], timeout=2.5, env={"X": "1"})
 
     assert result.exit_code == 1 and not result.ok and result.stderr_bytes == 4
+    assert result.error == "exited with code 1"  # what runbookd sends for the command
     assert ctx.exec_calls[0].argv == ["df"] and ctx.exec_calls[0].timeout == 2.5
-    with pytest.raises(runbook.ExecError, match="exit code 1") as raised:
+    failed = r"^command \['df'\] failed: exited with code 1$"
+    with pytest.raises(runbook.ExecError, match=failed) as raised:
         result.check()
     assert raised.value.result is result
+
+
+@pytest.mark.parametrize("fields,error", [
+    ({}, None),
+    ({"exit_code": 3}, "exited with code 3"),
+    ({"exit_code": None, "signal": 9}, "killed by signal 9 (SIGKILL)"),
+    ({"exit_code": None, "timed_out": True}, "timed out"),
+    ({"exit_code": 3, "error": "given"}, "given"),
+])
+def test_a_fake_exec_results_error_reads_as_runbookds(fields, error):
+    result = runbook.ExecResult(["x"], **fields)
+
+    assert result.error == error
+    assert result.ok is (error is None)
 
 
 def test_an_exec_handler_decides_each_result():
@@ -95,6 +114,8 @@ def test_exec_runs_the_command_for_real_by_default_and_honours_the_timeout():
 
     assert (echoed.ok, echoed.stdout, echoed.stderr) == (True, "hi\n", "err\n")
     assert slow.timed_out and not slow.ok and slow.duration < 4
+    assert slow.error == "timed out after 200 ms; killed by signal 9 (SIGKILL)"
+    assert ctx.exec(["sh", "-c", "exit 3"]).error == "exited with code 3"
     assert missing.error and missing.exit_code is None
 
 
@@ -156,6 +177,84 @@ def test_run_step_turns_an_exception_into_a_failure_with_its_traceback(capsys):
     assert result.error["type"] == "KeyError"
     assert "in step" in result.error["traceback"]
     assert "KeyError: 'missing'" in capsys.readouterr().err
+
+
+def test_a_ctx_refuses_every_call_once_run_step_has_returned():
+    kept = []
+    ctx = make_context(step_name="collect", secrets={"token": "t"}, exec_results=[])
+
+    run_step(kept.append, ctx)
+
+    assert kept == [ctx]
+    for call in (lambda: ctx.log.info("late"), lambda: ctx.exec(["true"]),
+                 lambda: ctx.secret("token"), lambda: ctx.set_output("late", 1)):
+        with pytest.raises(RuntimeError, match='step "collect" .run 1. which has ended'):
+            call()
+    assert ctx.logs == [] and ctx.exec_calls == [] and ctx.secrets_read == []
+    assert ctx.outputs == {}
+
+
+def test_run_step_fails_a_step_that_leaves_a_non_daemon_thread_running():
+    release = threading.Event()
+
+    result = run_step(
+        lambda ctx: threading.Thread(target=release.wait, name="poller").start(), make_context())
+    release.set()
+
+    assert (result.ok, result.exit_code) == (False, 1)
+    assert result.left_behind == ['non-daemon thread "poller" still running']
+    assert result.error["type"] == "StateLeftBehind"
+
+
+def test_run_step_names_a_daemon_thread_still_running_in_retire_and_the_step_stands():
+    release = threading.Event()
+
+    result = run_step(lambda ctx: threading.Thread(
+        target=release.wait, name="ticker", daemon=True).start(), make_context())
+    release.set()
+
+    assert result.ok and result.left_behind == []
+    assert result.retire == ['daemon thread "ticker" still running']
+
+
+def test_run_step_fails_a_changed_signal_handler_and_puts_it_back():
+    before = signal.getsignal(signal.SIGHUP)
+
+    result = run_step(lambda ctx: signal.signal(signal.SIGHUP, lambda *_: None), make_context())
+
+    assert not result.ok and result.left_behind == ["handler of SIGHUP changed"]
+    assert signal.getsignal(signal.SIGHUP) == before
+
+
+def test_run_step_fails_and_cancels_a_pending_alarm():
+    result = run_step(lambda ctx: signal.alarm(100), make_context())
+
+    assert not result.ok and result.left_behind == ["alarm pending (cancelled)"]
+    assert signal.alarm(0) == 0
+
+
+def test_run_step_fails_an_added_atexit_function():
+    def goodbye():
+        pass
+
+    result = run_step(lambda ctx: atexit.register(goodbye), make_context())
+    atexit.unregister(goodbye)
+
+    assert not result.ok and result.left_behind == ["atexit function added"]
+
+
+@pytest.mark.parametrize("size,ok", [(65536, True), (65537, False)])
+def test_run_step_fails_outputs_over_64_kib_as_compact_json(size, ok):
+    filler = "é" * ((size - len('{"k":""}')) // 2) + "x" * ((size - len('{"k":""}')) % 2)
+
+    result = run_step(lambda ctx: {"k": filler}, make_context())
+
+    assert result.ok is ok
+    if not ok:
+        assert result.outputs == {} and result.exit_code == 1
+        assert result.error["type"] == "OutputsTooLarge"
+        assert result.error["message"] == (
+            "the step's outputs are 65537 bytes as JSON, more than the limit of 65536 bytes")
 
 
 def test_the_stubs_cover_every_public_name():

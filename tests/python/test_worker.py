@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -36,13 +37,15 @@ CONTEXT = {
 
 
 class Worker:
-    def __init__(self, binary: str, *extra: str) -> None:
+    def __init__(self, binary: str, *extra: str, own_group: bool = True) -> None:
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # runbookd passes its end as descriptor 3; any number works through --channel-fd.
+        # runbookd passes its end as descriptor 3; any number works through --channel-fd. Like
+        # runbookd, the worker gets its own process group: it kills what a step leaves in it.
         self.process = subprocess.Popen(
             [binary, "--channel-fd", str(theirs.fileno()), "--runbooks", str(RUNBOOKS), *extra],
             pass_fds=(theirs.fileno(),),
             stderr=subprocess.PIPE,
+            process_group=0 if own_group else None,
         )
         theirs.close()
         self.sock.settimeout(20)
@@ -73,8 +76,8 @@ class Worker:
             data += chunk
         return data
 
-    def run(self, target: dict, context: dict | None = None, replies=None) -> "StepRun":
-        """Sends a run message with fresh pipes; answers requests with replies(request)."""
+    def start(self, target: dict, context: dict | None = None) -> tuple[int, int]:
+        """Sends a run message with fresh pipes; returns the read ends (stdout, stderr)."""
         self.step_id += 1
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
@@ -84,7 +87,11 @@ class Worker:
         )
         os.close(out_write)
         os.close(err_write)
-        run = StepRun(out_read, err_read)
+        return out_read, err_read
+
+    def run(self, target: dict, context: dict | None = None, replies=None) -> "StepRun":
+        """Runs a step to its result; answers requests with replies(request)."""
+        run = StepRun(*self.start(target, context))
         while True:
             message = self.receive()
             if message is None:
@@ -139,8 +146,8 @@ class _Reader:
 def worker(worker_binary):
     started = []
 
-    def start(*extra: str) -> Worker:
-        w = Worker(worker_binary, *extra)
+    def start(*extra: str, own_group: bool = True) -> Worker:
+        w = Worker(worker_binary, *extra, own_group=own_group)
         started.append(w)
         hello = w.receive()
         assert hello is not None, w.process.stderr.read().decode()
@@ -265,6 +272,55 @@ def test_inline_code_runs_with_ctx_and_its_traceback_names_the_file_and_line(wor
     assert "RuntimeError: inline failed" in run.stderr
 
 
+def test_inline_code_names_the_runbook_files_lines_and_shows_them(worker, tmp_path):
+    runbook_file = tmp_path / "checks.yaml"
+    runbook_file.write_text("steps:\n  - python:\n      code: |\n        n = 1\n        n / 0\n")
+    w = worker()
+
+    run = w.run({"code": "n = 1\nn / 0\n", "filename": str(runbook_file), "line": 4})
+
+    assert run.result["error"]["traceback"] == (
+        "Traceback (most recent call last):\n"
+        f'  File "{runbook_file}", line 5, in <module>\n'
+        "    n / 0\n"
+        "ZeroDivisionError: division by zero\n")
+
+
+def test_a_syntax_error_in_inline_code_shows_only_its_place_in_the_runbook(worker):
+    w = worker()
+
+    run = w.run({"code": "ok = 1\nx = (\n", "filename": "runbooks/disk-full.yaml", "line": 10})
+
+    assert run.result["error"]["type"] == "SyntaxError"
+    assert run.result["error"]["traceback"] == (
+        '  File "runbooks/disk-full.yaml", line 11\n'
+        "    x = (\n"
+        "        ^\n"
+        "SyntaxError: '(' was never closed\n")
+    assert run.stderr == run.result["error"]["traceback"]
+
+
+def test_inline_code_from_an_older_runbookd_takes_the_line_from_file_colon_line(worker):
+    w = worker()
+
+    run = w.run({"code": "\nraise RuntimeError('x')\n", "filename": "runbooks/disk-full.yaml:7"})
+
+    assert 'File "runbooks/disk-full.yaml", line 8' in run.result["error"]["traceback"]
+
+
+def test_a_syntax_error_in_a_module_shows_no_import_machinery(worker, tmp_path):
+    (tmp_path / "broken_syntax.py").write_text("def f(:\n    pass\n")
+    w = worker("--path", str(tmp_path))
+
+    run = w.run({"module": "broken_syntax", "function": "f"})
+
+    assert run.result["error"]["traceback"] == (
+        f'  File "{tmp_path / "broken_syntax.py"}", line 1\n'
+        "    def f(:\n"
+        "          ^\n"
+        "SyntaxError: invalid syntax\n")
+
+
 def test_a_module_that_fails_to_import_fails_its_step_and_the_next_step_runs(worker):
     w = worker()
 
@@ -292,6 +348,82 @@ def test_state_left_behind_fails_the_step_and_is_named(worker, function, expecte
     assert run.result["left_behind"] == [expected]
     assert not run.result["ok"]
     assert run.result["error"]["type"] == "StateLeftBehind"
+
+
+def test_a_ctx_used_after_its_step_ended_raises_and_sends_nothing(worker):
+    w = worker()
+    ended = 'RuntimeError: this ctx belongs to step "decide" (run 42) which has ended'
+
+    first = w.run(step("leaves_daemon_using_ctx"))
+    quiet = not select.select([w.sock], [], [], 0.8)[0]  # the thread's calls happen meanwhile
+    later = w.run(step("reports_stale_ctx"), context={**CONTEXT, "run": {"id": 43}})
+
+    assert first.result["ok"]
+    assert quiet
+    assert [m["type"] for m in later.messages] == ["result"]
+    assert later.result["outputs"] == {"errors": [ended] * 4}
+
+
+def test_a_daemon_thread_still_running_asks_for_retirement_and_the_step_stands(worker):
+    w = worker()
+
+    ticker = w.run(step("leaves_daemon_ticker"))
+
+    assert ticker.result["ok"] and ticker.result["left_behind"] == []
+    assert ticker.result["retire"] == ['daemon thread "ticker" still running']
+
+
+def gone(pid: int) -> bool:
+    """The process has ended: reaped, or a zombie its new parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("function", ["leaves_sleep", "leaves_orphan"])
+def test_processes_a_step_left_running_are_killed_and_named_in_its_stderr(worker, function):
+    w = worker()
+    started = time.monotonic()
+
+    run = w.run(step(function))
+
+    pid = run.result["outputs"]["pid"]
+    assert run.result["ok"]
+    assert run.stderr == (
+        f"runbookd-python-worker: killed 1 process the step left running: sleep (pid {pid})\n")
+    assert gone(pid)
+    assert time.monotonic() - started < 5  # the pipes reached end-of-file without the sleep
+
+
+def test_a_worker_that_does_not_lead_its_group_kills_only_its_own_descendants(worker):
+    bystander = subprocess.Popen(["sleep", "30"])  # in this test's process group, like the worker
+    try:
+        w = worker(own_group=False)
+
+        run = w.run(step("leaves_sleep"))
+
+        assert run.stderr.startswith("runbookd-python-worker: killed 1 process")
+        assert gone(run.result["outputs"]["pid"])
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait(10)
+
+
+def test_outputs_over_64_kib_fail_the_step_with_the_reason_and_the_worker_lives(worker):
+    w = worker()
+    message = ("the step's outputs are 20971530 bytes as JSON, "
+               "more than the limit of 65536 bytes")
+
+    huge = w.run(step("huge_outputs"))
+    after = w.run(step("trivial"))
+
+    assert (huge.result["ok"], huge.result["exit_code"], huge.result["outputs"]) == (False, 1, {})
+    assert huge.result["error"] == {"type": "OutputsTooLarge", "message": message, "traceback": ""}
+    assert huge.stderr == message + "\n"
+    assert after.result["ok"]
 
 
 def test_environment_and_directory_are_restored_between_steps(worker):
@@ -324,18 +456,39 @@ def test_os_exit_ends_the_worker_with_that_status(worker):
 
 def test_a_busy_loop_keeps_running_until_the_caller_kills_the_worker(worker):
     w = worker()
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    w.send({"type": "run", "step": 1, "target": step("busy_loop"), "context": CONTEXT},
-           [out_write, err_write])
-    for fd in (out_write, err_write):
-        os.close(fd)
+    out_read, err_read = w.start(step("busy_loop"))
 
     time.sleep(0.5)
     still_running = w.process.poll() is None
     os.kill(w.process.pid, signal.SIGKILL)
 
     assert still_running
+    assert w.process.wait(10) == -signal.SIGKILL
+    for fd in (out_read, err_read):
+        os.close(fd)
+
+
+def test_what_a_step_printed_before_os_exit_reaches_its_pipes(worker):
+    w = worker()
+
+    run = w.run(step("prints_then_exits_hard"))
+
+    assert run.result is None
+    assert w.process.wait(10) == 3
+    assert run.stdout == "before the exit\n"
+    assert run.stderr == "on stderr too\n"
+
+
+def test_what_a_step_printed_before_it_was_killed_reaches_its_pipe(worker):
+    w = worker()
+    out_read, err_read = w.start(step("prints_then_loops"))
+
+    printed = b""
+    while not printed.endswith(b"\n") and select.select([out_read], [], [], 5)[0]:
+        printed += os.read(out_read, 100)
+    os.kill(w.process.pid, signal.SIGKILL)
+
+    assert printed == b"working\n"
     assert w.process.wait(10) == -signal.SIGKILL
     for fd in (out_read, err_read):
         os.close(fd)

@@ -50,4 +50,4 @@ def _describe(result: ExecResult) -> str:
         return "timed out"
     if result.signal is not None:
         return f"killed by signal {result.signal}"
-    return f"exit code {result.exit_code}"
+    return f"exited with code {result.exit_code}"

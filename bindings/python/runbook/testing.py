@@ -13,7 +13,8 @@ channel records what the step does: ``ctx.logs``, ``ctx.exec_calls``, ``ctx.secr
 and ``ctx.outputs``. ``ctx.exec`` really runs the command unless ``exec_results`` or
 ``exec_handler`` is given. ``run_step`` applies the worker's rules: a returned dict merges into
 the outputs, ``None`` is fine, any other value fails, ``SystemExit`` and exceptions as in
-runbookd.
+runbookd, and what the step left behind (a non-daemon thread, a signal handler, an alarm, an
+``atexit`` function) fails it; a daemon thread still running is named in ``retire``.
 """
 
 from __future__ import annotations
@@ -102,7 +103,11 @@ def run_command(request: ExecRequest) -> ExecResult:
             check=False,
         )
     except subprocess.TimeoutExpired as expired:
-        return _result(request, started, None, expired.stdout, expired.stderr, timed_out=True)
+        # Like runbookd's error text; subprocess kills the command with SIGKILL.
+        why = f"timed out after {round(request.timeout * 1000)} ms; killed by signal 9 (SIGKILL)"
+        return _result(
+            request, started, None, expired.stdout, expired.stderr, timed_out=True, error=why
+        )
     except OSError as error:
         return _result(request, started, None, b"", b"", error=f"cannot run: {error}")
     return _result(request, started, done.returncode, done.stdout, done.stderr)
@@ -208,5 +213,6 @@ def make_context(**kwargs: Any) -> FakeContext:
 
 
 def run_step(function: Callable[[Any], Any], ctx: Context) -> StepOutcome:
-    """Runs ``function(ctx)`` with the worker's rules; the traceback goes to sys.stderr."""
+    """Runs ``function(ctx)`` with the worker's rules and after-step checks; the traceback goes
+    to sys.stderr. The ctx is dead afterwards, as in the worker."""
     return _run_step(function, ctx)

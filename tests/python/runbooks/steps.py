@@ -4,6 +4,7 @@ import atexit
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -49,6 +50,51 @@ def leaves_thread(ctx):
     threading.Thread(target=time.sleep, args=(3,), name="poller").start()
 
 
+_stale = {"thread": None, "errors": []}
+
+
+def leaves_daemon_using_ctx(ctx):
+    """A daemon thread that uses the step's ctx after the step has ended."""
+
+    def use_ctx_later():
+        time.sleep(0.3)
+        calls = [lambda: ctx.log.info("late"), lambda: ctx.exec(["true"]),
+                 lambda: ctx.secret("api-token"), lambda: ctx.set_output("late", 1)]
+        for call in calls:
+            try:
+                call()
+                _stale["errors"].append(None)
+            except Exception as error:
+                _stale["errors"].append(f"{type(error).__name__}: {error}")
+
+    _stale["thread"] = threading.Thread(target=use_ctx_later, name="late", daemon=True)
+    _stale["thread"].start()
+
+
+def reports_stale_ctx(ctx):
+    _stale["thread"].join(5)
+    return {"errors": _stale["errors"]}
+
+
+def leaves_daemon_ticker(ctx):
+    threading.Thread(target=time.sleep, args=(3,), name="ticker", daemon=True).start()
+
+
+def leaves_sleep(ctx):
+    return {"pid": subprocess.Popen(["sleep", "300"]).pid}
+
+
+def leaves_orphan(ctx):
+    """A grandchild whose parent exited: no longer the worker's descendant, still in its group."""
+    shell = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+                           capture_output=True, text=True, check=True)
+    return {"pid": int(shell.stdout)}
+
+
+def huge_outputs(ctx):
+    return {"big": "x" * (20 * 1024 * 1024)}
+
+
 def changes_sigterm(ctx):
     signal.signal(signal.SIGTERM, lambda *_: None)
 
@@ -76,6 +122,18 @@ def segfaults(ctx):
 
 def exits_hard(ctx):
     os._exit(3)
+
+
+def prints_then_exits_hard(ctx):
+    print("before the exit")
+    print("on stderr too", file=sys.stderr)
+    os._exit(3)
+
+
+def prints_then_loops(ctx):
+    print("working")
+    while True:
+        time.sleep(0.1)
 
 
 def busy_loop(ctx):
