@@ -322,3 +322,96 @@ TEST_CASE("when no worker can start, a python step fails at once with the reason
                                "status 1") &&
                    Catch::Contains("the step was not started"));
 }
+
+namespace {
+
+// Every row of `table` whose text (any column) holds `needle`, as "table: row".
+std::vector<std::string> rows_holding(const std::string& db, const std::string& table,
+                                      const std::string& needle) {
+    std::vector<std::string> found;
+    for (const auto& row : query(db, "SELECT * FROM " + table)) {
+        for (const auto& value : row) {
+            if (value.find(needle) != std::string::npos) {
+                found.push_back(table + ": " + value);
+            }
+        }
+    }
+    return found;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a secret's value is redacted from everything runbookd records or logs about a step, "
+    "and the processes still get it",
+    "[python][secrets]") {
+    const std::string value = "tok-Zq93-value";
+    test::TempDir secrets;
+    test::write_file(secrets.path() / "token", value + "\n");
+    test::RunbookdProcess d(
+        {{"leak.yaml", runbook("Leak", R"y(  - name: leak
+    python:
+      code: |
+        s = ctx.secret("token")
+        ctx.log.info("the token is " + s)
+        ctx.log.warning(s)
+        r = ctx.exec(["/bin/sh", "-c", 'test "$1" = "$EXPECT"', "check", s], env={"EXPECT": s})
+        ctx.set_output("exec_saw_it", r.exit_code == 0)
+        ctx.set_output("tok", s)
+        ctx.set_output("nested", {"k": ["x" + s + "y"], s: 1})
+  - name: use
+    argv: [/bin/sh, -c, 'test "$1" = "$EXPECT" && echo same', use, "{{ steps.leak.outputs.tok }}"]
+    env: {EXPECT: {secret: token}}
+  - name: boom
+    python:
+      code: |
+        raise ValueError("bad token " + ctx.secret("token"))
+)y")}},
+        "log:\n  level: debug\npython:\n  workers: 1\n  worker: " + std::string(kWorker) +
+            "\nsecrets:\n  token: {file: " + secrets.file("token") + "}\n");
+    REQUIRE(d.wait_ready());
+
+    REQUIRE(
+        d.post("/api/v1/webhooks/alertmanager", test::firing_notification("Leak", "a"))->status ==
+        200);
+    REQUIRE(test::wait_until(
+        [&] {
+            return query_value(d.db(),
+                               "SELECT count(*) FROM runs WHERE state IN ('succeeded', "
+                               "'failed', 'cancelled')") == "1";
+        },
+        20s));
+
+    INFO(d.log());
+    CHECK(query_value(d.db(), "SELECT state FROM runs") == "failed");
+    CHECK(query_value(d.db(),
+                      "SELECT json_extract(outputs, '$.exec_saw_it') FROM attempts "
+                      "WHERE step = 'leak'") == "1");
+    CHECK(query_value(d.db(), "SELECT stdout_excerpt FROM attempts WHERE step = 'use'") ==
+          "same\n");
+    CHECK(query_value(d.db(),
+                      "SELECT json_extract(outputs, '$.tok') FROM attempts WHERE step = "
+                      "'leak'") == "[secret:token]");
+    CHECK(query_value(d.db(), "SELECT argv FROM attempts WHERE step = 'use'") ==
+          R"y(["/bin/sh","-c","test \"$1\" = \"$EXPECT\" && echo same","use","[secret:token]"])y");
+    CHECK_THAT(query_value(d.db(), "SELECT error FROM attempts WHERE step = 'boom'"),
+               Catch::Contains("ValueError: bad token [secret:token]"));
+    CHECK_THAT(query_value(d.db(), "SELECT reason FROM runs"), Catch::Contains("[secret:token]"));
+    CHECK(query(d.db(),
+                "SELECT json_extract(detail, '$.level'), json_extract(detail, '$.message') FROM "
+                "events WHERE kind = 'attempt.log' ORDER BY id") ==
+          std::vector<std::vector<std::string>>{{"info", "the token is [secret:token]"},
+                                                {"warning", "[secret:token]"}});
+    CHECK(query_value(d.db(),
+                      "SELECT json_extract(detail, '$.argv[4]') || ' ' || "
+                      "json_extract(detail, '$.exit_code') FROM events WHERE kind = "
+                      "'attempt.exec'") == "[secret:token] 0");
+    std::vector<std::string> leaks;
+    for (const char* table : {"attempts", "events", "runs"}) {
+        const auto found = rows_holding(d.db(), table, value);
+        leaks.insert(leaks.end(), found.begin(), found.end());
+    }
+    CHECK(leaks.empty());
+    d.process().stop();
+    CHECK(d.log().find(value) == std::string::npos);
+}

@@ -285,6 +285,7 @@ Status Daemon::start() {
     process.instance = instance_token(config_.db_path);
     run::SchedulerOptions run_options = config_.runs;
     run_options.instance = process.instance;
+    run_options.secrets = process.secrets;
     p.pool = std::make_unique<python::Pool>(p.exec_io, *p.runner, python_options(config_, process));
     std::vector<std::shared_ptr<run::StepExecutor>> executors = {
         run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process),

@@ -13,6 +13,7 @@
 #include <runbookd/python_step.hpp>
 
 #include "common/log.hpp"
+#include "exec/redact.hpp"
 #include "exec/step_output.hpp"
 #include "metrics/runbookd_metrics.hpp"
 
@@ -69,10 +70,12 @@ class PythonStep final : public python::StepChannel,
                          public std::enable_shared_from_this<PythonStep> {
   public:
     PythonStep(python::Pool& pool, exec::ProcessRunner& runner, const ProcessDefaults& defaults,
-               const PythonStepConfig& config, const AttemptContext& ctx)
+               const exec::SecretRedaction& redaction, const PythonStepConfig& config,
+               const AttemptContext& ctx)
         : pool_(pool),
           runner_(runner),
           defaults_(defaults),
+          redaction_(redaction),
           io_(pool.io()),
           deadline_(io_),
           drain_(io_),
@@ -196,8 +199,10 @@ class PythonStep final : public python::StepChannel,
         const auto spd = level == "error"     ? spdlog::level::err
                          : level == "warning" ? spdlog::level::warn
                                               : spdlog::level::info;
-        log_->log(spd, "step log {}level={} message={}", log_context_, level, log::quote(text));
-        note("log", fmt::format("{}: {}", level, text));
+        text = redaction_.text(text);
+        log_->log(spd, "step log {}level={} message={}", log_context_, log::quote(level),
+                  log::quote(text));
+        note_log(level, std::move(text));
     }
 
     void on_request(const Json& message) {
@@ -283,10 +288,11 @@ class PythonStep final : public python::StepChannel,
         const Json exit_code = exited ? Json(r.exit_code) : Json();
         const Json signal =
             r.ending == exec::ProcessResult::Ending::Signaled ? Json(r.signal) : Json();
-        note("exec", dump(Json{{"argv", argv},
-                               {"exit_code", exit_code},
-                               {"signal", signal},
-                               {"duration_ms", r.duration.count()}}));
+        note_structured("exec", Json{{"argv", redaction_.argv(argv)},
+                                     {"exit_code", exit_code},
+                                     {"signal", signal},
+                                     {"timed_out", r.timed_out},
+                                     {"duration_ms", r.duration.count()}});
         reply(Json{{"type", "reply"},
                    {"id", id},
                    {"ok", true},
@@ -432,6 +438,16 @@ class PythonStep final : public python::StepChannel,
         outcome_.transitions.push_back({Timestamp::now(), std::move(kind), std::move(detail)});
     }
 
+    // An event whose detail is `detail` itself (a JSON object), not {"detail": text}.
+    void note_structured(std::string kind, const Json& detail) {
+        outcome_.transitions.push_back({Timestamp::now(), std::move(kind), dump(detail), true});
+    }
+
+    // attempt.log: {"level", "message"}, the message already redacted.
+    void note_log(const std::string& level, std::string message) {
+        note_structured("log", Json{{"level", level}, {"message", std::move(message)}});
+    }
+
     void finish() {
         if (finished_) {
             return;
@@ -440,8 +456,9 @@ class PythonStep final : public python::StepChannel,
         deadline_.cancel();
         drain_.cancel();
         if (logs_dropped_ > 0) {
-            note("log", fmt::format("{} more log lines were not recorded (at most {} per attempt)",
-                                    logs_dropped_, kMaxLogEvents));
+            note_log("warning",
+                     fmt::format("{} more log lines were not recorded (at most {} per attempt)",
+                                 logs_dropped_, kMaxLogEvents));
         }
         if (output_) {
             output_->close();
@@ -478,6 +495,7 @@ class PythonStep final : public python::StepChannel,
     python::Pool& pool_;
     exec::ProcessRunner& runner_;
     const ProcessDefaults& defaults_;
+    const exec::SecretRedaction& redaction_;
     asio::io_context& io_;
     asio::steady_timer deadline_;
     asio::steady_timer drain_;
@@ -528,7 +546,10 @@ class PythonAttempt final : public Attempt {
 class PythonExecutor final : public StepExecutor {
   public:
     PythonExecutor(python::Pool& pool, exec::ProcessRunner& runner, ProcessDefaults defaults)
-        : pool_(pool), runner_(runner), defaults_(std::move(defaults)) {}
+        : pool_(pool),
+          runner_(runner),
+          defaults_(std::move(defaults)),
+          redaction_(defaults_.secrets) {}
 
     std::string_view kind() const override { return "python"; }
 
@@ -537,7 +558,8 @@ class PythonExecutor final : public StepExecutor {
         if (config == nullptr) {
             return make_error(ErrorCode::Internal, "preparing step failed: not a python step");
         }
-        auto step = std::make_shared<PythonStep>(pool_, runner_, defaults_, *config, ctx);
+        auto step =
+            std::make_shared<PythonStep>(pool_, runner_, defaults_, redaction_, *config, ctx);
         return std::unique_ptr<Attempt>(std::make_unique<PythonAttempt>(
             std::move(step), std::vector<std::string>{"python", config->target()}));
     }
@@ -546,6 +568,7 @@ class PythonExecutor final : public StepExecutor {
     python::Pool& pool_;
     exec::ProcessRunner& runner_;
     ProcessDefaults defaults_;
+    exec::SecretRedaction redaction_;  // of defaults_.secrets
 };
 
 }  // namespace
