@@ -415,3 +415,42 @@ TEST_CASE(
     d.process().stop();
     CHECK(d.log().find(value) == std::string::npos);
 }
+
+TEST_CASE(
+    "runbookd restarted over a run left running stops what the old one left, not its own new "
+    "python workers",
+    "[python][recovery]") {
+    test::TempDir outside;
+    const test::RunbookFiles files = {
+        {"gated.yaml", test::gated_runbook(outside.file("gate"))},
+        {"hi.yaml", runbook("Hi", "  - name: hi\n    python: {code: 'pass'}\n")}};
+    const std::string config = "python:\n  workers: 2\n  worker: " + std::string(kWorker) + "\n";
+    test::RunbookdProcess first(files, config);
+    REQUIRE(first.wait_ready());
+    REQUIRE(first.post("/api/v1/webhooks/alertmanager", test::firing_notification("Gated", "a"))
+                ->status == 200);
+    REQUIRE(test::wait_until(
+        [&] { return query_value(first.db(), "SELECT count(pid) FROM attempts") == "1"; }, 5s));
+    first.process().signal(SIGKILL);
+    REQUIRE(first.process().wait(5s));
+
+    test::RunbookdProcess second(files, config, first.db());
+    REQUIRE(second.wait_ready());
+    REQUIRE(second.post("/api/v1/webhooks/alertmanager", test::firing_notification("Hi", "a"))
+                ->status == 200);
+    REQUIRE(test::wait_until(
+        [&] {
+            return query_value(second.db(), "SELECT state FROM runs WHERE runbook = 'Hi'") ==
+                   "succeeded";
+        },
+        15s));
+
+    const std::string log = second.log();
+    INFO(log);
+    CHECK(query_value(second.db(), "SELECT state FROM runs WHERE runbook = 'gated'") ==
+          "interrupted");
+    CHECK(log.find("stopping a step left running by the previous runbookd") != std::string::npos);
+    CHECK(log.find("left by a step of the previous runbookd") == std::string::npos);
+    CHECK(log.find("python worker failed to start") == std::string::npos);
+    CHECK(log.find("python worker gone") == std::string::npos);
+}

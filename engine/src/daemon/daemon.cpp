@@ -296,14 +296,16 @@ Status Daemon::start() {
     p.health.engine_heartbeat_ms = api::Health::now_ms();
     p.heartbeat = std::make_unique<asio::steady_timer>(p.exec_io);
     asio::post(p.exec_io, [&p] { p.beat(); });
-    if (has_python_steps(*p.catalog)) {
-        asio::post(p.exec_io, [&p] { p.pool->warm_up(); });
-    }
     p.exec_thread = std::thread([&p] { p.exec_io.run(); });
     if (auto s = p.scheduler->recover(); !s) {
         return s;
     }
     p.health.recovered = true;
+    // Only now: recovery stops every process carrying this database's RUNBOOKD_INSTANCE, and
+    // workers started before it would be taken for leftovers of the previous runbookd.
+    if (has_python_steps(*p.catalog)) {
+        asio::post(p.exec_io, [&p] { p.pool->warm_up(); });
+    }
 
     p.server = std::make_unique<http::Server>(http_options, p.router);
     p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler,
