@@ -176,7 +176,11 @@ TEST_CASE("a busy loop times out, runbookd stays alive and the next python step 
     REQUIRE(p.d.wait_runs_finished());
 
     CHECK(p.run(spin, "state") == "failed");
-    CHECK_THAT(p.attempt(spin, "spin", "error"), Catch::StartsWith("timed out after 1000 ms"));
+    CHECK(p.attempt(spin, "spin", "error") == "timed out after 1000 ms");
+    CHECK(p.attempt(spin, "spin", "signal") == "15");
+    CHECK(query_value(p.d.db(),
+                      "SELECT count(*) FROM events WHERE kind = "
+                      "'attempt.stop_signal_sent'") == "1");
     CHECK(p.run(after, "state") == "succeeded");
     CHECK(p.attempt(after, "ok", "outputs") == R"y({"fine":"yes"})y");
 }
@@ -199,7 +203,9 @@ TEST_CASE("a worker that segfaults or calls os._exit fails its step and is repla
     REQUIRE(p.d.wait_runs_finished());
 
     CHECK(p.attempt(segv, "crash", "error") == "python worker died: killed by signal 11 (SIGSEGV)");
+    CHECK(p.attempt(segv, "crash", "signal") == "11");
     CHECK(p.attempt(quit, "quit", "error") == "python worker died: exited with status 3");
+    CHECK(p.attempt(quit, "quit", "exit_code") == "3");
     CHECK(p.run(after, "state") == "succeeded");
 }
 
@@ -453,4 +459,49 @@ TEST_CASE(
     CHECK(log.find("left by a step of the previous runbookd") == std::string::npos);
     CHECK(log.find("python worker failed to start") == std::string::npos);
     CHECK(log.find("python worker gone") == std::string::npos);
+}
+
+TEST_CASE("a worker that segfaults is retried under retry_on: [signal]", "[python]") {
+    PythonDaemon p({{"segv.yaml", runbook("Segv", R"y(  - name: crash
+    retries: {attempts: 2, initial: 10ms}
+    retry_on: [signal]
+    python: {code: "import ctypes; ctypes.string_at(0)"}
+)y")}},
+                   [](daemon::Config& c) { c.python.workers = 1; });
+
+    const auto id = p.fire("Segv");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(query(p.d.db(), "SELECT attempt, signal, error FROM attempts WHERE run_id = " +
+                              std::to_string(id) + " ORDER BY attempt") ==
+          std::vector<std::vector<std::string>>{
+              {"1", "11", "python worker died: killed by signal 11 (SIGSEGV)"},
+              {"2", "11", "python worker died: killed by signal 11 (SIGSEGV)"}});
+}
+
+TEST_CASE(
+    "a python step that ignores SIGTERM past its timeout is killed; the error names only the "
+    "timeout and the stop is recorded as for an exec step",
+    "[python]") {
+    PythonDaemon p({{"stubborn.yaml", runbook("Stubborn", R"y(  - name: spin
+    timeout: 1s
+    grace: 200ms
+    python:
+      code: |
+        import signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True: pass
+)y")}},
+                   [](daemon::Config& c) { c.python.workers = 1; });
+
+    const auto id = p.fire("Stubborn");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.attempt(id, "spin", "error") == "timed out after 1000 ms");
+    CHECK(p.attempt(id, "spin", "signal") == "9");
+    CHECK(query(p.d.db(),
+                "SELECT kind FROM events WHERE kind IN ('attempt.stop_signal_sent', "
+                "'attempt.grace_expired', 'attempt.killed') ORDER BY id") ==
+          std::vector<std::vector<std::string>>{
+              {"attempt.stop_signal_sent"}, {"attempt.grace_expired"}, {"attempt.killed"}});
 }

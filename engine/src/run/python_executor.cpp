@@ -137,10 +137,13 @@ class PythonStep final : public python::StepChannel,
         }
     }
 
-    void on_worker_lost(std::string why) override {
+    void on_worker_lost(python::WorkerEnd end) override {
         worker_lost_ = true;
+        for (auto& t : end.result.transitions) {
+            note(std::move(t.kind), std::move(t.detail));
+        }
         if (!got_result_) {
-            outcome_.error = stopping_ ? stop_reason_ + "; " + why : std::move(why);
+            record_worker_end(end);
         }
         finish_after_output();
     }
@@ -182,6 +185,32 @@ class PythonStep final : public python::StepChannel,
             Json{{"type", "run"}, {"step", id}, {"target", target_}, {"context", context_}},
             {out[1], err[1]});
         log_->debug("python step sent {}worker={}", log_context_, worker_->pid());
+    }
+
+    // The worker ended before its result. Stopped by runbookd (timeout, cancel, a protocol
+    // error): the reason, said once, and the signal as for an exec step stopped at its
+    // timeout. Ended by itself: how, with its exit status or its own signal, so that
+    // `retry_on` treats it as it treats an exec step.
+    void record_worker_end(const python::WorkerEnd& end) {
+        const exec::ProcessResult& r = end.result;
+        const bool signalled = r.ending == exec::ProcessResult::Ending::Signaled;
+        if (stopping_) {
+            outcome_.error = stop_reason_;
+            if (signalled) {
+                outcome_.signal = r.signal;
+            }
+            return;
+        }
+        if (!end.stop_reason.empty()) {
+            outcome_.error = end.stop_reason;
+            return;
+        }
+        outcome_.error = python::describe_worker_end(r);
+        if (signalled && !end.signal_from_runbookd) {
+            outcome_.signal = r.signal;
+        } else if (r.ending == exec::ProcessResult::Ending::Exited) {
+            outcome_.exit_code = r.exit_code;
+        }
     }
 
     void on_log(const Json& message) {
