@@ -505,3 +505,91 @@ TEST_CASE(
           std::vector<std::vector<std::string>>{
               {"attempt.stop_signal_sent"}, {"attempt.grace_expired"}, {"attempt.killed"}});
 }
+
+namespace {
+
+// A stand-in for runbookd-python-worker speaking the protocol: every step succeeds with the
+// worker's pid as output and `retire` holding `retire_json` (a JSON list).
+std::string fake_worker(const test::TempDir& dir, const std::string& retire_json) {
+    const std::string path = dir.file("fake-worker");
+    test::write_file(path, R"py(#!/usr/bin/python3
+import array, json, os, socket, struct
+sock = socket.socket(fileno=3)
+def send(message):
+    body = json.dumps(message).encode()
+    sock.sendall(struct.pack(">I", len(body)) + body)
+send({"type": "hello", "protocol": 1, "pid": os.getpid(), "python": "fake", "runbook_module": ""})
+buffer = b""
+while True:
+    data, ancdata, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+    for level, kind, fds in ancdata:
+        for fd in array.array("i", fds[:len(fds) - len(fds) % 4]):
+            os.close(fd)
+    if not data:
+        break
+    buffer += data
+    while len(buffer) >= 4 and len(buffer) >= 4 + struct.unpack(">I", buffer[:4])[0]:
+        n = struct.unpack(">I", buffer[:4])[0]
+        message, buffer = json.loads(buffer[4:4 + n]), buffer[4 + n:]
+        if message["type"] == "exit":
+            raise SystemExit(0)
+        if message["type"] == "run":
+            send({"type": "result", "step": message["step"], "ok": True, "exit_code": 0,
+                  "outputs": {"pid": os.getpid()}, "error": None, "left_behind": [],
+                  "retire": RETIRE})
+)py");
+    std::string text = test::read_file(path);
+    text.replace(text.find("RETIRE"), 6, retire_json);
+    test::write_file(path, text);
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+    return path;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a result asking for `retire` replaces the worker, records each reason and leaves the "
+    "step's outcome alone",
+    "[python]") {
+    test::TempDir tools;
+    const std::string worker = fake_worker(tools, R"(["interpreter state in doubt"])");
+    PythonDaemon p({{"pid.yaml", runbook("Pid", "  - name: who\n    python: {code: 'pass'}\n")}},
+                   [&worker](daemon::Config& c) {
+                       c.python.worker = worker;
+                       c.python.workers = 1;
+                   });
+
+    const auto first = p.fire("Pid", "1");
+    REQUIRE(p.d.wait_runs_finished());
+    const auto second = p.fire("Pid", "2");
+    REQUIRE(p.d.wait_runs_finished());
+
+    CHECK(p.run(first, "state") == "succeeded");
+    CHECK(p.run(second, "state") == "succeeded");
+    CHECK(Json::parse(p.attempt(first, "who", "outputs")).at("pid") !=
+          Json::parse(p.attempt(second, "who", "outputs")).at("pid"));
+    CHECK(query(p.d.db(),
+                "SELECT run_id, json_extract(detail, '$.detail') FROM events WHERE kind "
+                "= 'attempt.worker_retired' ORDER BY id") ==
+          std::vector<std::vector<std::string>>{
+              {std::to_string(first), "interpreter state in doubt"},
+              {std::to_string(second), "interpreter state in doubt"}});
+}
+
+TEST_CASE("inline code is sent with the runbook file and the line where the code starts",
+          "[python]") {
+    PythonDaemon p({{"where.yaml", runbook("Where", R"y(  - name: boom
+    python:
+      code: |
+        x = 1
+        raise ValueError("here")
+)y")}});
+
+    const auto id = p.fire("Where");
+    REQUIRE(p.d.wait_runs_finished());
+
+    const std::string file = p.d.dir().file("runbooks") + "/where.yaml";
+    CHECK(p.attempt(id, "boom", "argv") == Json::array({"python", file + ":7"}).dump());
+    CHECK_THAT(p.attempt(id, "boom", "stderr_excerpt"),
+               Catch::Contains("File \"" + file + "\", line "));
+}

@@ -90,7 +90,9 @@ class PythonStep final : public python::StepChannel,
           log_(log::get("python")) {
         target_ = config.code.empty()
                       ? Json{{"module", config.module}, {"function", config.function}}
-                      : Json{{"code", config.code}, {"filename", config.filename}};
+                      : Json{{"code", config.code},
+                             {"filename", config.source_file},
+                             {"line", config.first_line}};
         context_ = context_json(ctx);
     }
 
@@ -368,6 +370,7 @@ class PythonStep final : public python::StepChannel,
         } else {
             outcome_.outputs = text;
         }
+        note_retire(message.value("retire", Json()));
         const Json left = message.value("left_behind", Json::array());
         if (left.is_array() && !left.empty()) {
             failed = true;
@@ -386,6 +389,22 @@ class PythonStep final : public python::StepChannel,
         }
         outcome_.succeeded = !failed;
         finish_after_output();
+    }
+
+    // `retire` in a result: the worker asks to be replaced after this step (it knows its
+    // interpreter is in doubt). The step's outcome stays what the result says; each reason
+    // becomes an attempt.worker_retired event.
+    void note_retire(const Json& retire) {
+        if (!retire.is_array() || retire.empty()) {
+            return;
+        }
+        retire_ = true;
+        metrics::runbookd_metrics().python_worker_restart(metrics::WorkerRestart::Retired);
+        for (const auto& reason : retire) {
+            note("worker_retired", reason.is_string() ? reason.get<std::string>() : dump(reason));
+        }
+        log_->info("python worker asked to be retired {}worker={} reasons={}", log_context_,
+                   worker_ ? worker_->pid() : -1, log::quote(redaction_.text(dump(retire))));
     }
 
     // The result (or the worker's end) is in; the step's output is complete once both pipes
