@@ -593,3 +593,31 @@ TEST_CASE("inline code is sent with the runbook file and the line where the code
     CHECK_THAT(p.attempt(id, "boom", "stderr_excerpt"),
                Catch::Contains("File \"" + file + "\", line "));
 }
+
+TEST_CASE("a python worker stopped with its step during the drain is not replaced", "[python]") {
+    test::RunbookdProcess d(
+        {{"spin.yaml",
+          runbook("Spin", "  - name: spin\n    python: {code: 'while True: pass'}\n")}},
+        "log:\n  level: debug\nruns:\n  shutdown_grace: 500ms\npython:\n  workers: 1\n  worker: " +
+            std::string(kWorker) + "\n");
+    REQUIRE(d.wait_ready());
+    REQUIRE(
+        d.post("/api/v1/webhooks/alertmanager", test::firing_notification("Spin", "a"))->status ==
+        200);
+    REQUIRE(test::wait_until(
+        [&] { return query_value(d.db(), "SELECT count(pid) FROM attempts") == "1"; }, 5s));
+
+    d.process().signal(SIGTERM);
+    const auto code = d.process().wait(20s);
+
+    const std::string log = d.log();
+    INFO(log);
+    CHECK(code == 0);
+    CHECK(query_value(d.db(), "SELECT state FROM runs") == "cancelled");
+    std::size_t spawned = 0;
+    for (auto at = log.find("process started python_worker=1"); at != std::string::npos;
+         at = log.find("process started python_worker=1", at + 1)) {
+        ++spawned;
+    }
+    CHECK(spawned == 1);
+}

@@ -335,7 +335,7 @@ void Daemon::run_on_engine_thread(std::function<void()> work) {
 
 void Daemon::shutdown() {
     // 1. Draining: /readyz fails and the webhook answers 503 at once; reads, cancel and /livez
-    //    are still served, so operators can watch the drain.
+    //    are still served, so operators can watch the drain; no Python worker starts any more.
     // 2. Active runs finish within runs.shutdown_grace, then are cancelled and recorded;
     //    queued runs stay queued for the next start (docs/runs.md).
     // 3. HTTP: requests in flight are answered (up to 5 s), then the listener closes.
@@ -347,6 +347,9 @@ void Daemon::shutdown() {
     p.stopped = true;
     auto log = log::get("main");
     p.health.draining = true;
+    if (p.pool && p.exec_thread.joinable()) {
+        asio::post(p.exec_io, [&p] { p.pool->stop_starting(); });
+    }
     drain_runs();
     stop_python_workers();
     if (p.server) {

@@ -313,12 +313,15 @@ bool Pool::has_live_worker() const {
 }
 
 void Pool::fail_waiters_if_hopeless() {
-    if (start_failures_ == 0 || waiters_.empty() || has_live_worker()) {
+    if ((start_failures_ == 0 && !no_starts_) || waiters_.empty() || has_live_worker()) {
         return;
     }
     auto waiters = std::move(waiters_);
     waiters_.clear();
-    const std::string why = "no python worker could start: " + start_error_;
+    const std::string why = no_starts_ ? std::string(
+                                             "no python worker is started while runbookd shuts "
+                                             "down")
+                                       : "no python worker could start: " + start_error_;
     for (auto& waiter : waiters) {
         asio::post(io_, [failed = std::move(waiter.failed), why] { failed(why); });
     }
@@ -337,7 +340,7 @@ void Pool::warm_up() {
 
 // Keeps `workers` workers once warm; after failed starts, the next start waits (backoff).
 void Pool::fill() {
-    if (!warm_ || shutting_down_ || restart_pending_) {
+    if (!warm_ || shutting_down_ || no_starts_ || restart_pending_) {
         return;
     }
     const bool probing = std::any_of(workers_.begin(), workers_.end(), [](const auto& w) {
@@ -353,7 +356,7 @@ void Pool::fill() {
         restart_timer_.expires_after(delay);
         restart_timer_.async_wait([this](const boost::system::error_code& e) {
             restart_pending_ = false;
-            if (!e && workers_.size() < options_.workers) {
+            if (!e && !no_starts_ && workers_.size() < options_.workers) {
                 spawn();  // one at a time until a worker says hello again
             }
         });
@@ -497,6 +500,12 @@ void Pool::on_gone(const std::shared_ptr<Worker>& worker, const exec::ProcessRes
         return;
     }
     fill();
+}
+
+void Pool::stop_starting() {
+    no_starts_ = true;
+    restart_timer_.cancel();
+    fail_waiters_if_hopeless();
 }
 
 void Pool::shutdown(std::function<void()> done) {

@@ -147,6 +147,9 @@ class Pool {
     void release(std::shared_ptr<Worker> worker, bool retire);
     // Starts the workers now (runbookd starts them at once when a runbook has a Python step).
     void warm_up();
+    // runbookd has begun to shut down: no worker is started any more (one stopped with a
+    // cancelled step is not replaced), and steps that find no worker fail at once.
+    void stop_starting();
     // Tells every worker to exit (SIGKILL after 1 s) and calls `done` once all are reaped.
     void shutdown(std::function<void()> done);
     // The last start failure in words (with the worker's stderr), empty once a worker starts.
@@ -183,6 +186,7 @@ class Pool {
     std::uint64_t next_ticket_ = 1;
     bool warm_ = false;
     bool shutting_down_ = false;
+    bool no_starts_ = false;  // stop_starting() was called
     std::function<void()> shut_down_;
     int start_failures_ = 0;  // in a row; sets the restart backoff
     bool restart_pending_ = false;
