@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
 
@@ -620,4 +621,41 @@ TEST_CASE("a python worker stopped with its step during the drain is not replace
         ++spawned;
     }
     CHECK(spawned == 1);
+}
+
+TEST_CASE(
+    "ctx.exec gets an argv step's RUNBOOK_* variables; reserved env names and NUL bytes in argv "
+    "are refused",
+    "[python]") {
+    PythonDaemon p({{"env.yaml", runbook("Env", R"y(  - name: look
+    python:
+      code: |
+        r = ctx.exec(["/bin/sh", "-c", 'echo "$RUNBOOK_RUN_ID $RUNBOOK_STEP $RUNBOOK_LABEL_INSTANCE $RUNBOOK_IDEMPOTENCY_KEY $EXTRA"'],
+                     env={"EXTRA": "x"})
+        ctx.set_output("env", r.stdout.strip())
+        for name in ("RUNBOOK_STEP", "RUNBOOKD_INSTANCE"):
+            try:
+                ctx.exec(["/bin/true"], env={name: "forged"})
+                ctx.set_output(name, "ran")
+            except ValueError as e:
+                ctx.set_output(name, str(e))
+        try:
+            ctx.exec(["/bin/echo", "a\0b"])
+            ctx.set_output("nul", "ran")
+        except ValueError as e:
+            ctx.set_output("nul", str(e))
+)y")}});
+
+    const auto id = p.fire("Env", "db-1");
+    REQUIRE(p.d.wait_runs_finished());
+
+    REQUIRE(p.run(id, "state") == "succeeded");
+    const Json outputs = Json::parse(p.attempt(id, "look", "outputs"));
+    CHECK(outputs.at("env") == fmt::format("{} look db-1 {}:look x", id, id));
+    CHECK_THAT(outputs.at("RUNBOOK_STEP").get<std::string>(),
+               Catch::Contains("exec: env RUNBOOK_STEP is reserved"));
+    CHECK_THAT(outputs.at("RUNBOOKD_INSTANCE").get<std::string>(),
+               Catch::Contains("exec: env RUNBOOKD_INSTANCE is reserved"));
+    CHECK_THAT(outputs.at("nul").get<std::string>(),
+               Catch::Contains("argv element 1 contains a NUL byte"));
 }

@@ -94,6 +94,7 @@ class PythonStep final : public python::StepChannel,
                              {"filename", config.source_file},
                              {"line", config.first_line}};
         context_ = context_json(ctx);
+        runbook_env_ = runbook_env(ctx);
     }
 
     void start(std::function<void(int)> spawned, std::function<void(AttemptOutcome)> done) {
@@ -279,20 +280,22 @@ class PythonStep final : public python::StepChannel,
             return;
         }
         spec.argv = argv.get<std::vector<std::string>>();
-        auto env = defaults_.base_env;
-        if (const Json extra = message.value("env", Json()); extra.is_object()) {
-            for (const auto& [k, v] : extra.items()) {
-                if (v.is_string() && k != exec::kInstanceEnv) {
-                    env.emplace_back(k, v.get<std::string>());
-                }
+        auto env = exec_env(message.value("env", Json()));
+        if (!env) {
+            reply(
+                Json{{"type", "reply"}, {"id", id}, {"ok", false}, {"error", env.error().message}});
+            return;
+        }
+        for (std::size_t i = 0; i < spec.argv.size(); ++i) {
+            if (spec.argv[i].find('\0') != std::string::npos) {
+                reply(Json{{"type", "reply"},
+                           {"id", id},
+                           {"ok", false},
+                           {"error", fmt::format("exec: argv element {} contains a NUL byte", i)}});
+                return;
             }
         }
-        if (!defaults_.instance.empty()) {
-            env.emplace_back(std::string(exec::kInstanceEnv), defaults_.instance);
-        }
-        for (auto& [k, v] : env) {
-            spec.env.push_back(k + "=" + v);
-        }
+        spec.env = std::move(*env);
         const auto left = std::chrono::duration_cast<exec::Millis>(
             timeout_ - (std::chrono::steady_clock::now() - started_));
         spec.timeout = std::max(exec::Millis(1), left);
@@ -312,6 +315,49 @@ class PythonStep final : public python::StepChannel,
                 self->on_exec_done(id, argv, std::move(r));
             });
         execs_.push_back(std::move(handle));
+    }
+
+    // A ctx.exec command's environment, as an argv step's: the base environment, the
+    // request's `env`, then the RUNBOOK_* variables and RUNBOOKD_INSTANCE, which the request
+    // may not name. The error in words when the request's `env` is refused.
+    Result<std::vector<std::string>> exec_env(const Json& extra) const {
+        auto vars = defaults_.base_env;
+        if (!extra.is_null() && !extra.is_object()) {
+            return exec_refused("exec: env must be an object of strings");
+        }
+        for (const auto& [name, value] : extra.items()) {
+            if (!value.is_string()) {
+                return exec_refused(fmt::format("exec: env {} is not a string", name));
+            }
+            if (is_reserved_env(name)) {
+                return exec_refused(
+                    fmt::format("exec: env {} is reserved: runbookd sets RUNBOOK_* and {} itself",
+                                name, exec::kInstanceEnv));
+            }
+            const auto& text = value.get_ref<const std::string&>();
+            if (name.empty() || name.find('=') != std::string::npos ||
+                (name + text).find('\0') != std::string::npos) {
+                return exec_refused(
+                    fmt::format("exec: env {} is not a valid variable (empty, "
+                                "'=' in its name or a NUL byte)",
+                                Json(name).dump()));
+            }
+            vars.emplace_back(name, text);
+        }
+        vars.insert(vars.end(), runbook_env_.begin(), runbook_env_.end());
+        if (!defaults_.instance.empty()) {
+            vars.emplace_back(std::string(exec::kInstanceEnv), defaults_.instance);
+        }
+        std::vector<std::string> out;
+        out.reserve(vars.size());
+        for (const auto& [k, v] : vars) {
+            out.push_back(k + "=" + v);
+        }
+        return out;
+    }
+
+    static Error exec_refused(std::string why) {
+        return make_error(ErrorCode::InvalidArgument, std::move(why));
     }
 
     void on_exec_done(const Json& id, const std::vector<std::string>& argv, exec::ProcessResult r) {
@@ -554,6 +600,7 @@ class PythonStep final : public python::StepChannel,
     std::shared_ptr<spdlog::logger> log_;
     Json target_;
     Json context_;
+    std::vector<std::pair<std::string, std::string>> runbook_env_;  // RUNBOOK_* for ctx.exec
     std::function<void(int)> spawned_;
     std::function<void(AttemptOutcome)> done_;
     std::chrono::steady_clock::time_point started_;
