@@ -23,8 +23,12 @@ struct PythonStepConfig final : StepConfig {
     std::string module;    // dotted module name; empty with inline code
     std::string function;  // a function of `module`
     std::string code;      // inline code; empty with module and function
-    // Where inline code starts, "FILE:LINE": its tracebacks name it.
+    // Where inline code starts, "FILE:LINE": what the attempt records as its argv.
     std::string filename;
+    // The same, apart: the runbook file and the line of the code's first line in it, sent to
+    // the worker so that tracebacks and SyntaxErrors point into the runbook file.
+    std::string source_file;
+    int first_line = 1;
     std::optional<Duration> grace;  // stop signal → SIGKILL of the worker; empty: exec.kill_grace
 
     // What the attempt records as argv: "MODULE:FUNCTION" or "FILE:LINE".

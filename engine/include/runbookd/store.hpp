@@ -141,7 +141,11 @@ struct AttemptStart {
 struct AttemptTransition {
     Timestamp at;
     std::string kind;  // e.g. "stop_signal_sent"; the event kind is "attempt." + kind
+    // Words, recorded as the event's {"detail": ...}; or, with `structured`, a JSON object as
+    // text that is the event's detail itself (attempt.log, attempt.exec), so that json_extract
+    // reaches its fields.
     std::string detail;
+    bool structured = false;
 };
 
 // How an attempt ended.

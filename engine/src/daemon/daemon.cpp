@@ -285,6 +285,7 @@ Status Daemon::start() {
     process.instance = instance_token(config_.db_path);
     run::SchedulerOptions run_options = config_.runs;
     run_options.instance = process.instance;
+    run_options.secrets = process.secrets;
     p.pool = std::make_unique<python::Pool>(p.exec_io, *p.runner, python_options(config_, process));
     std::vector<std::shared_ptr<run::StepExecutor>> executors = {
         run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process),
@@ -295,14 +296,16 @@ Status Daemon::start() {
     p.health.engine_heartbeat_ms = api::Health::now_ms();
     p.heartbeat = std::make_unique<asio::steady_timer>(p.exec_io);
     asio::post(p.exec_io, [&p] { p.beat(); });
-    if (has_python_steps(*p.catalog)) {
-        asio::post(p.exec_io, [&p] { p.pool->warm_up(); });
-    }
     p.exec_thread = std::thread([&p] { p.exec_io.run(); });
     if (auto s = p.scheduler->recover(); !s) {
         return s;
     }
     p.health.recovered = true;
+    // Only now: recovery stops every process carrying this database's RUNBOOKD_INSTANCE, and
+    // workers started before it would be taken for leftovers of the previous runbookd.
+    if (has_python_steps(*p.catalog)) {
+        asio::post(p.exec_io, [&p] { p.pool->warm_up(); });
+    }
 
     p.server = std::make_unique<http::Server>(http_options, p.router);
     p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler,
@@ -332,7 +335,7 @@ void Daemon::run_on_engine_thread(std::function<void()> work) {
 
 void Daemon::shutdown() {
     // 1. Draining: /readyz fails and the webhook answers 503 at once; reads, cancel and /livez
-    //    are still served, so operators can watch the drain.
+    //    are still served, so operators can watch the drain; no Python worker starts any more.
     // 2. Active runs finish within runs.shutdown_grace, then are cancelled and recorded;
     //    queued runs stay queued for the next start (docs/runs.md).
     // 3. HTTP: requests in flight are answered (up to 5 s), then the listener closes.
@@ -344,6 +347,9 @@ void Daemon::shutdown() {
     p.stopped = true;
     auto log = log::get("main");
     p.health.draining = true;
+    if (p.pool && p.exec_thread.joinable()) {
+        asio::post(p.exec_io, [&p] { p.pool->stop_starting(); });
+    }
     drain_runs();
     stop_python_workers();
     if (p.server) {

@@ -19,6 +19,8 @@ namespace asio = boost::asio;
 
 constexpr std::size_t kMaxFrame = 16U << 20;
 constexpr exec::Millis kExitGrace{1'000};  // `exit` sent → SIGKILL
+// A worker that closed its channel without exiting is stopped after this.
+constexpr exec::Millis kLingerAfterClose{1'000};
 constexpr exec::Millis kFirstRestart{1'000};
 constexpr exec::Millis kMaxRestart{30'000};
 constexpr int kProtocol = 1;
@@ -190,10 +192,11 @@ void Worker::read() {
             }
             if (e) {
                 // The worker closed its end: it died or is about to. Its exit, once reaped,
-                // says how; one that lingers is stopped.
+                // says how; one that lingers is stopped. Not at once: a worker that crashed
+                // must be recorded with its own signal, not with runbookd's.
                 self->channel_closed_ = true;
                 if (self->lost_reason_.empty() && self->state_ != State::Retiring) {
-                    self->stop("", exec::Millis(1'000));
+                    self->stop_if_lingering();
                 }
                 return;
             }
@@ -250,9 +253,21 @@ void Worker::stop(std::string reason, exec::Millis grace) {
         lost_reason_ = std::move(reason);
     }
     if (handle_) {
-        handle_->cancel(lost_reason_.empty() ? "python worker closed its channel" : lost_reason_,
-                        grace);
+        stop_sent_ = true;
+        handle_->cancel(lost_reason_, grace);
     }
+}
+
+void Worker::stop_if_lingering() {
+    timer_.expires_after(kLingerAfterClose);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+        if (!e && self->state_ != State::Gone) {
+            self->stop(fmt::format("python worker closed its channel and had not exited {} ms "
+                                   "later",
+                                   kLingerAfterClose.count()),
+                       exec::Millis(1'000));
+        }
+    });
 }
 
 void Worker::on_exit(exec::ProcessResult result) {
@@ -264,11 +279,8 @@ void Worker::on_exit(exec::ProcessResult result) {
     close_pending_fds();
     outbox_.clear();
     if (auto step = std::move(step_)) {
-        std::string why = describe_worker_end(result);
-        if (!lost_reason_.empty()) {
-            why = lost_reason_ + "; " + why;
-        }
-        step->on_worker_lost(std::move(why));
+        const bool signalled = result.ending == exec::ProcessResult::Ending::Signaled;
+        step->on_worker_lost(WorkerEnd{lost_reason_, stop_sent_ && signalled, std::move(result)});
     }
 }
 
@@ -301,12 +313,15 @@ bool Pool::has_live_worker() const {
 }
 
 void Pool::fail_waiters_if_hopeless() {
-    if (start_failures_ == 0 || waiters_.empty() || has_live_worker()) {
+    if ((start_failures_ == 0 && !no_starts_) || waiters_.empty() || has_live_worker()) {
         return;
     }
     auto waiters = std::move(waiters_);
     waiters_.clear();
-    const std::string why = "no python worker could start: " + start_error_;
+    const std::string why = no_starts_ ? std::string(
+                                             "no python worker is started while runbookd shuts "
+                                             "down")
+                                       : "no python worker could start: " + start_error_;
     for (auto& waiter : waiters) {
         asio::post(io_, [failed = std::move(waiter.failed), why] { failed(why); });
     }
@@ -325,7 +340,7 @@ void Pool::warm_up() {
 
 // Keeps `workers` workers once warm; after failed starts, the next start waits (backoff).
 void Pool::fill() {
-    if (!warm_ || shutting_down_ || restart_pending_) {
+    if (!warm_ || shutting_down_ || no_starts_ || restart_pending_) {
         return;
     }
     const bool probing = std::any_of(workers_.begin(), workers_.end(), [](const auto& w) {
@@ -341,7 +356,7 @@ void Pool::fill() {
         restart_timer_.expires_after(delay);
         restart_timer_.async_wait([this](const boost::system::error_code& e) {
             restart_pending_ = false;
-            if (!e && workers_.size() < options_.workers) {
+            if (!e && !no_starts_ && workers_.size() < options_.workers) {
                 spawn();  // one at a time until a worker says hello again
             }
         });
@@ -485,6 +500,12 @@ void Pool::on_gone(const std::shared_ptr<Worker>& worker, const exec::ProcessRes
         return;
     }
     fill();
+}
+
+void Pool::stop_starting() {
+    no_starts_ = true;
+    restart_timer_.cancel();
+    fail_waiters_if_hopeless();
 }
 
 void Pool::shutdown(std::function<void()> done) {

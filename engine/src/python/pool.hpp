@@ -33,15 +33,27 @@ struct PoolOptions {
     int nice = 0;
 };
 
+// How a worker that was running a step ended.
+struct WorkerEnd {
+    // Why runbookd stopped it ("python worker broke the protocol: ...", or the reason the step
+    // gave to Worker::stop); empty when it ended by itself.
+    std::string stop_reason;
+    // Killed by a signal that runbookd sent (it had been told to stop), not one of its own
+    // making (a segfault, the OOM killer).
+    bool signal_from_runbookd = false;
+    // How it ended (ending, exit code, signal) and the transitions of stopping it
+    // (stop_signal_sent, grace_expired, killed).
+    exec::ProcessResult result;
+};
+
 // The step a busy worker runs: where its messages go.
 class StepChannel {
   public:
     virtual ~StepChannel() = default;
     // A `log`, `request` or `result` frame of the step.
     virtual void on_message(const nlohmann::json& message) = 0;
-    // The worker is gone (reaped): `why` in words, e.g. "python worker died: killed by signal
-    // 11 (SIGSEGV)". Nothing more comes from it.
-    virtual void on_worker_lost(std::string why) = 0;
+    // The worker is gone (reaped). Nothing more comes from it.
+    virtual void on_worker_lost(WorkerEnd end) = 0;
 };
 
 class Pool;
@@ -83,6 +95,8 @@ class Worker : public std::enable_shared_from_this<Worker> {
     void read();
     void on_frame(const std::string& text);
     void broke(std::string why);  // protocol error: the worker is killed
+    // After the worker closed its channel: stopped unless it exits soon by itself.
+    void stop_if_lingering();
     void flush();
     void on_exit(exec::ProcessResult result);
     void close_pending_fds();
@@ -99,6 +113,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
     bool said_hello_ = false;
     bool writing_ = false;
     bool channel_closed_ = false;
+    bool stop_sent_ = false;   // stop() was called: a SIGTERM or SIGKILL is runbookd's
     std::string lost_reason_;  // why runbookd stopped it, put before how it ended
     std::string inbox_;        // bytes read, not yet a whole frame
     std::array<char, 65536> buffer_{};
@@ -132,6 +147,9 @@ class Pool {
     void release(std::shared_ptr<Worker> worker, bool retire);
     // Starts the workers now (runbookd starts them at once when a runbook has a Python step).
     void warm_up();
+    // runbookd has begun to shut down: no worker is started any more (one stopped with a
+    // cancelled step is not replaced), and steps that find no worker fail at once.
+    void stop_starting();
     // Tells every worker to exit (SIGKILL after 1 s) and calls `done` once all are reaped.
     void shutdown(std::function<void()> done);
     // The last start failure in words (with the worker's stderr), empty once a worker starts.
@@ -168,6 +186,7 @@ class Pool {
     std::uint64_t next_ticket_ = 1;
     bool warm_ = false;
     bool shutting_down_ = false;
+    bool no_starts_ = false;  // stop_starting() was called
     std::function<void()> shut_down_;
     int start_failures_ = 0;  // in a row; sets the restart backoff
     bool restart_pending_ = false;

@@ -220,26 +220,9 @@ class ProcessExecutor final : public StepExecutor {
             }
             set(name, found->second);
         }
-        if (ctx.alert != nullptr) {
-            // The alert, for scripts: values arrive as data, never as code.
-            for (const auto& [label, value] : ctx.alert->labels) {
-                if (value.find('\0') == std::string::npos) {
-                    set(alert_env_name("RUNBOOK_LABEL_", label), value);
-                }
-            }
-            for (const auto& [annotation, value] : ctx.alert->annotations) {
-                if (value.find('\0') == std::string::npos) {
-                    set(alert_env_name("RUNBOOK_ANNOTATION_", annotation), value);
-                }
-            }
-            set("RUNBOOK_ALERT_FINGERPRINT", ctx.alert->fingerprint);
-            set("RUNBOOK_ALERT_STATUS", alert_status_name(ctx.alert->status));
+        for (auto& [name, value] : runbook_env(ctx)) {
+            set(name, std::move(value));
         }
-        set("RUNBOOK_RUN_ID", std::to_string(ctx.run_id));
-        set("RUNBOOK_RUNBOOK", ctx.runbook->name);
-        set("RUNBOOK_STEP", ctx.step->name);
-        set("RUNBOOK_ATTEMPT", std::to_string(ctx.attempt));
-        set("RUNBOOK_IDEMPOTENCY_KEY", idempotency_key(ctx.run_id, ctx.step->name));
         if (!defaults_.instance.empty()) {
             set(std::string(exec::kInstanceEnv), defaults_.instance);
         }
@@ -260,6 +243,35 @@ class ProcessExecutor final : public StepExecutor {
 
 std::string alert_env_name(std::string_view prefix, std::string_view name) {
     return std::string(prefix) + env_name_part(name);
+}
+
+std::vector<std::pair<std::string, std::string>> runbook_env(const AttemptContext& ctx) {
+    std::vector<std::pair<std::string, std::string>> vars;
+    if (ctx.alert != nullptr) {
+        // The alert, for scripts: values arrive as data, never as code.
+        for (const auto& [label, value] : ctx.alert->labels) {
+            if (value.find('\0') == std::string::npos) {
+                vars.emplace_back(alert_env_name("RUNBOOK_LABEL_", label), value);
+            }
+        }
+        for (const auto& [annotation, value] : ctx.alert->annotations) {
+            if (value.find('\0') == std::string::npos) {
+                vars.emplace_back(alert_env_name("RUNBOOK_ANNOTATION_", annotation), value);
+            }
+        }
+        vars.emplace_back("RUNBOOK_ALERT_FINGERPRINT", ctx.alert->fingerprint);
+        vars.emplace_back("RUNBOOK_ALERT_STATUS", alert_status_name(ctx.alert->status));
+    }
+    vars.emplace_back("RUNBOOK_RUN_ID", std::to_string(ctx.run_id));
+    vars.emplace_back("RUNBOOK_RUNBOOK", ctx.runbook->name);
+    vars.emplace_back("RUNBOOK_STEP", ctx.step->name);
+    vars.emplace_back("RUNBOOK_ATTEMPT", std::to_string(ctx.attempt));
+    vars.emplace_back("RUNBOOK_IDEMPOTENCY_KEY", idempotency_key(ctx.run_id, ctx.step->name));
+    return vars;
+}
+
+bool is_reserved_env(std::string_view name) {
+    return name.starts_with("RUNBOOK_") || name == exec::kInstanceEnv;
 }
 
 std::string idempotency_key(RunId run, std::string_view step) {

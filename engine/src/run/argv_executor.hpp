@@ -18,6 +18,15 @@ std::string alert_env_name(std::string_view prefix, std::string_view name);
 // across restarts of runbookd.
 std::string idempotency_key(RunId run, std::string_view step);
 
+// The RUNBOOK_* variables every step process of an attempt gets (docs/execution.md): the
+// alert's labels, annotations, fingerprint and status (when the run has an alert), then
+// RUNBOOK_RUN_ID, RUNBOOK_RUNBOOK, RUNBOOK_STEP, RUNBOOK_ATTEMPT, RUNBOOK_IDEMPOTENCY_KEY.
+// Alert values holding a NUL byte are left out.
+std::vector<std::pair<std::string, std::string>> runbook_env(const AttemptContext& ctx);
+
+// Whether a variable name is runbookd's to set: RUNBOOK_* and exec::kInstanceEnv.
+bool is_reserved_env(std::string_view name);
+
 // Builds the base environment from runbookd's own: PATH (or a standard PATH), LANG (or
 // C.UTF-8), HOME and TZ when set.
 std::vector<std::pair<std::string, std::string>> default_base_env();

@@ -13,6 +13,7 @@
 #include <runbookd/python_step.hpp>
 
 #include "common/log.hpp"
+#include "exec/redact.hpp"
 #include "exec/step_output.hpp"
 #include "metrics/runbookd_metrics.hpp"
 
@@ -69,10 +70,12 @@ class PythonStep final : public python::StepChannel,
                          public std::enable_shared_from_this<PythonStep> {
   public:
     PythonStep(python::Pool& pool, exec::ProcessRunner& runner, const ProcessDefaults& defaults,
-               const PythonStepConfig& config, const AttemptContext& ctx)
+               const exec::SecretRedaction& redaction, const PythonStepConfig& config,
+               const AttemptContext& ctx)
         : pool_(pool),
           runner_(runner),
           defaults_(defaults),
+          redaction_(redaction),
           io_(pool.io()),
           deadline_(io_),
           drain_(io_),
@@ -87,8 +90,11 @@ class PythonStep final : public python::StepChannel,
           log_(log::get("python")) {
         target_ = config.code.empty()
                       ? Json{{"module", config.module}, {"function", config.function}}
-                      : Json{{"code", config.code}, {"filename", config.filename}};
+                      : Json{{"code", config.code},
+                             {"filename", config.source_file},
+                             {"line", config.first_line}};
         context_ = context_json(ctx);
+        runbook_env_ = runbook_env(ctx);
     }
 
     void start(std::function<void(int)> spawned, std::function<void(AttemptOutcome)> done) {
@@ -134,10 +140,13 @@ class PythonStep final : public python::StepChannel,
         }
     }
 
-    void on_worker_lost(std::string why) override {
+    void on_worker_lost(python::WorkerEnd end) override {
         worker_lost_ = true;
+        for (auto& t : end.result.transitions) {
+            note(std::move(t.kind), std::move(t.detail));
+        }
         if (!got_result_) {
-            outcome_.error = stopping_ ? stop_reason_ + "; " + why : std::move(why);
+            record_worker_end(end);
         }
         finish_after_output();
     }
@@ -181,6 +190,32 @@ class PythonStep final : public python::StepChannel,
         log_->debug("python step sent {}worker={}", log_context_, worker_->pid());
     }
 
+    // The worker ended before its result. Stopped by runbookd (timeout, cancel, a protocol
+    // error): the reason, said once, and the signal as for an exec step stopped at its
+    // timeout. Ended by itself: how, with its exit status or its own signal, so that
+    // `retry_on` treats it as it treats an exec step.
+    void record_worker_end(const python::WorkerEnd& end) {
+        const exec::ProcessResult& r = end.result;
+        const bool signalled = r.ending == exec::ProcessResult::Ending::Signaled;
+        if (stopping_) {
+            outcome_.error = stop_reason_;
+            if (signalled) {
+                outcome_.signal = r.signal;
+            }
+            return;
+        }
+        if (!end.stop_reason.empty()) {
+            outcome_.error = end.stop_reason;
+            return;
+        }
+        outcome_.error = python::describe_worker_end(r);
+        if (signalled && !end.signal_from_runbookd) {
+            outcome_.signal = r.signal;
+        } else if (r.ending == exec::ProcessResult::Ending::Exited) {
+            outcome_.exit_code = r.exit_code;
+        }
+    }
+
     void on_log(const Json& message) {
         const std::string level = message.value("level", "info");
         std::string text = message.value("message", "");
@@ -196,8 +231,10 @@ class PythonStep final : public python::StepChannel,
         const auto spd = level == "error"     ? spdlog::level::err
                          : level == "warning" ? spdlog::level::warn
                                               : spdlog::level::info;
-        log_->log(spd, "step log {}level={} message={}", log_context_, level, log::quote(text));
-        note("log", fmt::format("{}: {}", level, text));
+        text = redaction_.text(text);
+        log_->log(spd, "step log {}level={} message={}", log_context_, log::quote(level),
+                  log::quote(text));
+        note_log(level, std::move(text));
     }
 
     void on_request(const Json& message) {
@@ -243,20 +280,22 @@ class PythonStep final : public python::StepChannel,
             return;
         }
         spec.argv = argv.get<std::vector<std::string>>();
-        auto env = defaults_.base_env;
-        if (const Json extra = message.value("env", Json()); extra.is_object()) {
-            for (const auto& [k, v] : extra.items()) {
-                if (v.is_string() && k != exec::kInstanceEnv) {
-                    env.emplace_back(k, v.get<std::string>());
-                }
+        auto env = exec_env(message.value("env", Json()));
+        if (!env) {
+            reply(
+                Json{{"type", "reply"}, {"id", id}, {"ok", false}, {"error", env.error().message}});
+            return;
+        }
+        for (std::size_t i = 0; i < spec.argv.size(); ++i) {
+            if (spec.argv[i].find('\0') != std::string::npos) {
+                reply(Json{{"type", "reply"},
+                           {"id", id},
+                           {"ok", false},
+                           {"error", fmt::format("exec: argv element {} contains a NUL byte", i)}});
+                return;
             }
         }
-        if (!defaults_.instance.empty()) {
-            env.emplace_back(std::string(exec::kInstanceEnv), defaults_.instance);
-        }
-        for (auto& [k, v] : env) {
-            spec.env.push_back(k + "=" + v);
-        }
+        spec.env = std::move(*env);
         const auto left = std::chrono::duration_cast<exec::Millis>(
             timeout_ - (std::chrono::steady_clock::now() - started_));
         spec.timeout = std::max(exec::Millis(1), left);
@@ -278,15 +317,59 @@ class PythonStep final : public python::StepChannel,
         execs_.push_back(std::move(handle));
     }
 
+    // A ctx.exec command's environment, as an argv step's: the base environment, the
+    // request's `env`, then the RUNBOOK_* variables and RUNBOOKD_INSTANCE, which the request
+    // may not name. The error in words when the request's `env` is refused.
+    Result<std::vector<std::string>> exec_env(const Json& extra) const {
+        auto vars = defaults_.base_env;
+        if (!extra.is_null() && !extra.is_object()) {
+            return exec_refused("exec: env must be an object of strings");
+        }
+        for (const auto& [name, value] : extra.items()) {
+            if (!value.is_string()) {
+                return exec_refused(fmt::format("exec: env {} is not a string", name));
+            }
+            if (is_reserved_env(name)) {
+                return exec_refused(
+                    fmt::format("exec: env {} is reserved: runbookd sets RUNBOOK_* and {} itself",
+                                name, exec::kInstanceEnv));
+            }
+            const auto& text = value.get_ref<const std::string&>();
+            if (name.empty() || name.find('=') != std::string::npos ||
+                (name + text).find('\0') != std::string::npos) {
+                return exec_refused(
+                    fmt::format("exec: env {} is not a valid variable (empty, "
+                                "'=' in its name or a NUL byte)",
+                                Json(name).dump()));
+            }
+            vars.emplace_back(name, text);
+        }
+        vars.insert(vars.end(), runbook_env_.begin(), runbook_env_.end());
+        if (!defaults_.instance.empty()) {
+            vars.emplace_back(std::string(exec::kInstanceEnv), defaults_.instance);
+        }
+        std::vector<std::string> out;
+        out.reserve(vars.size());
+        for (const auto& [k, v] : vars) {
+            out.push_back(k + "=" + v);
+        }
+        return out;
+    }
+
+    static Error exec_refused(std::string why) {
+        return make_error(ErrorCode::InvalidArgument, std::move(why));
+    }
+
     void on_exec_done(const Json& id, const std::vector<std::string>& argv, exec::ProcessResult r) {
         const bool exited = r.ending == exec::ProcessResult::Ending::Exited;
         const Json exit_code = exited ? Json(r.exit_code) : Json();
         const Json signal =
             r.ending == exec::ProcessResult::Ending::Signaled ? Json(r.signal) : Json();
-        note("exec", dump(Json{{"argv", argv},
-                               {"exit_code", exit_code},
-                               {"signal", signal},
-                               {"duration_ms", r.duration.count()}}));
+        note_structured("exec", Json{{"argv", redaction_.argv(argv)},
+                                     {"exit_code", exit_code},
+                                     {"signal", signal},
+                                     {"timed_out", r.timed_out},
+                                     {"duration_ms", r.duration.count()}});
         reply(Json{{"type", "reply"},
                    {"id", id},
                    {"ok", true},
@@ -333,6 +416,7 @@ class PythonStep final : public python::StepChannel,
         } else {
             outcome_.outputs = text;
         }
+        note_retire(message.value("retire", Json()));
         const Json left = message.value("left_behind", Json::array());
         if (left.is_array() && !left.empty()) {
             failed = true;
@@ -351,6 +435,22 @@ class PythonStep final : public python::StepChannel,
         }
         outcome_.succeeded = !failed;
         finish_after_output();
+    }
+
+    // `retire` in a result: the worker asks to be replaced after this step (it knows its
+    // interpreter is in doubt). The step's outcome stays what the result says; each reason
+    // becomes an attempt.worker_retired event.
+    void note_retire(const Json& retire) {
+        if (!retire.is_array() || retire.empty()) {
+            return;
+        }
+        retire_ = true;
+        metrics::runbookd_metrics().python_worker_restart(metrics::WorkerRestart::Retired);
+        for (const auto& reason : retire) {
+            note("worker_retired", reason.is_string() ? reason.get<std::string>() : dump(reason));
+        }
+        log_->info("python worker asked to be retired {}worker={} reasons={}", log_context_,
+                   worker_ ? worker_->pid() : -1, log::quote(redaction_.text(dump(retire))));
     }
 
     // The result (or the worker's end) is in; the step's output is complete once both pipes
@@ -432,6 +532,16 @@ class PythonStep final : public python::StepChannel,
         outcome_.transitions.push_back({Timestamp::now(), std::move(kind), std::move(detail)});
     }
 
+    // An event whose detail is `detail` itself (a JSON object), not {"detail": text}.
+    void note_structured(std::string kind, const Json& detail) {
+        outcome_.transitions.push_back({Timestamp::now(), std::move(kind), dump(detail), true});
+    }
+
+    // attempt.log: {"level", "message"}, the message already redacted.
+    void note_log(const std::string& level, std::string message) {
+        note_structured("log", Json{{"level", level}, {"message", std::move(message)}});
+    }
+
     void finish() {
         if (finished_) {
             return;
@@ -440,8 +550,9 @@ class PythonStep final : public python::StepChannel,
         deadline_.cancel();
         drain_.cancel();
         if (logs_dropped_ > 0) {
-            note("log", fmt::format("{} more log lines were not recorded (at most {} per attempt)",
-                                    logs_dropped_, kMaxLogEvents));
+            note_log("warning",
+                     fmt::format("{} more log lines were not recorded (at most {} per attempt)",
+                                 logs_dropped_, kMaxLogEvents));
         }
         if (output_) {
             output_->close();
@@ -478,6 +589,7 @@ class PythonStep final : public python::StepChannel,
     python::Pool& pool_;
     exec::ProcessRunner& runner_;
     const ProcessDefaults& defaults_;
+    const exec::SecretRedaction& redaction_;
     asio::io_context& io_;
     asio::steady_timer deadline_;
     asio::steady_timer drain_;
@@ -488,6 +600,7 @@ class PythonStep final : public python::StepChannel,
     std::shared_ptr<spdlog::logger> log_;
     Json target_;
     Json context_;
+    std::vector<std::pair<std::string, std::string>> runbook_env_;  // RUNBOOK_* for ctx.exec
     std::function<void(int)> spawned_;
     std::function<void(AttemptOutcome)> done_;
     std::chrono::steady_clock::time_point started_;
@@ -528,7 +641,10 @@ class PythonAttempt final : public Attempt {
 class PythonExecutor final : public StepExecutor {
   public:
     PythonExecutor(python::Pool& pool, exec::ProcessRunner& runner, ProcessDefaults defaults)
-        : pool_(pool), runner_(runner), defaults_(std::move(defaults)) {}
+        : pool_(pool),
+          runner_(runner),
+          defaults_(std::move(defaults)),
+          redaction_(defaults_.secrets) {}
 
     std::string_view kind() const override { return "python"; }
 
@@ -537,7 +653,8 @@ class PythonExecutor final : public StepExecutor {
         if (config == nullptr) {
             return make_error(ErrorCode::Internal, "preparing step failed: not a python step");
         }
-        auto step = std::make_shared<PythonStep>(pool_, runner_, defaults_, *config, ctx);
+        auto step =
+            std::make_shared<PythonStep>(pool_, runner_, defaults_, redaction_, *config, ctx);
         return std::unique_ptr<Attempt>(std::make_unique<PythonAttempt>(
             std::move(step), std::vector<std::string>{"python", config->target()}));
     }
@@ -546,6 +663,7 @@ class PythonExecutor final : public StepExecutor {
     python::Pool& pool_;
     exec::ProcessRunner& runner_;
     ProcessDefaults defaults_;
+    exec::SecretRedaction redaction_;  // of defaults_.secrets
 };
 
 }  // namespace

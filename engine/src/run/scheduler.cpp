@@ -111,6 +111,8 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     void retry_later(std::function<void()> again);
     void start_after(Duration delay);
     void abandon(const std::string& why);
+    // The attempt's error and transition details with every secret's value redacted.
+    void redact(AttemptEnd& end) const;
     const StepSpec& step() const { return runbook_->steps[step_index_]; }
 
     Scheduler& sched_;
@@ -292,7 +294,7 @@ void RunExecution::stop(RunState state, std::string reason, std::string actor) {
         return;
     }
     stop_state_ = state;
-    stop_reason_ = std::move(reason);
+    stop_reason_ = sched_.redaction_.text(reason);
     stop_actor_ = std::move(actor);
     sched_.log_->info("stopping run run={} reason={}", id_, log::quote(stop_reason_));
     if (attempt_) {
@@ -347,7 +349,8 @@ void RunExecution::advance(RunProgress progress) {
     if (!prepared) {
         // Nothing starts: the attempt is recorded as begun and failed in the same write.
         AttemptEnd end;
-        end.error = fmt::format("cannot prepare the step: {}", prepared.error().message);
+        end.error = sched_.redaction_.text(
+            fmt::format("cannot prepare the step: {}", prepared.error().message));
         end.finished_at = start.started_at;
         const std::string reason = fmt::format("step \"{}\" failed: {}", s.name, end.error);
         progress.next = std::move(start);
@@ -356,7 +359,8 @@ void RunExecution::advance(RunProgress progress) {
         finish(std::move(progress), RunState::Failed, reason);
         return;
     }
-    start.argv = (*prepared)->argv();
+    // The process gets the real values; the record never holds a secret's.
+    start.argv = sched_.redaction_.argv((*prepared)->argv());
     start.cwd = (*prepared)->cwd();
     progress.next = std::move(start);
     auto attempt = std::make_shared<std::unique_ptr<Attempt>>(std::move(*prepared));
@@ -377,7 +381,7 @@ void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id)
     }
     sched_.log_->info(
         "attempt started run={} step={} attempt={} argv={}", id_, step().name, attempt_number_,
-        log::quote(nlohmann::json(attempt->argv())
+        log::quote(nlohmann::json(sched_.redaction_.argv(attempt->argv()))
                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
     attempt_ = std::move(attempt);
     attempt_->start([self = shared_from_this(),
@@ -440,7 +444,10 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     end.output_path = std::move(outcome.output_path);
     end.output_stored_bytes = outcome.output_stored_bytes;
     end.output_truncated = outcome.output_truncated;
-    end.outputs = std::move(outcome.outputs);
+    // Later steps of this run get the real outputs; the record gets them redacted.
+    const std::string outputs = std::move(outcome.outputs);
+    end.outputs = sched_.redaction_.json_text(outputs);
+    redact(end);
     attempt_.reset();
     metrics::runbookd_metrics().attempt_finished(
         step().kind, attempt_outcome_name(end),
@@ -455,7 +462,7 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
     const bool succeeded = end.succeeded;
     if (!retry) {
         results_[step().name] = StepResult{succeeded ? "succeeded" : "failed", end.exit_code,
-                                           end.outputs, end.stdout_excerpt};
+                                           outputs, end.stdout_excerpt};
     }
     const std::string reason = attempt_number_ > 1
                                    ? fmt::format("step \"{}\" failed after {} attempts: {}",
@@ -493,6 +500,7 @@ void RunExecution::on_outcome(AttemptOutcome outcome) {
 }
 
 void RunExecution::finish(RunProgress progress, RunState state, std::string reason) {
+    reason = sched_.redaction_.text(reason);
     finished_ = true;
     deadline_.cancel();
     progress.finished = RunProgress::Finish{state, reason, Timestamp::now(),
@@ -539,6 +547,17 @@ void RunExecution::persist(RunProgress progress, std::function<void(AttemptId)> 
         });
 }
 
+void RunExecution::redact(AttemptEnd& end) const {
+    const exec::SecretRedaction& r = sched_.redaction_;
+    if (!r.active()) {
+        return;
+    }
+    end.error = r.text(end.error);
+    for (auto& t : end.transitions) {
+        t.detail = t.structured ? r.json_text(t.detail) : r.text(t.detail);
+    }
+}
+
 // A retry's backoff: the next attempt starts after `delay` unless the run is stopped first.
 void RunExecution::start_after(Duration delay) {
     backoff_pending_ = true;
@@ -583,6 +602,7 @@ Scheduler::Scheduler(asio::io_context& io, Store& store,
       parsers_(std::move(parsers)),
       executors_(std::move(executors)),
       options_(options),
+      redaction_(options.secrets),
       log_(log::get("run")) {}
 
 Scheduler::~Scheduler() = default;

@@ -21,6 +21,7 @@
 #include <runbookd/step_parser.hpp>
 #include <runbookd/store.hpp>
 
+#include "exec/redact.hpp"
 #include "run/step_executor.hpp"
 
 namespace runbookd::run {
@@ -32,6 +33,10 @@ struct SchedulerOptions {
     // The exec::kInstanceEnv value in this runbookd's steps: recover() stops every process
     // that carries it. Empty: no such search.
     std::string instance;
+    // The configured secrets (name, value): their values are redacted from everything the
+    // scheduler records or logs about runs and attempts (argv, errors, reasons, outputs,
+    // events); the steps themselves get the real values.
+    std::vector<std::pair<std::string, std::string>> secrets;
 };
 
 class RunExecution;
@@ -135,6 +140,7 @@ class Scheduler {
     StepParsers parsers_;
     std::vector<std::shared_ptr<StepExecutor>> executors_;
     SchedulerOptions options_;
+    exec::SecretRedaction redaction_;  // of options_.secrets
     std::shared_ptr<spdlog::logger> log_;
 
     std::deque<RunId> queue_;

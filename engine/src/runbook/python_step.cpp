@@ -130,6 +130,8 @@ class PythonStepParser final : public StepParser {
         }
         const SourceLocation at = ctx.location_in(node, 0);
         config.filename = fmt::format("{}:{}", at.file, at.line);
+        config.source_file = at.file;
+        config.first_line = std::max(1, at.line);
         config.code = std::move(*code);
     }
 };

@@ -175,8 +175,8 @@ struct TransitionText {
 std::vector<TransitionText> transition_texts(const AttemptEnd& e) {
     std::vector<TransitionText> out;
     for (const auto& t : e.transitions) {
-        out.push_back(
-            {t.at.to_rfc3339_millis(), "attempt." + t.kind, dump_json(Json{{"detail", t.detail}})});
+        out.push_back({t.at.to_rfc3339_millis(), "attempt." + t.kind,
+                       t.structured ? t.detail : dump_json(Json{{"detail", t.detail}})});
     }
     return out;
 }
