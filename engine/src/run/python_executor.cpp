@@ -579,6 +579,10 @@ class PythonStep final : public python::StepChannel,
             pool_.release(std::move(worker_), retire_);
         }
         worker_.reset();
+        // Both hold callbacks that hold this step: dropping them breaks the cycles, so the
+        // step is freed once its last pending callback has run.
+        output_.reset();
+        execs_.clear();
         auto done = std::move(done_);
         done_ = nullptr;
         if (done) {
