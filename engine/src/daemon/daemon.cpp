@@ -158,11 +158,18 @@ python::PoolOptions python_options(const Config& config, const run::ProcessDefau
 // module that does not import or lacks its function makes the runbooks directory invalid.
 // A check that cannot run at all (no worker, a broken interpreter) is logged, not fatal:
 // alerts must still be recorded, and those steps fail with the reason when they run.
+bool has_python_steps(const RunbookCatalog& catalog);
+
 Status check_python_modules(const Config& config, const RunbookCatalog& catalog) {
+    if (!has_python_steps(catalog)) {
+        return {};
+    }
     python::PythonCheckOptions options;
     options.runbooks_dir = config.runbooks_dir;
     options.path = config.python.path;
     options.worker = python_worker_path(config);
+    log::get("python")->info("checking the modules of python steps worker={}",
+                             log::quote(options.worker));
     auto problems = python::check_python_steps(catalog.all(), options);
     if (!problems) {
         log::get("python")->error("python modules not checked error={}",

@@ -46,13 +46,15 @@ std::map<std::string, std::vector<StepRef>> python_targets(
     return targets;
 }
 
-Result<exec::ProcessResult> run_check(const std::vector<std::string>& argv) {
+Result<exec::ProcessResult> run_check(const std::vector<std::string>& argv,
+                                      std::chrono::milliseconds timeout) {
     boost::asio::io_context io;
     exec::ProcessRunner runner(io);
     exec::ProcessSpec spec;
     spec.argv = argv;
     spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
-    spec.timeout = std::chrono::seconds(60);
+    spec.timeout = timeout;
+    spec.grace = std::chrono::seconds(1);
     spec.excerpt_bytes = 4 << 20;  // one short line per target: all of it
     std::optional<exec::ProcessResult> result;
     runner.start(std::move(spec), [&result](exec::ProcessResult r) { result = std::move(r); });
@@ -86,9 +88,16 @@ Result<std::vector<Diagnostic>> check_python_steps(
     for (const auto& [target, steps] : targets) {
         argv.push_back(target);
     }
-    auto result = run_check(argv);
+    auto result = run_check(argv, options.timeout);
     if (!result) {
         return result.error();
+    }
+    if (result->timed_out) {
+        return Error{ErrorCode::DeadlineExceeded,
+                     fmt::format("python check ({}) did not finish within {} ms: a module may "
+                                 "block at import",
+                                 argv.front(), options.timeout.count()),
+                     ""};
     }
     const bool finished = result->ending == exec::ProcessResult::Ending::Exited &&
                           (result->exit_code == 0 || result->exit_code == 1);

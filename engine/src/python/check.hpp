@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,9 @@ struct PythonCheckOptions {
     std::string runbooks_dir;
     std::vector<std::string> path;  // python.path of the config
     std::string worker;             // empty: runbookd-python-worker next to this program
+    // The whole check; a module that blocks at import (on the network, a lock) must not hang
+    // runbookd's start or lint for ever.
+    std::chrono::milliseconds timeout{30'000};
 };
 
 // Imports the module of every `python: {module, function}` step of `runbooks` in a separate
