@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -130,7 +131,11 @@ class PythonStepParser final : public StepParser {
         }
         const SourceLocation at = ctx.location_in(node, 0);
         config.filename = fmt::format("{}:{}", at.file, at.line);
-        config.source_file = at.file;
+        // Absolute: the worker runs in another directory and reads the lines it shows in
+        // tracebacks from this path.
+        std::error_code ec;
+        const auto absolute = std::filesystem::absolute(at.file, ec);
+        config.source_file = ec ? at.file : absolute.string();
         config.first_line = std::max(1, at.line);
         config.code = std::move(*code);
     }
