@@ -512,6 +512,8 @@ class PythonStep final : public python::StepChannel,
         if (worker_ && !got_result_ && !worker_lost_) {
             log_->info("stopping python worker {}worker={} reason={}", log_context_, worker_->pid(),
                        log::quote(stop_reason_));
+            // TODO(runbookd): a timeout stops the worker through a cancel, so the process-kill
+            // metric counts it as `cancel`; the handle has no way to say "timed out" yet.
             worker_->stop(stop_reason_, grace_);
             retire_ = true;
             metrics::runbookd_metrics().python_worker_restart(
