@@ -1,6 +1,7 @@
 // Reloading the runbooks directory (docs/runbooks.md, Reload) through the real runbookd binary:
 // POST /api/v1/reload, SIGHUP and runbookctl reload.
 #include <csignal>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,22 @@ Json last_event(const test::RunbookdProcess& d, const std::string& kind) {
     return detail.empty() ? Json() : Json::parse(detail);
 }
 
+// Once the gated run's first step runs: rewrites gated.yaml as one `say` step and reloads.
+Json replace_gated_while_running(const test::RunbookdProcess& d) {
+    REQUIRE(test::wait_query_value(d.db(), "SELECT count(*) FROM attempts WHERE state = 'running'",
+                                   "1", 5s));
+    test::write_file(d.dir().file("runbooks/gated.yaml"),
+                     echo_runbook("gated", "Gated", "the-new-version"));
+    return post_reload(d);
+}
+
+// Each attempt of a run: step name and state, in order.
+Rows attempts_of(const test::RunbookdProcess& d, std::int64_t run) {
+    return test::query(d.db(), fmt::format("SELECT step, state FROM attempts WHERE run_id = {} "
+                                           "ORDER BY id",
+                                           run));
+}
+
 }  // namespace
 
 TEST_CASE("a reload with a new runbook makes new deliveries match it", "[reload]") {
@@ -151,12 +168,8 @@ TEST_CASE("a run in flight when its runbook changes finishes with its old steps"
     REQUIRE(d.wait_ready());
     const auto old_run = fire(d, "Gated", "a");
     REQUIRE(old_run.size() == 1);
-    REQUIRE(test::wait_query_value(d.db(), "SELECT count(*) FROM attempts WHERE state = 'running'",
-                                   "1", 5s));
 
-    test::write_file(d.dir().file("runbooks/gated.yaml"),
-                     echo_runbook("gated", "Gated", "the-new-version"));
-    const Json reloaded = post_reload(d);
+    const Json reloaded = replace_gated_while_running(d);
     const auto new_run = fire(d, "Gated", "b");
     test::write_file(gate, "");
 
@@ -166,13 +179,54 @@ TEST_CASE("a run in flight when its runbook changes finishes with its old steps"
     REQUIRE(run_finished(d, old_run[0]));
     REQUIRE(new_run.size() == 1);
     REQUIRE(run_finished(d, new_run[0]));
-    CHECK(test::query(d.db(), fmt::format("SELECT step, state FROM attempts WHERE run_id = {} "
-                                          "ORDER BY id",
-                                          old_run[0])) ==
+    CHECK(attempts_of(d, old_run[0]) ==
           Rows{{"wait-for-gate", "succeeded"}, {"after", "succeeded"}});
-    CHECK(test::query(d.db(), fmt::format("SELECT step, state FROM attempts WHERE run_id = {}",
-                                          new_run[0])) == Rows{{"say", "succeeded"}});
+    CHECK(attempts_of(d, new_run[0]) == Rows{{"say", "succeeded"}});
     CHECK(test::query_value(d.db(), "SELECT count(DISTINCT runbook_hash) FROM runs") == "2");
+}
+
+TEST_CASE("a run still queued when its runbook changes starts with the version it matched",
+          "[reload]") {
+    test::TempDir outside;
+    const std::string gate = outside.file("gate");
+    test::RunbookdProcess d({{"gated.yaml", test::gated_runbook(gate) + "concurrency: 1\n"}});
+    REQUIRE(d.wait_ready());
+    const auto running = fire(d, "Gated", "a");
+    const auto queued = fire(d, "Gated", "b");
+    REQUIRE(running.size() == 1);
+    REQUIRE(queued.size() == 1);
+
+    const Json reloaded = replace_gated_while_running(d);
+    test::write_file(gate, "");
+
+    INFO(d.log());
+    CHECK(reloaded.at("changed") == Json::array({"gated"}));
+    REQUIRE(run_finished(d, queued[0]));
+    CHECK(attempts_of(d, queued[0]) ==
+          Rows{{"wait-for-gate", "succeeded"}, {"after", "succeeded"}});
+}
+
+TEST_CASE("two reloads at once run one after the other and both are recorded", "[reload]") {
+    test::RunbookdProcess d({{"a.yaml", echo_runbook("a", "Alpha", "alpha")}});
+    REQUIRE(d.wait_ready());
+    test::write_file(d.dir().path() / "runbooks" / "b.yaml", echo_runbook("b", "Beta", "beta"));
+
+    auto first = std::async(std::launch::async, [&] { return d.post("/api/v1/reload", ""); });
+    auto second = std::async(std::launch::async, [&] { return d.post("/api/v1/reload", ""); });
+    const auto one = first.get();
+    const auto two = second.get();
+
+    INFO(d.log());
+    REQUIRE(one.ok());
+    REQUIRE(two.ok());
+    CHECK(one->status == 200);
+    CHECK(two->status == 200);
+    // The second sees the first's result: together they added b exactly once.
+    const auto added =
+        Json::parse(one->body).at("added").size() + Json::parse(two->body).at("added").size();
+    CHECK(added == 1);
+    CHECK(test::wait_query_value(
+        d.db(), "SELECT count(*) FROM events WHERE kind = 'runbooks.reloaded'", "2", 5s));
 }
 
 TEST_CASE("SIGHUP reloads the runbooks", "[reload]") {
