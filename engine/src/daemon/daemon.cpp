@@ -243,6 +243,16 @@ std::string reload_detail(const std::string& actor, const api::ReloadOutcome& ou
     return detail.dump();
 }
 
+// The reload is in force whether or not its event is written; a failure is logged.
+void record_reload_event(Store& store, std::string kind, std::string detail) {
+    store.record_event(std::move(kind), std::move(detail), [](Status s) {
+        if (!s) {
+            log::get("runbook")->warn("reload not recorded in the audit trail error={}",
+                                      log::quote(s.error().message));
+        }
+    });
+}
+
 // Splits an error message holding one diagnostic per line.
 std::vector<std::string> split_lines(const std::string& text) {
     std::vector<std::string> lines;
@@ -429,7 +439,7 @@ api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
     // 1. Load and check every runbook as start() does; on any error nothing changes.
     // 2. Record the new versions, so that runs may refer to them before anything matches.
     // 3. Publish: deliveries match against the new set from here on; the run engine learns it,
-    //    and Python workers are replaced when anything changed.
+    //    and the Python workers are replaced.
     // 4. Metrics names, the audit event, one log line.
     auto& p = *parts_;
     auto log = log::get("runbook");
@@ -441,8 +451,8 @@ api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
         for (const auto& e : outcome.errors) {
             log->error("runbooks not reloaded actor={} error={}", log::quote(actor), log::quote(e));
         }
-        p.store->record_event("runbooks.reload_failed", reload_detail(actor, outcome, nullptr),
-                              [](Status) {});
+        record_reload_event(*p.store, "runbooks.reload_failed",
+                            reload_detail(actor, outcome, nullptr));
         return outcome;
     };
     auto loaded = load_catalog(config_.runbooks_dir, &p.secret_names);
@@ -471,13 +481,7 @@ api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
         }
     });
     metrics::runbookd_metrics().set_runbooks(runbook_names(*next));
-    p.store->record_event(
-        "runbooks.reloaded", reload_detail(actor, outcome, next.get()), [](Status s) {
-            if (!s) {
-                log::get("runbook")->warn("reload not recorded in the audit trail error={}",
-                                          log::quote(s.error().message));
-            }
-        });
+    record_reload_event(*p.store, "runbooks.reloaded", reload_detail(actor, outcome, next.get()));
     log->info("runbooks reloaded actor={} count={} added={} removed={} changed={}",
               log::quote(actor), outcome.runbooks, outcome.added.size(), outcome.removed.size(),
               outcome.changed.size());
