@@ -12,19 +12,7 @@ namespace {
 using namespace runbookd;
 using namespace std::chrono_literals;
 
-struct CommandResult {
-    int exit_code = -1;
-    std::string output;  // stdout and stderr together
-};
-
-CommandResult run_command(std::vector<std::string> argv) {
-    test::TempDir dir;
-    const std::string log = dir.file("out.log");
-    test::Subprocess process(std::move(argv), log);
-    const auto code = process.wait(20s);
-    REQUIRE(code.has_value());
-    return {*code, test::read_file(log)};
-}
+using test::run_command;
 
 constexpr const char* kBroken = R"(name: broken
 matchers:

@@ -34,13 +34,8 @@ TEST_CASE(
     auto first = d.post("/api/v1/webhooks/alertmanager", test::firing_notification("Gated", "a"));
     REQUIRE(first.ok());
     REQUIRE(first->status == 200);
-    REQUIRE(test::wait_until(
-        [&] {
-            return test::query_value(d.db(),
-                                     "SELECT count(*) FROM attempts WHERE state = "
-                                     "'running'") == "1";
-        },
-        5s));
+    REQUIRE(test::wait_query_value(d.db(), "SELECT count(*) FROM attempts WHERE state = 'running'",
+                                   "1", 5s));
 
     d.process().signal(SIGTERM);
     const bool unready = test::wait_until(

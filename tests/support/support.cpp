@@ -328,6 +328,19 @@ bool TestDaemon::wait_runs_finished(std::chrono::milliseconds timeout) const {
         timeout);
 }
 
+bool wait_query_value(const std::string& db_path, const std::string& sql,
+                      const std::string& expected, std::chrono::milliseconds timeout) {
+    return wait_until([&] { return query_value(db_path, sql) == expected; }, timeout);
+}
+
+CommandResult run_command(std::vector<std::string> argv) {
+    TempDir dir;
+    const std::string log = dir.file("out.log");
+    Subprocess process(std::move(argv), log);
+    const auto code = process.wait(20s);
+    return {code.value_or(-1), read_file(log)};
+}
+
 RunbookdProcess::RunbookdProcess(const RunbookFiles& runbooks, const std::string& config_yaml,
                                  const std::string& db_path)
     : port_(free_tcp_port()), db_path_(db_path.empty() ? dir_.file("runbookd.db") : db_path) {

@@ -77,6 +77,14 @@ class Subprocess {
     std::optional<int> status_;
 };
 
+struct CommandResult {
+    int exit_code = -1;  // -1: it did not exit within 20 s (then stopped)
+    std::string output;  // stdout and stderr together
+};
+
+// Runs argv to completion (at most 20 s), by PID.
+CommandResult run_command(std::vector<std::string> argv);
+
 // Posts an Alertmanager notification (JSON text) to the webhook of the runbookd at `base_url`.
 Result<http::ClientResponse> post_notification(const std::string& base_url,
                                                const std::string& body);
@@ -87,6 +95,9 @@ bool wait_ready(const std::string& base_url, std::chrono::milliseconds timeout =
 std::vector<std::vector<std::string>> query(const std::string& db_path, const std::string& sql);
 // The single value of a query returning one row and one column.
 std::string query_value(const std::string& db_path, const std::string& sql);
+// Waits until query_value(db_path, sql) is `expected`; returns whether it was within `timeout`.
+bool wait_query_value(const std::string& db_path, const std::string& sql,
+                      const std::string& expected, std::chrono::milliseconds timeout);
 
 // Runbook files by name, as written to a test's runbooks directory.
 using RunbookFiles = std::map<std::string, std::string>;

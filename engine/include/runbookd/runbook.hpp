@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -124,6 +125,28 @@ class RunbookCatalog {
 
   private:
     std::vector<std::shared_ptr<const Runbook>> runbooks_;
+};
+
+// The runbook set in force: a reload replaces it whole (docs/runbooks.md, Reload). Readers
+// take a snapshot and keep using it for as long as they need; a published catalog is never
+// changed. Any thread.
+class CurrentCatalog {
+  public:
+    explicit CurrentCatalog(std::shared_ptr<const RunbookCatalog> catalog)
+        : catalog_(std::move(catalog)) {}
+
+    std::shared_ptr<const RunbookCatalog> get() const {
+        std::lock_guard lock(mutex_);
+        return catalog_;
+    }
+    void set(std::shared_ptr<const RunbookCatalog> catalog) {
+        std::lock_guard lock(mutex_);
+        catalog_ = std::move(catalog);
+    }
+
+  private:
+    mutable std::mutex mutex_;
+    std::shared_ptr<const RunbookCatalog> catalog_;
 };
 
 // Parses Go-style durations: "300ms", "30s", "5m", "1h30m".

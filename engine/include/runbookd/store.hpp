@@ -274,6 +274,11 @@ class Store {
     // The source text of a recorded runbook version.
     virtual Result<std::string> runbook_source(const std::string& content_hash) = 0;
 
+    // Appends one audit event that belongs to no delivery, run or attempt (`kind`, `detail` a
+    // JSON object), e.g. runbooks.reloaded.
+    virtual void record_event(std::string kind, std::string detail,
+                              std::function<void(Status)> done) = 0;
+
     virtual void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                  Completion<DeliveryReceipt> done) = 0;
     // Records one step of a run's progress in one transaction (see RunProgress). Completes

@@ -398,6 +398,41 @@ bool is_json_media_type(std::string_view content_type) {
     return true;
 }
 
+// 422, not 400: the request is well formed; what it points at, the runbooks directory, cannot
+// be taken. runbookctl and scripts tell the two apart without parsing the message.
+http::Response reload_response(const ReloadOutcome& outcome) {
+    using R = ReloadOutcome::Result;
+    if (outcome.result == R::Reloaded) {
+        return http::json_response(200, {{"runbooks", outcome.runbooks},
+                                         {"added", outcome.added},
+                                         {"removed", outcome.removed},
+                                         {"changed", outcome.changed}});
+    }
+    const bool invalid = outcome.result == R::InvalidRunbooks;
+    auto response = http::json_error(
+        invalid ? 422 : 503, invalid ? "invalid_runbooks" : "unavailable",
+        invalid ? fmt::format("runbooks not reloaded: {} error{}; the previous runbooks stay "
+                              "in force",
+                              outcome.errors.size(), outcome.errors.size() == 1 ? "" : "s")
+                : "runbooks not reloaded; the previous runbooks stay in force");
+    auto body = Json::parse(response.body);
+    body["error"]["errors"] = outcome.errors;
+    return http::json_response(response.status, body);
+}
+
+void reload_runbooks(const ApiContext& ctx, const http::Request& req, http::Responder respond) {
+    if (ctx.health->draining) {
+        respond(http::json_error(503, "draining", "runbookd is shutting down; nothing reloaded"));
+        return;
+    }
+    // TODO(runbookd): require the admin scope once the API has authentication (the on-call
+    // issue); until then the actor is the caller's address.
+    ctx.reload(fmt::format("http:{}", req.remote_addr),
+               [respond = std::move(respond)](ReloadOutcome outcome) {
+                   respond(reload_response(outcome));
+               });
+}
+
 void add_routes(http::Router& router, const ApiContext& context) {
     const ApiContext* ctx = &context;
     router.add("GET", "/", [](http::Request&&, http::Responder respond) {
@@ -431,9 +466,12 @@ void add_routes(http::Router& router, const ApiContext& context) {
                [ctx](http::Request&& req, http::Responder respond) {
                    cancel_run(*ctx, req, std::move(respond));
                });
+    router.add("POST", "/api/v1/reload", [ctx](http::Request&& req, http::Responder respond) {
+        reload_runbooks(*ctx, req, std::move(respond));
+    });
     router.add("GET", "/api/v1/runbooks", [ctx](http::Request&&, http::Responder respond) {
         Json items = Json::array();
-        for (const auto& r : ctx->catalog->all()) {
+        for (const auto& r : ctx->catalog->get()->all()) {
             items.push_back(runbook_json(*r));
         }
         respond(http::json_response(200, {{"runbooks", items}}));

@@ -3,7 +3,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <runbookd/runbook.hpp>
 #include <runbookd/store.hpp>
@@ -35,12 +38,27 @@ struct Health {
 constexpr std::chrono::milliseconds kHeartbeatInterval{250};
 constexpr std::chrono::milliseconds kLivenessLimit{5000};
 
+// What a reload of the runbooks directory did (docs/runbooks.md, Reload).
+struct ReloadOutcome {
+    enum class Result { Reloaded, InvalidRunbooks, Failed };
+    Result result = Result::Reloaded;
+    std::size_t runbooks = 0;  // in force now
+    std::vector<std::string> added, removed, changed;
+    // InvalidRunbooks: one "file:line:column: message" each; Failed: the cause.
+    std::vector<std::string> errors;
+};
+
+// Reloads the runbooks for `actor` ("http:ADDR", "signal:SIGHUP"), one reload at a time, and
+// calls `done` (on another thread) with what it did.
+using Reloader = std::function<void(std::string actor, std::function<void(ReloadOutcome)> done)>;
+
 struct ApiContext {
     Store* store = nullptr;
-    std::shared_ptr<const RunbookCatalog> catalog;
+    const CurrentCatalog* catalog = nullptr;
     intake::AlertmanagerIntake* intake = nullptr;
     run::Scheduler* scheduler = nullptr;
     const Health* health = nullptr;
+    Reloader reload;
 };
 
 // Registers the HTTP API (docs/http-api.md) on `router`. `context` must outlive the router.

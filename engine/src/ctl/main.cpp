@@ -247,6 +247,48 @@ int runs_show(const Options& o, const std::string& id) {
     return 0;
 }
 
+std::string names_or_dash(const Json& names) {
+    std::string out;
+    for (const auto& n : names) {
+        out += (out.empty() ? "" : ", ") + text_of(n);
+    }
+    return out.empty() ? "-" : out;
+}
+
+// POST /api/v1/reload: 0 when runbookd took the new runbooks, 1 (with each error, one
+// "file:line:column: message" a line) when it kept the old ones.
+int reload(const Options& o) {
+    // The module check of a large directory may take a while; the server serialises reloads.
+    auto response = runbookd::http::send_request("POST", o.url + "/api/v1/reload", {}, {},
+                                                 std::chrono::seconds(120));
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    Json body = Json::parse(response->body, nullptr, false);
+    if (o.output == "json") {
+        std::cout << response->body;
+    }
+    if (response->status == 200 && body.is_object()) {
+        if (o.output != "json") {
+            std::cout << fmt::format("reloaded: {} runbooks\nadded: {}\nremoved: {}\nchanged: {}\n",
+                                     text_of(body.value("runbooks", Json())),
+                                     names_or_dash(body.value("added", Json::array())),
+                                     names_or_dash(body.value("removed", Json::array())),
+                                     names_or_dash(body.value("changed", Json::array())));
+        }
+        return 0;
+    }
+    const Json error = body.is_object() ? body.value("error", Json::object()) : Json::object();
+    std::cerr << "runbookctl: runbookd answered " << response->status << ": "
+              << (error.contains("message") ? text_of(error["message"]) : response->body) << "\n";
+    for (const auto& e : error.value("errors", Json::array())) {
+        std::cerr << text_of(e) << "\n";
+    }
+    return kExitFailure;
+}
+
 int runbooks_list(const Options& o) {
     int code = 0;
     auto body = get_json(o, "/api/v1/runbooks", code);
@@ -431,6 +473,9 @@ int main(int argc, char** argv) {
     runbooks_cmd->require_subcommand(1);
     auto* runbooks_list_cmd = runbooks_cmd->add_subcommand("list", "list loaded runbooks");
 
+    auto* reload_cmd = app.add_subcommand(
+        "reload", "make runbookd reload its runbooks directory (kept as is on any error)");
+
     auto* audit_cmd = app.add_subcommand("audit", "the audit chain in the database: verify, prune");
     audit_cmd->require_subcommand(1);
     std::string db_path, before, actor = default_actor();
@@ -467,6 +512,9 @@ int main(int argc, char** argv) {
     }
     if (runbooks_list_cmd->parsed()) {
         return runbooks_list(o);
+    }
+    if (reload_cmd->parsed()) {
+        return reload(o);
     }
     if (verify_cmd->parsed()) {
         return audit_verify(o, db_path);

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -11,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 #include <sys/resource.h>
 
 #include <runbookd/step_parser.hpp>
@@ -34,7 +36,8 @@ namespace runbookd::daemon {
 namespace asio = boost::asio;
 
 struct Daemon::Parts {
-    std::shared_ptr<const RunbookCatalog> catalog;
+    CurrentCatalog catalog{nullptr};
+    std::set<std::string> secret_names;  // what runbooks may name, kept for reloads
     std::unique_ptr<Store> store;
 
     // The run engine's thread: the scheduler, every run and every child process live here.
@@ -52,6 +55,13 @@ struct Daemon::Parts {
     http::Router router;
     std::unique_ptr<http::Server> server;
     bool stopped = false;
+
+    // Reloads run one after another on their own thread: the module check takes a while and
+    // must hold neither an HTTP thread nor the run engine.
+    asio::io_context reload_io;
+    std::mutex reload_mutex;  // guards reload_work: reload() against shutdown()
+    std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> reload_work;
+    std::thread reload_thread;
 
     // Stamps the run engine's heartbeat now and every kHeartbeatInterval, on the exec thread,
     // so that /livez sees whether that thread still turns.
@@ -160,7 +170,8 @@ python::PoolOptions python_options(const Config& config, const run::ProcessDefau
 // alerts must still be recorded, and those steps fail with the reason when they run.
 bool has_python_steps(const RunbookCatalog& catalog);
 
-Status check_python_modules(const Config& config, const RunbookCatalog& catalog) {
+std::vector<std::string> python_module_problems(const Config& config,
+                                                const RunbookCatalog& catalog) {
     if (!has_python_steps(catalog)) {
         return {};
     }
@@ -176,15 +187,91 @@ Status check_python_modules(const Config& config, const RunbookCatalog& catalog)
                                   log::quote(problems.error().describe()));
         return {};
     }
-    if (problems->empty()) {
+    std::vector<std::string> lines;
+    for (const auto& d : *problems) {
+        lines.push_back(d.to_string());
+    }
+    return lines;
+}
+
+Status check_python_modules(const Config& config, const RunbookCatalog& catalog) {
+    const auto problems = python_module_problems(config, catalog);
+    if (problems.empty()) {
         return {};
     }
-    std::string message;
-    for (const auto& d : *problems) {
-        message += (message.empty() ? "" : "\n") + d.to_string();
+    return make_error(
+        ErrorCode::InvalidArgument,
+        fmt::format("invalid runbooks in {}:\n{}", config.runbooks_dir, fmt::join(problems, "\n")));
+}
+
+std::vector<std::string> runbook_names(const RunbookCatalog& catalog) {
+    std::vector<std::string> names;
+    for (const auto& runbook : catalog.all()) {
+        names.push_back(runbook->name);
     }
-    return make_error(ErrorCode::InvalidArgument,
-                      fmt::format("invalid runbooks in {}:\n{}", config.runbooks_dir, message));
+    return names;
+}
+
+// Fills the outcome's added, removed and changed (by content hash) names, sorted.
+void compare_catalogs(const RunbookCatalog& before, const RunbookCatalog& after,
+                      api::ReloadOutcome& outcome) {
+    for (const auto& runbook : after.all()) {
+        const auto old = before.find(runbook->name);
+        if (!old) {
+            outcome.added.push_back(runbook->name);
+        } else if (old->content_hash != runbook->content_hash) {
+            outcome.changed.push_back(runbook->name);
+        }
+    }
+    for (const auto& runbook : before.all()) {
+        if (!after.find(runbook->name)) {
+            outcome.removed.push_back(runbook->name);
+        }
+    }
+}
+
+// The detail of a runbooks.reloaded or runbooks.reload_failed audit event.
+std::string reload_detail(const std::string& actor, const api::ReloadOutcome& outcome,
+                          const RunbookCatalog* catalog) {
+    nlohmann::json detail = {{"actor", actor}};
+    if (outcome.result != api::ReloadOutcome::Result::Reloaded) {
+        detail["errors"] = outcome.errors;
+        return detail.dump();
+    }
+    nlohmann::json hashes = nlohmann::json::object();
+    for (const auto& runbook : catalog->all()) {
+        hashes[runbook->name] = runbook->content_hash;
+    }
+    detail["runbooks"] = outcome.runbooks;
+    detail["added"] = outcome.added;
+    detail["removed"] = outcome.removed;
+    detail["changed"] = outcome.changed;
+    detail["hashes"] = hashes;
+    return detail.dump();
+}
+
+// The reload is in force whether or not its event is written; a failure is logged.
+void record_reload_event(Store& store, std::string kind, std::string detail) {
+    store.record_event(std::move(kind), std::move(detail), [](Status s) {
+        if (!s) {
+            log::get("runbook")->warn("reload not recorded in the audit trail error={}",
+                                      log::quote(s.error().message));
+        }
+    });
+}
+
+// Splits an error message holding one diagnostic per line.
+std::vector<std::string> split_lines(const std::string& text) {
+    std::vector<std::string> lines;
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        const auto end = std::min(text.find('\n', start), text.size());
+        if (end > start) {
+            lines.push_back(text.substr(start, end - start));
+        }
+        start = end + 1;
+    }
+    return lines;
 }
 
 bool has_python_steps(const RunbookCatalog& catalog) {
@@ -226,7 +313,7 @@ Status Daemon::start() {
     if (!secrets) {
         return secrets.error();
     }
-    std::set<std::string> secret_names;
+    std::set<std::string>& secret_names = p.secret_names;
     for (const auto& [name, value] : *secrets) {
         secret_names.insert(name);
     }
@@ -240,17 +327,13 @@ Status Daemon::start() {
                           fmt::format("invalid runbooks in {}:\n{}", config_.runbooks_dir,
                                       catalog.error().message));
     }
-    p.catalog = std::move(*catalog);
-    if (auto s = check_python_modules(config_, *p.catalog); !s) {
+    p.catalog.set(*catalog);
+    if (auto s = check_python_modules(config_, **catalog); !s) {
         return s;
     }
     log->info("runbooks loaded dir={} count={}", log::quote(config_.runbooks_dir),
-              p.catalog->all().size());
-    std::vector<std::string> runbook_names;
-    for (const auto& runbook : p.catalog->all()) {
-        runbook_names.push_back(runbook->name);
-    }
-    metrics::runbookd_metrics().set_runbooks(runbook_names);
+              (*catalog)->all().size());
+    metrics::runbookd_metrics().set_runbooks(runbook_names(**catalog));
 
     SqliteOptions store_options;
     store_options.path = config_.db_path;
@@ -263,7 +346,7 @@ Status Daemon::start() {
     }
     p.store = std::move(*store);
     p.health.store_open = true;
-    if (auto s = p.store->record_runbooks(p.catalog->all()); !s) {
+    if (auto s = p.store->record_runbooks((*catalog)->all()); !s) {
         return s;
     }
     log->info("database open path={} synchronous={} max_batch={}", log::quote(config_.db_path),
@@ -298,7 +381,7 @@ Status Daemon::start() {
         run::make_argv_executor(*p.runner, process), run::make_shell_executor(*p.runner, process),
         run::make_python_executor(*p.pool, *p.runner, process)};
     p.scheduler = std::make_unique<run::Scheduler>(
-        p.exec_io, *p.store, p.catalog, builtin_step_parsers(), std::move(executors), run_options);
+        p.exec_io, *p.store, *catalog, builtin_step_parsers(), std::move(executors), run_options);
     // Counted from here: the thread has kLivenessLimit to take its first turn.
     p.health.engine_heartbeat_ms = api::Health::now_ms();
     p.heartbeat = std::make_unique<asio::steady_timer>(p.exec_io);
@@ -310,14 +393,29 @@ Status Daemon::start() {
     p.health.recovered = true;
     // Only now: recovery stops every process carrying this database's RUNBOOKD_INSTANCE, and
     // workers started before it would be taken for leftovers of the previous runbookd.
-    if (has_python_steps(*p.catalog)) {
+    if (has_python_steps(**catalog)) {
         asio::post(p.exec_io, [&p] { p.pool->warm_up(); });
     }
 
     p.server = std::make_unique<http::Server>(http_options, p.router);
     p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler,
                                                             config_.clock);
-    p.api = api::ApiContext{p.store.get(), p.catalog, p.intake.get(), p.scheduler.get(), &p.health};
+    {
+        std::lock_guard lock(p.reload_mutex);
+        p.reload_work =
+            std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
+                p.reload_io.get_executor());
+    }
+    p.reload_thread = std::thread([&p] { p.reload_io.run(); });
+    p.api =
+        api::ApiContext{p.store.get(),
+                        &p.catalog,
+                        p.intake.get(),
+                        p.scheduler.get(),
+                        &p.health,
+                        [this](std::string actor, std::function<void(api::ReloadOutcome)> done) {
+                            reload(std::move(actor), std::move(done));
+                        }};
     api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {
         return s;
@@ -326,6 +424,75 @@ Status Daemon::start() {
     log->info("listening address={}{}{}:{} version={}", v6 ? "[" : "", http_options.host,
               v6 ? "]" : "", p.server->port(), RUNBOOKD_VERSION);
     return {};
+}
+
+void Daemon::reload(std::string actor, std::function<void(api::ReloadOutcome)> done) {
+    auto& p = *parts_;
+    std::lock_guard lock(p.reload_mutex);
+    if (!p.reload_work) {
+        log::get("runbook")->warn("reload ignored: runbookd is not serving actor={}",
+                                  log::quote(actor));
+        return;
+    }
+    asio::post(p.reload_io, [this, actor = std::move(actor), done = std::move(done)] {
+        auto outcome = reload_now(actor);
+        if (done) {
+            done(std::move(outcome));
+        }
+    });
+}
+
+api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
+    // 1. Load and check every runbook as start() does; on any error nothing changes.
+    // 2. Record the new versions, so that runs may refer to them before anything matches.
+    // 3. Publish: deliveries match against the new set from here on; the run engine learns it,
+    //    and the Python workers are replaced.
+    // 4. Metrics names, the audit event, one log line.
+    auto& p = *parts_;
+    auto log = log::get("runbook");
+    using R = api::ReloadOutcome::Result;
+    api::ReloadOutcome outcome;
+    auto fail = [&](R result, std::vector<std::string> errors) {
+        outcome.result = result;
+        outcome.errors = std::move(errors);
+        for (const auto& e : outcome.errors) {
+            log->error("runbooks not reloaded actor={} error={}", log::quote(actor), log::quote(e));
+        }
+        record_reload_event(*p.store, "runbooks.reload_failed",
+                            reload_detail(actor, outcome, nullptr));
+        return outcome;
+    };
+    auto loaded = load_catalog(config_.runbooks_dir, &p.secret_names);
+    if (!loaded) {
+        return fail(R::InvalidRunbooks, split_lines(loaded.error().message));
+    }
+    const auto& next = *loaded;
+    if (auto problems = python_module_problems(config_, *next); !problems.empty()) {
+        return fail(R::InvalidRunbooks, std::move(problems));
+    }
+    if (auto s = p.store->record_runbooks(next->all()); !s) {
+        return fail(R::Failed,
+                    {fmt::format("recording the runbook versions failed: {}", s.error().message)});
+    }
+
+    compare_catalogs(*p.catalog.get(), *next, outcome);
+    outcome.runbooks = next->all().size();
+    p.catalog.set(next);
+    // Workers are replaced on every reload, changed YAML or not: a module's file may have
+    // changed under an unchanged runbook, and a reload is how an operator says "take it".
+    asio::post(p.exec_io, [&p, next] {
+        p.scheduler->set_catalog(next);
+        p.pool->recycle();
+        if (has_python_steps(*next)) {
+            p.pool->warm_up();
+        }
+    });
+    metrics::runbookd_metrics().set_runbooks(runbook_names(*next));
+    record_reload_event(*p.store, "runbooks.reloaded", reload_detail(actor, outcome, next.get()));
+    log->info("runbooks reloaded actor={} count={} added={} removed={} changed={}",
+              log::quote(actor), outcome.runbooks, outcome.added.size(), outcome.removed.size(),
+              outcome.changed.size());
+    return outcome;
 }
 
 void Daemon::hurry() {
@@ -353,6 +520,14 @@ void Daemon::shutdown() {
     }
     p.stopped = true;
     auto log = log::get("main");
+    // A reload under way finishes first; none starts after this.
+    {
+        std::lock_guard lock(p.reload_mutex);
+        p.reload_work.reset();
+    }
+    if (p.reload_thread.joinable()) {
+        p.reload_thread.join();
+    }
     p.health.draining = true;
     if (p.pool && p.exec_thread.joinable()) {
         asio::post(p.exec_io, [&p] { p.pool->stop_starting(); });

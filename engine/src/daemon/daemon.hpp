@@ -9,6 +9,7 @@
 #include <runbookd/result.hpp>
 #include <runbookd/runbook.hpp>
 
+#include "api/routes.hpp"
 #include "daemon/config.hpp"
 
 namespace runbookd::daemon {
@@ -41,6 +42,11 @@ class Daemon {
     // the run engine and the store stop. Safe to call more than once.
     void shutdown();
 
+    // Reloads the runbooks directory for `actor` (docs/runbooks.md, Reload): validated as at
+    // start-up; on any error the runbooks in force stay. Reloads run one after another on a
+    // thread of their own, which calls `done` (may be empty). Any thread, after start().
+    void reload(std::string actor, std::function<void(api::ReloadOutcome)> done);
+
     // During shutdown: stop waiting for active runs and cancel them now. Any thread.
     void hurry();
 
@@ -49,6 +55,7 @@ class Daemon {
     void run_on_engine_thread(std::function<void()> work);
 
   private:
+    api::ReloadOutcome reload_now(const std::string& actor);
     // Waits for the active runs (shutdown grace, then cancel); HTTP keeps serving meanwhile.
     void drain_runs();
     // Tells the Python workers to exit and waits (bounded) until they are reaped.

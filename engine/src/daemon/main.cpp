@@ -15,13 +15,14 @@ namespace {
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
 
-// Blocks the shutdown signals in this thread before any other starts, so that every thread
-// inherits the mask and only sigwait() below receives them.
+// Blocks the shutdown signals and SIGHUP (reload) in this thread before any other starts, so
+// that every thread inherits the mask and only sigwait() below receives them.
 sigset_t block_shutdown_signals() {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     // Writes to closed sockets must return EPIPE, not kill the daemon.
     std::signal(SIGPIPE, SIG_IGN);
@@ -90,8 +91,13 @@ int main(int argc, char** argv) {
         return s.error().code == runbookd::ErrorCode::InvalidArgument ? kExitConfig : kExitRuntime;
     }
 
+    // SIGHUP reloads the runbooks, as Prometheus reloads its configuration; the reload runs on
+    // the daemon's reload thread, so this thread keeps listening.
     int sig = 0;
-    sigwait(&signals, &sig);
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+        log->info("reload requested signal=SIGHUP");
+        daemon.reload("signal:SIGHUP", {});
+    }
     log->info("shutting down signal={} grace_ms={}", sig == SIGTERM ? "SIGTERM" : "SIGINT",
               config.shutdown_grace.count());
 
@@ -104,7 +110,10 @@ int main(int argc, char** argv) {
     });
     const timespec poll{0, 200'000'000};
     while (!stopped) {
-        if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+        const int next = sigtimedwait(&signals, nullptr, &poll);
+        if (next == SIGHUP) {
+            log->warn("reload ignored: runbookd is shutting down signal=SIGHUP");
+        } else if (next > 0) {
             daemon.hurry();
         }
     }

@@ -156,10 +156,10 @@ std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt
 
 }  // namespace
 
-AlertmanagerIntake::AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
+AlertmanagerIntake::AlertmanagerIntake(Store& store, const CurrentCatalog& catalog,
                                        run::Scheduler& scheduler, std::function<Timestamp()> clock)
     : store_(store),
-      catalog_(std::move(catalog)),
+      catalog_(catalog),
       scheduler_(scheduler),
       clock_(clock ? std::move(clock) : [] { return Timestamp::now(); }),
       log_(log::get("alert")) {}
@@ -199,7 +199,7 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
     for (auto& alert : n.alerts) {
         record.alerts.push_back({std::move(alert), AlertOutcome::NoMatchingRunbook, {}});
     }
-    match_alerts(*catalog_, record);
+    match_alerts(*catalog_.get(), record);
 
     auto shared = std::make_shared<const DeliveryRecord>(std::move(record));
     store_.record_delivery(
@@ -243,7 +243,7 @@ void AlertmanagerIntake::cancel_resolved(const DeliveryRecord& record,
                                          const DeliveryReceipt& receipt) {
     for (const auto& [run, index] : receipt.resolved_runs) {
         const auto& resolution = record.resolutions[index];
-        const auto runbook = catalog_->find(resolution.runbook);
+        const auto runbook = catalog_.get()->find(resolution.runbook);
         if (!runbook || !runbook->on_resolve_cancel) {
             continue;
         }

@@ -28,12 +28,14 @@ struct IntakeReply {
 
 // Receives Alertmanager notifications: parses them, matches each alert against the runbooks,
 // records the delivery, its alerts and the runs it starts in one commit, and only then queues
-// the runs and answers. Stateless apart from the catalog; safe to call from any thread.
+// the runs and answers. Each delivery matches against the catalog in force when it arrives
+// (`catalog`, which a reload replaces). Stateless otherwise; safe to call from any thread.
 class AlertmanagerIntake {
   public:
     // `clock` stamps each delivery (empty: the system clock).
-    AlertmanagerIntake(Store& store, std::shared_ptr<const RunbookCatalog> catalog,
-                       run::Scheduler& scheduler, std::function<Timestamp()> clock = {});
+    // `catalog` must outlive the intake.
+    AlertmanagerIntake(Store& store, const CurrentCatalog& catalog, run::Scheduler& scheduler,
+                       std::function<Timestamp()> clock = {});
 
     // `reply` runs exactly once, possibly on another thread.
     void handle(Delivery delivery, std::function<void(IntakeReply)> reply);
@@ -42,7 +44,7 @@ class AlertmanagerIntake {
     void cancel_resolved(const DeliveryRecord& record, const DeliveryReceipt& receipt);
 
     Store& store_;
-    std::shared_ptr<const RunbookCatalog> catalog_;
+    const CurrentCatalog& catalog_;
     run::Scheduler& scheduler_;
     std::function<Timestamp()> clock_;
     std::shared_ptr<spdlog::logger> log_;

@@ -333,6 +333,19 @@ void Pool::withdraw(std::uint64_t ticket) {
                    waiters_.end());
 }
 
+void Pool::recycle() {
+    ++generation_;
+    std::size_t retired = 0;
+    for (const auto& worker : std::vector<std::shared_ptr<Worker>>(workers_)) {
+        if (worker->state() == Worker::State::Idle) {
+            retire(worker);
+            ++retired;
+        }
+    }
+    log_->info("python workers recycled after a reload retired_now={} workers={}", retired,
+               workers_.size());
+}
+
 void Pool::warm_up() {
     warm_ = true;
     fill();
@@ -377,6 +390,7 @@ void Pool::spawn() {
         return;
     }
     auto worker = std::make_shared<Worker>(*this, pair[0]);
+    worker->generation_ = generation_;
     exec::ProcessSpec spec;
     spec.argv = {options_.worker,
                  "--channel-fd",
@@ -415,6 +429,10 @@ void Pool::on_ready(const std::shared_ptr<Worker>& worker) {
         retire(worker);
         return;
     }
+    if (worker->generation_ != generation_) {
+        retire(worker);  // started before a reload; on_gone starts its replacement
+        return;
+    }
     fill();
     hand_out();
 }
@@ -439,7 +457,8 @@ void Pool::release(std::shared_ptr<Worker> worker, bool retire_it) {
         return;
     }
     worker->step_.reset();
-    if (retire_it || shutting_down_ || worker->steps_run() >= options_.max_steps_per_worker) {
+    if (retire_it || shutting_down_ || worker->generation_ != generation_ ||
+        worker->steps_run() >= options_.max_steps_per_worker) {
         if (!retire_it && !shutting_down_) {
             metrics::runbookd_metrics().python_worker_restart(metrics::WorkerRestart::Retired);
         }

@@ -85,6 +85,7 @@ class Worker : public std::enable_shared_from_this<Worker> {
 
   private:
     friend class Pool;
+    std::uint64_t generation_ = 0;  // the pool's generation when this worker was started
     struct Outgoing {
         std::string bytes;
         std::vector<int> fds;
@@ -145,6 +146,10 @@ class Pool {
     // Takes a worker back after its step: idle again, or retired when `retire` is set or it has
     // run max_steps_per_worker steps.
     void release(std::shared_ptr<Worker> worker, bool retire);
+    // After a reload: idle and starting workers are retired now and
+    // busy ones when their step ends, so that every step from here on runs in a worker that
+    // imported the modules as they are now. Replacements start as usual.
+    void recycle();
     // Starts the workers now (runbookd starts them at once when a runbook has a Python step).
     void warm_up();
     // runbookd has begun to shut down: no worker is started any more (one stopped with a
@@ -186,7 +191,8 @@ class Pool {
     std::uint64_t next_ticket_ = 1;
     bool warm_ = false;
     bool shutting_down_ = false;
-    bool no_starts_ = false;  // stop_starting() was called
+    bool no_starts_ = false;        // stop_starting() was called
+    std::uint64_t generation_ = 0;  // recycle() count; a worker of an older one is retired
     std::function<void()> shut_down_;
     int start_failures_ = 0;  // in a row; sets the restart backoff
     bool restart_pending_ = false;

@@ -1145,6 +1145,16 @@ void Scheduler::check_drained() {
     done();
 }
 
+void Scheduler::set_catalog(std::shared_ptr<const RunbookCatalog> catalog) {
+    // The versions leaving the catalog stay at hand for the runs that still refer to them.
+    for (const auto& runbook : catalog_->all()) {
+        if (!catalog->find_by_hash(runbook->content_hash)) {
+            old_versions_.emplace(runbook->content_hash, runbook);
+        }
+    }
+    catalog_ = std::move(catalog);
+}
+
 std::shared_ptr<const Runbook> Scheduler::resolve_runbook(const std::string& name,
                                                           const std::string& hash,
                                                           std::string& error) {

@@ -59,6 +59,11 @@ class Scheduler {
               std::vector<std::shared_ptr<StepExecutor>> executors, SchedulerOptions options);
     ~Scheduler();
 
+    // After a reload: runs queued from now on may refer to `catalog`'s versions. Runs already
+    // queued or running keep the version they recorded (runs.runbook_hash), from this catalog,
+    // the versions seen before, or the store. Scheduler thread.
+    void set_catalog(std::shared_ptr<const RunbookCatalog> catalog);
+
     // Queues committed runs for execution.
     void enqueue(std::vector<RunId> runs);
 

@@ -338,6 +338,8 @@ class SqliteStore final : public Store {
     Status record_runbooks(const std::vector<std::shared_ptr<const Runbook>>& runbooks) override;
     Result<std::string> runbook_source(const std::string& content_hash) override;
 
+    void record_event(std::string kind, std::string detail,
+                      std::function<void(Status)> done) override;
     void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                          Completion<DeliveryReceipt> done) override;
     void record_progress(RunProgress progress, Completion<AttemptId> done) override;
@@ -1343,6 +1345,19 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
                             w.finished_detail);
     }
     return {};
+}
+
+void SqliteStore::record_event(std::string kind, std::string detail,
+                               std::function<void(Status)> done) {
+    auto event =
+        std::make_shared<std::pair<std::string, std::string>>(std::move(kind), std::move(detail));
+    submit(progress_, PendingWrite{[this, event] {
+                                       const std::string at = Timestamp::now().to_rfc3339_millis();
+                                       return insert_event(event->first, at, std::nullopt,
+                                                           std::nullopt, std::nullopt,
+                                                           event->second);
+                                   },
+                                   std::move(done)});
 }
 
 void SqliteStore::record_progress(RunProgress progress, Completion<AttemptId> done) {
