@@ -342,8 +342,10 @@ void Pool::recycle() {
             ++retired;
         }
     }
-    log_->info("python workers recycled after a reload retired_now={} workers={}", retired,
-               workers_.size());
+    if (!workers_.empty()) {
+        log_->info("python workers recycled after a reload retired_now={} workers={}", retired,
+                   workers_.size());
+    }
 }
 
 void Pool::warm_up() {
