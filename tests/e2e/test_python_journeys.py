@@ -137,3 +137,19 @@ def test_runbookd_refuses_to_start_when_a_python_step_module_does_not_import(tmp
     assert started.returncode == 2
     assert f"{directory}/disk.yaml:8:5: python step \"decide\": cannot import tools: " \
            "ModuleNotFoundError: No module named 'no_such_module'" in started.stderr
+
+
+def test_lint_lists_errors_in_file_and_line_order(tmp_path):
+    directory = tmp_path / "runbooks"
+    directory.mkdir()
+    # The modules' names sort the other way round from the steps' lines.
+    (directory / "two.yaml").write_text(
+        "name: two\nmatchers: ['alertname=\"X\"']\nsteps:\n"
+        "  - name: first\n    python: {module: zz_missing, function: f}\n"
+        "  - name: second\n    python: {module: aa_missing, function: f}\n")
+    lint = subprocess.run([os.environ["RUNBOOKCTL_BINARY"], "lint", str(directory)],
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 1
+    lines = lint.stdout.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [
+        f"{directory}/two.yaml:4:5", f"{directory}/two.yaml:6:5"]

@@ -1,9 +1,11 @@
 #include "python/check.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 #include <boost/asio/io_context.hpp>
 #include <fmt/format.h>
@@ -130,6 +132,10 @@ Result<std::vector<Diagnostic>> check_python_steps(
                                  argv.front(), answered, targets.size(), result->stderr_excerpt),
                      ""};
     }
+    std::stable_sort(problems.begin(), problems.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.location.file, a.location.line, a.location.column) <
+               std::tie(b.location.file, b.location.line, b.location.column);
+    });
     return problems;
 }
 
