@@ -34,6 +34,10 @@ struct Diagnostic {
     std::string to_string() const { return location.to_string() + ": " + message; }
 };
 
+// Orders diagnostics by file, line and column (stable), so that a reader goes through them top
+// to bottom.
+void sort_by_location(std::vector<Diagnostic>& diagnostics);
+
 // What a step kind parsed from its YAML keys. Each kind defines its own subclass (for
 // example ArgvStepConfig); the run engine hands it back to that kind's executor.
 struct StepConfig {

@@ -3,7 +3,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-#include <tuple>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -117,10 +116,7 @@ int lint(const std::string& dir, runbookd::python::PythonCheckOptions python, bo
         errors.insert(errors.end(), problems->begin(), problems->end());
     }
     // In file and line order, so that a reader can go through them top to bottom.
-    std::stable_sort(errors.begin(), errors.end(), [](const auto& a, const auto& b) {
-        return std::tie(a.location.file, a.location.line, a.location.column) <
-               std::tie(b.location.file, b.location.line, b.location.column);
-    });
+    runbookd::sort_by_location(errors);
     for (const auto& e : errors) {
         std::cout << e.to_string() << "\n";
     }

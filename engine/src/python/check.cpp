@@ -5,7 +5,6 @@
 #include <map>
 #include <optional>
 #include <sstream>
-#include <tuple>
 
 #include <boost/asio/io_context.hpp>
 #include <fmt/format.h>
@@ -132,10 +131,7 @@ Result<std::vector<Diagnostic>> check_python_steps(
                                  argv.front(), answered, targets.size(), result->stderr_excerpt),
                      ""};
     }
-    std::stable_sort(problems.begin(), problems.end(), [](const auto& a, const auto& b) {
-        return std::tie(a.location.file, a.location.line, a.location.column) <
-               std::tie(b.location.file, b.location.line, b.location.column);
-    });
+    sort_by_location(problems);
     return problems;
 }
 

@@ -1,12 +1,20 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <tuple>
 
 #include <fmt/format.h>
 
 #include <runbookd/runbook.hpp>
 
 namespace runbookd {
+
+void sort_by_location(std::vector<Diagnostic>& diagnostics) {
+    std::stable_sort(diagnostics.begin(), diagnostics.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.location.file, a.location.line, a.location.column) <
+               std::tie(b.location.file, b.location.line, b.location.column);
+    });
+}
 
 std::string SourceLocation::to_string() const {
     if (line <= 0) {
