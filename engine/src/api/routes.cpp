@@ -199,12 +199,31 @@ void show_run(const ApiContext& ctx, const http::Request& req, const http::Respo
     respond(http::json_response(200, out));
 }
 
+// For run-scoped requests about an existing run: 403 when the caller's runbooks allow-list does
+// not hold the run's runbook, the lookup's error when the run cannot be read, else nullopt.
+std::optional<http::Response> check_run_allowed(const ApiContext& ctx, const http::Request& req,
+                                                std::int64_t id) {
+    if (!req.principal || !req.principal->limited()) {
+        return std::nullopt;
+    }
+    auto detail = ctx.store->get_run(id);
+    if (!detail) {
+        return http::error_response(detail.error());
+    }
+    return ctx.auth->check_runbook(req, auth::Scope::Run, "/api/v1/runs/{id}/cancel",
+                                   detail->run.runbook);
+}
+
 // POST /api/v1/runs/{id}/cancel with an optional JSON body {"actor": "...", "reason": "..."}.
 void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder respond) {
     const auto id = parse_id(req.params.at("id"));
     if (!id) {
         respond(http::json_error(400, "invalid_argument",
                                  fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+        return;
+    }
+    if (auto refusal = check_run_allowed(ctx, req, *id)) {
+        respond(std::move(*refusal));
         return;
     }
     std::string actor;
@@ -248,10 +267,17 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
             *field = v.get<std::string>();
         }
     }
+    if (!actor.empty() && req.principal) {
+        // With credentials the record says who they belong to; a caller cannot name another.
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("actor comes from the credentials ({}); leave it "
+                                             "out",
+                                             auth::actor(req)),
+                                 "actor"));
+        return;
+    }
     if (actor.empty()) {
-        // TODO(runbookd): take the actor from the authenticated caller once the API has
-        // authentication (the on-call issue); until then it is what the caller says.
-        actor = fmt::format("http:{}", req.remote_addr);
+        actor = auth::actor(req);
     }
     ctx.scheduler->cancel(
         *id, std::move(actor), std::move(reason),
@@ -425,25 +451,30 @@ void reload_runbooks(const ApiContext& ctx, const http::Request& req, http::Resp
         respond(http::json_error(503, "draining", "runbookd is shutting down; nothing reloaded"));
         return;
     }
-    // TODO(runbookd): require the admin scope once the API has authentication (the on-call
-    // issue); until then the actor is the caller's address.
-    ctx.reload(fmt::format("http:{}", req.remote_addr),
-               [respond = std::move(respond)](ReloadOutcome outcome) {
-                   respond(reload_response(outcome));
-               });
+    ctx.reload(auth::actor(req), [respond = std::move(respond)](ReloadOutcome outcome) {
+        respond(reload_response(outcome));
+    });
 }
 
 void add_routes(http::Router& router, const ApiContext& context) {
+    using auth::Access;
+    using auth::Scope;
     const ApiContext* ctx = &context;
-    router.add("GET", "/", [](http::Request&&, http::Responder respond) {
+    if (ctx->auth != nullptr) {
+        router.set_guard(
+            [auth = ctx->auth](const Access& access, std::string_view route, http::Request& req) {
+                return auth->check(access, route, req);
+            });
+    }
+    router.add("GET", "/", Access::open(), [](http::Request&&, http::Responder respond) {
         respond(http::json_response(200, {{"name", "runbookd"}, {"version", RUNBOOKD_VERSION}}));
     });
-    router.add("GET", "/livez",
+    router.add("GET", "/livez", Access::open(),
                [ctx](http::Request&&, http::Responder respond) { livez(*ctx, respond); });
-    router.add("GET", "/readyz",
+    router.add("GET", "/readyz", Access::open(),
                [ctx](http::Request&&, http::Responder respond) { readyz(*ctx, respond); });
     router.add(
-        "POST", "/api/v1/webhooks/alertmanager",
+        "POST", "/api/v1/webhooks/alertmanager", Access::scope(Scope::Webhook),
         [ctx](http::Request&& req, http::Responder respond) {
             receive_alertmanager(*ctx, std::move(req), std::move(respond));
         },
@@ -452,30 +483,30 @@ void add_routes(http::Router& router, const ApiContext& context) {
                 metrics::runbookd_metrics().notification(metrics::NotificationOutcome::TooLarge);
             }
         });
-    // TODO(runbookd): require the read scope once the API has authentication (the on-call
-    // issue); until then anyone who reaches the listener may scrape.
-    router.add("GET", "/metrics",
+    router.add("GET", "/metrics", Access::scope(Scope::Read),
                [ctx](http::Request&&, http::Responder respond) { serve_metrics(*ctx, respond); });
-    router.add("GET", "/api/v1/runs", [ctx](http::Request&& req, http::Responder respond) {
-        list_runs(*ctx, req, respond);
-    });
-    router.add("GET", "/api/v1/runs/{id}", [ctx](http::Request&& req, http::Responder respond) {
-        show_run(*ctx, req, respond);
-    });
-    router.add("POST", "/api/v1/runs/{id}/cancel",
+    router.add(
+        "GET", "/api/v1/runs", Access::scope(Scope::Read),
+        [ctx](http::Request&& req, http::Responder respond) { list_runs(*ctx, req, respond); });
+    router.add(
+        "GET", "/api/v1/runs/{id}", Access::scope(Scope::Read),
+        [ctx](http::Request&& req, http::Responder respond) { show_run(*ctx, req, respond); });
+    router.add("POST", "/api/v1/runs/{id}/cancel", Access::scope(Scope::Run),
                [ctx](http::Request&& req, http::Responder respond) {
                    cancel_run(*ctx, req, std::move(respond));
                });
-    router.add("POST", "/api/v1/reload", [ctx](http::Request&& req, http::Responder respond) {
-        reload_runbooks(*ctx, req, std::move(respond));
-    });
-    router.add("GET", "/api/v1/runbooks", [ctx](http::Request&&, http::Responder respond) {
-        Json items = Json::array();
-        for (const auto& r : ctx->catalog->get()->all()) {
-            items.push_back(runbook_json(*r));
-        }
-        respond(http::json_response(200, {{"runbooks", items}}));
-    });
+    router.add("POST", "/api/v1/reload", Access::scope(Scope::Admin),
+               [ctx](http::Request&& req, http::Responder respond) {
+                   reload_runbooks(*ctx, req, std::move(respond));
+               });
+    router.add("GET", "/api/v1/runbooks", Access::scope(Scope::Read),
+               [ctx](http::Request&&, http::Responder respond) {
+                   Json items = Json::array();
+                   for (const auto& r : ctx->catalog->get()->all()) {
+                       items.push_back(runbook_json(*r));
+                   }
+                   respond(http::json_response(200, {{"runbooks", items}}));
+               });
 }
 
 }  // namespace runbookd::api

@@ -11,6 +11,7 @@
 #include <runbookd/runbook.hpp>
 #include <runbookd/store.hpp>
 
+#include "auth/auth.hpp"
 #include "http/message.hpp"
 #include "intake/alertmanager_intake.hpp"
 #include "run/scheduler.hpp"
@@ -59,9 +60,12 @@ struct ApiContext {
     run::Scheduler* scheduler = nullptr;
     const Health* health = nullptr;
     Reloader reload;
+    // Checks credentials and scopes (docs/auth.md); add_routes() makes it the router's guard.
+    auth::Authenticator* auth = nullptr;
 };
 
-// Registers the HTTP API (docs/http-api.md) on `router`. `context` must outlive the router.
+// Registers the HTTP API (docs/http-api.md) on `router`, each route with the scope it needs,
+// and the context's authenticator as the router's guard. `context` must outlive the router.
 void add_routes(http::Router& router, const ApiContext& context);
 
 // True for "application/json", with or without parameters such as "; charset=utf-8".

@@ -10,6 +10,8 @@
 
 #include <runbookd/step_parser.hpp>
 
+#include "auth/auth.hpp"
+#include "ctl/settings.hpp"
 #include "http/client.hpp"
 #include "python/check.hpp"
 #include "store/audit.hpp"
@@ -21,9 +23,12 @@ using Json = nlohmann::json;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
+constexpr int kExitUnauthenticated = 4;
+constexpr int kExitForbidden = 5;
 
 struct Options {
     std::string url;
+    std::string token;
     std::string output = "table";
 };
 
@@ -76,8 +81,40 @@ void print_table(const std::vector<std::string>& header,
 }
 
 // GETs a path of the API; prints the error and returns nullopt on failure.
+// One request to the API with the token, if any, as a bearer token.
+runbookd::Result<runbookd::http::ClientResponse> api_request(
+    const Options& o, const std::string& method, const std::string& path,
+    std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (!o.token.empty()) {
+        headers.emplace_back("Authorization", "Bearer " + o.token);
+    }
+    return runbookd::http::send_request(method, o.url + path, {}, headers, timeout);
+}
+
+// For 401 and 403: prints what to do and returns the exit code; 0 for any other status.
+int auth_failure(const Options& o, unsigned status, const Json& body) {
+    if (status != 401 && status != 403) {
+        return 0;
+    }
+    const std::string message = body.is_object() && body.contains("error")
+                                    ? text_of(body["error"].value("message", Json()))
+                                    : "";
+    if (status == 401) {
+        std::cerr << "runbookctl: runbookd at " << o.url << " refused the credentials (" << message
+                  << "): "
+                  << (o.token.empty() ? "no token given; pass --token, set RUNBOOKD_TOKEN or "
+                                        "put token: in the config file"
+                                      : "the token is not valid")
+                  << "\n";
+        return kExitUnauthenticated;
+    }
+    std::cerr << "runbookctl: permission denied: " << message << "\n";
+    return kExitForbidden;
+}
+
 std::optional<Json> get_json(const Options& o, const std::string& path, int& exit_code) {
-    auto response = runbookd::http::send_request("GET", o.url + path);
+    auto response = api_request(o, "GET", path);
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
@@ -85,6 +122,10 @@ std::optional<Json> get_json(const Options& o, const std::string& path, int& exi
         return std::nullopt;
     }
     Json body = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, body); code != 0) {
+        exit_code = code;
+        return std::nullopt;
+    }
     if (response->status != 200) {
         std::string message = body.is_object() && body.contains("error")
                                   ? text_of(body["error"].value("message", Json()))
@@ -262,14 +303,16 @@ std::string names_or_dash(const Json& names) {
 // "file:line:column: message" a line) when it kept the old ones.
 int reload(const Options& o) {
     // The module check of a large directory may take a while; the server serialises reloads.
-    auto response = runbookd::http::send_request("POST", o.url + "/api/v1/reload", {}, {},
-                                                 std::chrono::seconds(120));
+    auto response = api_request(o, "POST", "/api/v1/reload", std::chrono::seconds(120));
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
         return kExitUnreachable;
     }
     Json body = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, body); code != 0) {
+        return code;
+    }
     if (o.output == "json") {
         std::cout << response->body;
     }
@@ -428,6 +471,61 @@ int audit_prune(const Options& o, const std::string& path, const std::string& be
     return 0;
 }
 
+struct TokenRequest {
+    std::string name;
+    std::vector<std::string> scopes;
+    std::vector<std::string> runbooks;
+    std::string username;
+};
+
+// A YAML list in flow style, each item double-quoted (JSON strings are valid YAML).
+std::string flow_list(const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) {
+        out += (out.empty() ? "" : ", ") + Json(item).dump();
+    }
+    return "[" + out + "]";
+}
+
+// Prints a new secret once, and the tokens file entry holding its hash.
+int token_create(const Options& o, const TokenRequest& t) {
+    if (!runbookd::auth::valid_principal_name(t.name)) {
+        std::cerr << "runbookctl: --name \"" << text_of(Json(t.name))
+                  << "\" is not a valid name (1 to 100 letters, digits, _, -, . and @)\n";
+        return kExitUsage;
+    }
+    if (!t.username.empty() && t.username.find(':') != std::string::npos) {
+        std::cerr << "runbookctl: --username may not hold ':'\n";
+        return kExitUsage;
+    }
+    const std::string secret = runbookd::auth::generate_secret();
+    if (secret.empty()) {
+        std::cerr << "runbookctl: no random bytes available for a secret\n";
+        return kExitFailure;
+    }
+    const std::string hash = runbookd::auth::secret_hash_hex(secret);
+    std::string entry = fmt::format("  - name: {}\n", t.name);
+    if (!t.username.empty()) {
+        entry += fmt::format("    username: {}\n", Json(t.username).dump());
+    }
+    entry += fmt::format("    sha256: {}\n    scopes: {}\n", hash, flow_list(t.scopes));
+    if (!t.runbooks.empty()) {
+        entry += fmt::format("    runbooks: {}\n", flow_list(t.runbooks));
+    }
+    if (o.output == "json") {
+        std::cout << Json{{"name", t.name}, {"secret", secret}, {"sha256", hash}, {"entry", entry}}
+                         .dump(2)
+                  << "\n";
+        return 0;
+    }
+    std::cout << "secret: " << secret << "\n\n"
+              << "# Add under principals: in the tokens file, then reload runbookd:\n"
+              << entry;
+    std::cerr << "runbookctl: store the secret now; runbookd keeps only its hash and it cannot "
+                 "be shown again\n";
+    return 0;
+}
+
 std::string default_actor() {
     const char* user = std::getenv("USER");
     return user != nullptr && *user != '\0' ? user : "runbookctl";
@@ -437,12 +535,18 @@ std::string default_actor() {
 
 int main(int argc, char** argv) {
     Options o;
-    const char* env_url = std::getenv("RUNBOOKD_URL");
-    o.url = env_url != nullptr ? env_url : "http://127.0.0.1:9095";
+    runbookd::ctl::ConnectionFlags connection;
 
     CLI::App app{"runbookctl: inspect and lint runbookd"};
     app.set_version_flag("--version", std::string("runbookctl ") + RUNBOOKD_VERSION);
-    app.add_option("--url", o.url, "runbookd base URL (env RUNBOOKD_URL)")->capture_default_str();
+    app.add_option("--url", connection.url,
+                   "runbookd base URL (env RUNBOOKD_URL, config url; default "
+                   "http://127.0.0.1:9095)");
+    app.add_option("--token", connection.token,
+                   "secret sent as a bearer token (env RUNBOOKD_TOKEN, config token)");
+    app.add_option(
+        "--config", connection.config,
+        "config file with url and token (default " + runbookd::ctl::default_config_path() + ")");
     app.add_option("-o,--output", o.output, "table or json")
         ->check(CLI::IsMember({"table", "json"}))
         ->capture_default_str();
@@ -479,6 +583,22 @@ int main(int argc, char** argv) {
     auto* reload_cmd = app.add_subcommand(
         "reload", "make runbookd reload its runbooks directory (kept as is on any error)");
 
+    auto* token_cmd = app.add_subcommand("token", "tokens for the tokens file: create");
+    token_cmd->require_subcommand(1);
+    TokenRequest token_request;
+    auto* token_create_cmd = token_cmd->add_subcommand(
+        "create", "print a new random secret and the tokens file entry with its hash");
+    token_create_cmd->add_option("--name", token_request.name, "the principal's name")->required();
+    token_create_cmd
+        ->add_option("--scope", token_request.scopes,
+                     "webhook, read, run, approve or admin (repeat for each)")
+        ->required()
+        ->check(CLI::IsMember({"webhook", "read", "run", "approve", "admin"}));
+    token_create_cmd->add_option("--runbook", token_request.runbooks,
+                                 "limit run and approve to this runbook (repeat for each)");
+    token_create_cmd->add_option("--username", token_request.username,
+                                 "also allow HTTP Basic auth with this user name");
+
     auto* audit_cmd = app.add_subcommand("audit", "the audit chain in the database: verify, prune");
     audit_cmd->require_subcommand(1);
     std::string db_path, before, actor = default_actor();
@@ -500,8 +620,17 @@ int main(int argc, char** argv) {
         app.exit(e);
         return kExitUsage;
     }
-    while (!o.url.empty() && o.url.back() == '/') {
-        o.url.pop_back();
+    if (token_create_cmd->parsed()) {
+        return token_create(o, token_request);
+    }
+    if (!lint_cmd->parsed() && !verify_cmd->parsed() && !prune_cmd->parsed()) {
+        auto resolved = runbookd::ctl::resolve_connection(connection);
+        if (!resolved) {
+            std::cerr << "runbookctl: " << resolved.error().message << "\n";
+            return kExitUsage;
+        }
+        o.url = resolved->url;
+        o.token = resolved->token;
     }
 
     if (lint_cmd->parsed()) {

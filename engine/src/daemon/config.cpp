@@ -181,8 +181,8 @@ void read_python(Section& py, python::PoolOptions& o) {
 }
 
 void read_sections(Section& root, Config& c) {
-    root.check(
-        {"listen", "runbooks", "db", "log", "http", "runs", "exec", "store", "secrets", "python"});
+    root.check({"listen", "runbooks", "db", "log", "http", "runs", "exec", "store", "secrets",
+                "python", "auth"});
     read_secret_sources(root, c);
     root.string("listen", c.listen);
     root.path("runbooks", c.runbooks_dir);
@@ -245,6 +245,10 @@ void read_sections(Section& root, Config& c) {
             d.open_files = opt(open_files);
             d.processes = opt(processes);
         }
+    }
+    if (auto a = root.sub("auth"); a.present()) {
+        a.check({"tokens_file"});
+        a.path("tokens_file", c.tokens_file);
     }
     if (auto py = root.sub("python"); py.present()) {
         read_python(py, c.python);

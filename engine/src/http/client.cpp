@@ -113,6 +113,7 @@ Result<ClientResponse> send_request(const std::string& method, const std::string
     out.status = res.get().result_int();
     out.content_type = std::string(res.get()[bhttp::field::content_type]);
     out.retry_after = std::string(res.get()[bhttp::field::retry_after]);
+    out.www_authenticate = std::string(res.get()[bhttp::field::www_authenticate]);
     out.body = std::move(res.get().body());
     return out;
 }

@@ -13,7 +13,8 @@ struct ClientResponse {
     unsigned status = 0;
     std::string content_type;
     std::string body;
-    std::string retry_after;  // the Retry-After header, or empty
+    std::string retry_after;       // the Retry-After header, or empty
+    std::string www_authenticate;  // the WWW-Authenticate header, or empty
 };
 
 // One HTTP/1.1 request to an http:// URL, on a new connection, with a deadline for the whole
