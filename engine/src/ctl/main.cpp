@@ -29,6 +29,7 @@ constexpr int kExitForbidden = 5;
 struct Options {
     std::string url;
     std::string token;
+    runbookd::http::ClientTls tls;
     std::string output = "table";
 };
 
@@ -89,7 +90,7 @@ runbookd::Result<runbookd::http::ClientResponse> api_request(
     if (!o.token.empty()) {
         headers.emplace_back("Authorization", "Bearer " + o.token);
     }
-    return runbookd::http::send_request(method, o.url + path, {}, headers, timeout);
+    return runbookd::http::send_request(method, o.url + path, {}, headers, timeout, o.tls);
 }
 
 // For 401 and 403: prints what to do and returns the exit code; 0 for any other status.
@@ -544,6 +545,14 @@ int main(int argc, char** argv) {
                    "http://127.0.0.1:9095)");
     app.add_option("--token", connection.token,
                    "secret sent as a bearer token (env RUNBOOKD_TOKEN, config token)");
+    app.add_option("--ca-file", connection.ca_file,
+                   "PEM CA certificates to trust for https:// URLs (env RUNBOOKD_CA_FILE, config "
+                   "ca_file; default: the system's)");
+    app.add_option("--cert-file", connection.cert_file,
+                   "PEM client certificate, for a runbookd that asks for one (env "
+                   "RUNBOOKD_CERT_FILE, config cert_file)");
+    app.add_option("--key-file", connection.key_file,
+                   "PEM key of --cert-file (env RUNBOOKD_KEY_FILE, config key_file)");
     app.add_option(
         "--config", connection.config,
         "config file with url and token (default " + runbookd::ctl::default_config_path() + ")");
@@ -631,6 +640,7 @@ int main(int argc, char** argv) {
         }
         o.url = resolved->url;
         o.token = resolved->token;
+        o.tls = {resolved->ca_file, resolved->cert_file, resolved->key_file};
     }
 
     if (lint_cmd->parsed()) {

@@ -34,8 +34,12 @@ Result<ConnectionFlags> read_config(const std::string& path, bool required) {
     }
     const YAML::Node& root = file->root;
     ParseContext ctx(path, file->text);
-    if (!root.IsNull() && ctx.check_mapping(root, "runbookctl config", {"url", "token"})) {
-        for (auto [key, target] : {std::pair{"url", &out.url}, std::pair{"token", &out.token}}) {
+    if (!root.IsNull() && ctx.check_mapping(root, "runbookctl config",
+                                            {"url", "token", "ca_file", "cert_file", "key_file"})) {
+        for (auto [key, target] :
+             {std::pair{"url", &out.url}, std::pair{"token", &out.token},
+              std::pair{"ca_file", &out.ca_file}, std::pair{"cert_file", &out.cert_file},
+              std::pair{"key_file", &out.key_file}}) {
             if (const auto node = find_key(root, key); node.IsDefined()) {
                 if (auto value = ctx.string(node, key)) {
                     *target = *value;
@@ -92,6 +96,9 @@ Result<Connection> resolve_connection(const ConnectionFlags& flags) {
     };
     pick(out.url, flags.url, "RUNBOOKD_URL", file.url);
     pick(out.token, flags.token, "RUNBOOKD_TOKEN", file.token);
+    pick(out.ca_file, flags.ca_file, "RUNBOOKD_CA_FILE", file.ca_file);
+    pick(out.cert_file, flags.cert_file, "RUNBOOKD_CERT_FILE", file.cert_file);
+    pick(out.key_file, flags.key_file, "RUNBOOKD_KEY_FILE", file.key_file);
     while (!out.url.empty() && out.url.back() == '/') {
         out.url.pop_back();
     }

@@ -194,12 +194,22 @@ void read_sections(Section& root, Config& c) {
         log.string("format", c.log_format);
     }
     if (auto h = root.sub("http"); h.present()) {
-        h.check({"body_limit", "threads", "max_connections", "idle_timeout", "request_timeout"});
+        h.check(
+            {"body_limit", "threads", "max_connections", "idle_timeout", "request_timeout", "tls"});
         h.bytes("body_limit", c.http.body_limit);
         h.count("threads", c.http.threads, 1, 64);
         h.count("max_connections", c.http.max_connections, 1, 100'000);
         h.duration("idle_timeout", c.http.idle_timeout);
         h.duration("request_timeout", c.http.request_timeout);
+        if (auto t = h.sub("tls"); t.present()) {
+            t.check({"cert_file", "key_file", "client_ca_file"});
+            t.path("cert_file", c.http.tls.cert_file);
+            t.path("key_file", c.http.tls.key_file);
+            t.path("client_ca_file", c.http.tls.client_ca_file);
+            if (c.http.tls.cert_file.empty() || c.http.tls.key_file.empty()) {
+                t.ctx().error(h.child("tls"), "http.tls: cert_file and key_file are both required");
+            }
+        }
     }
     if (auto r = root.sub("runs"); r.present()) {
         r.check(

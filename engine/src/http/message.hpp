@@ -126,6 +126,14 @@ class Router {
     Guard guard_;
 };
 
+// TLS on the listener (docs/auth.md, TLS): PEM files. Off while cert_file is empty.
+struct TlsOptions {
+    std::string cert_file;       // certificate chain, the server's first
+    std::string key_file;        // its private key
+    std::string client_ca_file;  // set: clients must present a certificate signed by these CAs
+    bool enabled() const { return !cert_file.empty(); }
+};
+
 struct ServerOptions {
     std::string host = "127.0.0.1";
     std::uint16_t port = 9095;
@@ -134,10 +142,12 @@ struct ServerOptions {
     std::size_t max_connections = 1024;
     std::chrono::milliseconds idle_timeout{120'000};    // keep-alive, between requests
     std::chrono::milliseconds request_timeout{30'000};  // to receive one whole request
+    TlsOptions tls;
 };
 
 // The HTTP/1.1 listener: keep-alive, `Expect: 100-continue`, a body limit answered with 413,
-// and a bounded number of connections and threads. Implemented on Boost.Beast in server.cpp.
+// a bounded number of connections and threads, and optional TLS (with client certificates).
+// Implemented on Boost.Beast in server.cpp.
 class Server {
   public:
     Server(ServerOptions options, const Router& router);
