@@ -227,6 +227,62 @@ std::string joined_diagnostics(ParseContext& ctx) {
     return message;
 }
 
+// What an Authorization header presents; `error` says why it presents nothing usable.
+struct Credentials {
+    std::string_view scheme;  // "bearer", "basic" or empty
+    std::string username;     // Basic only
+    std::string secret;
+    std::string error;
+};
+
+Credentials parse_credentials(std::string_view header) {
+    const auto space = header.find(' ');
+    std::string scheme(header.substr(0, std::min(space, header.size())));
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                   [](char c) { return static_cast<char>(std::tolower(c)); });
+    std::string_view value = space == std::string_view::npos ? "" : header.substr(space + 1);
+    while (!value.empty() && value.front() == ' ') {
+        value.remove_prefix(1);
+    }
+    Credentials out;
+    if (scheme == "bearer" && !value.empty()) {
+        out.scheme = "bearer";
+        out.secret = std::string(value);
+        return out;
+    }
+    if (scheme != "basic") {
+        out.error = "credentials required: send Authorization: Bearer SECRET or HTTP Basic auth";
+        return out;
+    }
+    out.scheme = "basic";
+    const auto decoded = base64_decode(value);
+    const auto colon = decoded ? decoded->find(':') : std::string::npos;
+    if (colon == std::string::npos) {
+        out.error = "malformed Basic credentials: expected base64 of USERNAME:SECRET";
+        return out;
+    }
+    out.username = decoded->substr(0, colon);
+    out.secret = decoded->substr(colon + 1);
+    return out;
+}
+
+// Every principal is compared, with no early exit, so that timing tells nothing about which
+// one was close. Basic also needs the principal's user name.
+std::shared_ptr<const Principal> find_principal(const Principals& principals,
+                                                const Credentials& presented) {
+    const Digest digest = sha256(presented.secret);
+    std::shared_ptr<const Principal> found;
+    for (const auto& p : principals) {
+        const bool same = CRYPTO_memcmp(digest.data(), p->digest.data(), digest.size()) == 0;
+        const bool user_ok = presented.scheme == "bearer" ||
+                             (!p->username.empty() && p->username == presented.username);
+        if (same && user_ok) {
+            found = p;
+        }
+    }
+    return found;
+}
+
 std::string_view reason_name(int reason) {
     constexpr std::array kNames = {"missing_credentials", "bad_credentials", "missing_scope",
                                    "runbook_not_allowed"};
@@ -347,11 +403,6 @@ Authenticator::Authenticator(Principals principals, Store* store)
       bucket_(kBucketSize),
       refilled_(std::chrono::steady_clock::now()) {}
 
-bool Authenticator::enabled() const {
-    std::lock_guard lock(mutex_);
-    return !principals_->empty();
-}
-
 void Authenticator::set_principals(Principals principals) {
     auto next = std::make_shared<const Principals>(std::move(principals));
     std::lock_guard lock(mutex_);
@@ -368,50 +419,18 @@ std::optional<http::Response> Authenticator::check(const Access& access, std::st
     if (principals->empty() || access.is_open()) {
         return std::nullopt;
     }
-    const std::string_view header = request.header("authorization");
-    const auto space = header.find(' ');
-    std::string scheme(header.substr(0, space));
-    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                   [](char c) { return static_cast<char>(std::tolower(c)); });
-    std::string_view credentials = space == std::string_view::npos ? "" : header.substr(space + 1);
-    while (!credentials.empty() && credentials.front() == ' ') {
-        credentials.remove_prefix(1);
+    const auto presented = parse_credentials(request.header("authorization"));
+    if (!presented.error.empty()) {
+        return deny(request, {Reason::MissingCredentials, route, presented.scheme, nullptr},
+                    presented.error);
     }
-    std::string username;
-    std::string secret;
-    if (scheme == "bearer" && !credentials.empty()) {
-        secret = std::string(credentials);
-    } else if (scheme == "basic") {
-        const auto decoded = base64_decode(credentials);
-        const auto colon = decoded ? decoded->find(':') : std::string::npos;
-        if (colon == std::string::npos) {
-            return deny(request, {Reason::MissingCredentials, route, "basic", nullptr},
-                        "malformed Basic credentials: expected base64 of USERNAME:SECRET");
-        }
-        username = decoded->substr(0, colon);
-        secret = decoded->substr(colon + 1);
-    } else {
-        return deny(request, {Reason::MissingCredentials, route, "", nullptr},
-                    "credentials required: send Authorization: Bearer SECRET or HTTP Basic auth");
-    }
-
-    // Every principal is compared, with no early exit, so that timing tells nothing.
-    const Digest presented = sha256(secret);
-    std::shared_ptr<const Principal> found;
-    for (const auto& p : *principals) {
-        const bool same = CRYPTO_memcmp(presented.data(), p->digest.data(), presented.size()) == 0;
-        const bool user_ok =
-            scheme == "bearer" || (!p->username.empty() && p->username == username);
-        if (same && user_ok) {
-            found = p;
-        }
-    }
+    auto found = find_principal(*principals, presented);
     if (!found) {
-        return deny(request, {Reason::BadCredentials, route, scheme, nullptr},
+        return deny(request, {Reason::BadCredentials, route, presented.scheme, nullptr},
                     "the credentials are not valid");
     }
     if (!found->has(access.required())) {
-        return deny(request, {Reason::MissingScope, route, scheme, found.get()},
+        return deny(request, {Reason::MissingScope, route, presented.scheme, found.get()},
                     fmt::format("{} needs the {} scope, which token:{} does not have", route,
                                 scope_name(access.required()), found->name));
     }

@@ -71,7 +71,6 @@ class Authenticator {
     // `store` records auth.denied events; null records nothing (tests of parts).
     Authenticator(Principals principals, Store* store);
 
-    bool enabled() const;
     void set_principals(Principals principals);
 
     // The router's guard (http::Router::Guard): 401 or 403, or nullopt after setting
