@@ -240,6 +240,12 @@ TEST_CASE("a runbooks allow-list limits run requests to the runbooks it names", 
     CHECK(d.status("POST", "/api/v1/runs/" + other_run + "/cancel", bearer("secret-p-run")) == 409);
     // The allow-list does not limit reading.
     CHECK(d.status("GET", "/api/v1/runs/" + other_run, bearer("secret-limited")) == 200);
+    CHECK(test::wait_query_value(
+        d.daemon->db(),
+        "SELECT json_extract(detail, '$.status') || ' ' || json_extract(detail, '$.reason') || "
+        "' ' || json_extract(detail, '$.route') || ' ' || json_extract(detail, '$.principal') "
+        "FROM events WHERE kind = 'auth.denied'",
+        "403 runbook_not_allowed /api/v1/runs/{id}/cancel limited", 5s));
 }
 
 TEST_CASE("a cancel is recorded as the authenticated principal, who cannot claim another name",

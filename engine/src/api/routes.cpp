@@ -199,10 +199,10 @@ void show_run(const ApiContext& ctx, const http::Request& req, const http::Respo
     respond(http::json_response(200, out));
 }
 
-// For run-scoped requests about an existing run: 403 when the caller's runbooks allow-list does
-// not hold the run's runbook, the lookup's error when the run cannot be read, else nullopt.
+// For run and approve requests about an existing run: 403 when the caller's runbooks allow-list
+// does not hold the run's runbook, the lookup's error when the run cannot be read, else nullopt.
 std::optional<http::Response> check_run_allowed(const ApiContext& ctx, const http::Request& req,
-                                                std::int64_t id) {
+                                                auth::Scope scope, std::int64_t id) {
     if (!req.principal || !req.principal->limited()) {
         return std::nullopt;
     }
@@ -210,8 +210,7 @@ std::optional<http::Response> check_run_allowed(const ApiContext& ctx, const htt
     if (!detail) {
         return http::error_response(detail.error());
     }
-    return ctx.auth->check_runbook(req, auth::Scope::Run, "/api/v1/runs/{id}/cancel",
-                                   detail->run.runbook);
+    return ctx.auth->check_runbook(req, scope, detail->run.runbook);
 }
 
 // POST /api/v1/runs/{id}/cancel with an optional JSON body {"actor": "...", "reason": "..."}.
@@ -222,7 +221,7 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
                                  fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
         return;
     }
-    if (auto refusal = check_run_allowed(ctx, req, *id)) {
+    if (auto refusal = check_run_allowed(ctx, req, auth::Scope::Run, *id)) {
         respond(std::move(*refusal));
         return;
     }

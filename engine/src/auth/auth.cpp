@@ -439,12 +439,11 @@ std::optional<http::Response> Authenticator::check(const Access& access, std::st
 }
 
 std::optional<http::Response> Authenticator::check_runbook(const http::Request& request,
-                                                           Scope scope, std::string_view route,
-                                                           std::string_view runbook) {
+                                                           Scope scope, std::string_view runbook) {
     if (!request.principal || request.principal->may_use(runbook)) {
         return std::nullopt;
     }
-    return deny(request, {Reason::RunbookNotAllowed, route, "", request.principal.get()},
+    return deny(request, {Reason::RunbookNotAllowed, request.route, "", request.principal.get()},
                 fmt::format("token:{} may not {} runbook \"{}\" (not in its runbooks list)",
                             request.principal->name, scope_name(scope), runbook));
 }

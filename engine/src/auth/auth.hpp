@@ -79,9 +79,9 @@ class Authenticator {
                                         http::Request& request);
 
     // For handlers of run and approve requests once they know the runbook concerned: 403 when
-    // the principal's allow-list does not hold it, else nullopt.
+    // the principal's allow-list does not hold it (recorded like any refusal), else nullopt.
     std::optional<http::Response> check_runbook(const http::Request& request, Scope scope,
-                                                std::string_view route, std::string_view runbook);
+                                                std::string_view runbook);
 
   private:
     enum class Reason { MissingCredentials, BadCredentials, MissingScope, RunbookNotAllowed };

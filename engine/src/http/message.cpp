@@ -188,6 +188,7 @@ void Router::dispatch(Request&& request, Responder respond) const {
     std::map<std::string, std::string, std::less<>> params;
     if (const Route* route = find(request.method, segments, &params, &allowed)) {
         request.params = std::move(params);
+        request.route = route->pattern;
         Responder counted = [counters = &route->requests,
                              respond = std::move(respond)](Response r) {
             count(*counters, r.status);

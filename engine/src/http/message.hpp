@@ -38,6 +38,7 @@ struct Request {
     std::string body;
     std::string remote_addr;                                 // "127.0.0.1:53412"
     std::map<std::string, std::string, std::less<>> params;  // from the route pattern
+    std::string route;                                       // the pattern it matched
     // Who sent it, once the router's guard has authenticated it; null on open routes and
     // when runbookd runs without tokens. See auth::actor().
     std::shared_ptr<const auth::Principal> principal;
