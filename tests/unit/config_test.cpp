@@ -196,7 +196,7 @@ TEST_CASE("config file errors give file, line, column and what is wrong", "[conf
              kKnownRootKeys + ")"},
         {"an unknown key in a section", "http:\n  threads: 4\n  workers: 2\n",
          "3:3: unknown key \"workers\" in http (expected one of: body_limit, threads, "
-         "max_connections, idle_timeout, request_timeout)"},
+         "max_connections, idle_timeout, request_timeout, tls)"},
         {"a duplicate key", "log:\n  level: info\n  level: debug\n",
          "3:3: duplicate key \"level\" (first at line 2)"},
         {"a root that is not a mapping", "listen here\n",
