@@ -280,6 +280,16 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
         respond(std::move(response));
         return;
     }
+    if (auto why = ctx.intake->overloaded()) {
+        m.notification(NotificationOutcome::Overloaded);
+        // 503, never 429: Alertmanager retries a 5xx within the same notification, a 4xx only
+        // at the next group interval.
+        auto response = http::json_error(
+            503, "overloaded", *why + "; nothing from this delivery was recorded or run; retry");
+        response.headers.emplace_back("Retry-After", "5");
+        respond(std::move(response));
+        return;
+    }
     const auto content_type = req.header("content-type");
     if (!is_json_media_type(content_type)) {
         m.notification(NotificationOutcome::UnsupportedMediaType);
@@ -302,6 +312,9 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
                            response.status = r.status;
                            response.body = std::move(r.body);
                            response.render_body = std::move(r.render_body);
+                           if (r.status == 503) {
+                               response.headers.emplace_back("Retry-After", "5");
+                           }
                            respond(std::move(response));
                        });
 }
@@ -318,8 +331,9 @@ void livez(const ApiContext& ctx, const http::Responder& respond) {
     respond(http::json_response(200, {{"live", true}}));
 }
 
-bool is_ready(const Health& h) {
-    return h.store_open && h.recovered && !h.draining;
+bool is_ready(const ApiContext& ctx) {
+    const Health& h = *ctx.health;
+    return h.store_open && h.recovered && !h.draining && !ctx.intake->overloaded();
 }
 
 // The registry's metrics, then the values read now: health, the run queue, the process.
@@ -332,7 +346,7 @@ void serve_metrics(const ApiContext& ctx, const http::Responder& respond) {
     const Health& h = *ctx.health;
     metrics::append_single(out, "runbookd_ready",
                            "1 when runbookd is ready to take deliveries (what /readyz says).",
-                           Type::Gauge, is_ready(h) ? 1 : 0);
+                           Type::Gauge, is_ready(ctx) ? 1 : 0);
     metrics::append_single(out, "runbookd_draining",
                            "1 while runbookd shuts down and refuses new deliveries.", Type::Gauge,
                            h.draining ? 1 : 0);
@@ -367,6 +381,9 @@ void readyz(const ApiContext& ctx, const http::Responder& respond) {
     if (h.draining) {
         add("draining",
             "runbookd is shutting down: it takes no new deliveries and lets active runs finish");
+    }
+    if (auto why = ctx.intake->overloaded()) {
+        add("overloaded", *why);
     }
     if (!reasons.empty()) {
         respond(http::json_response(503, {{"ready", false}, {"reasons", reasons}}));
@@ -448,8 +465,11 @@ void add_routes(http::Router& router, const ApiContext& context) {
             receive_alertmanager(*ctx, std::move(req), std::move(respond));
         },
         [](unsigned status) {
+            using metrics::NotificationOutcome;
             if (status == 413) {
-                metrics::runbookd_metrics().notification(metrics::NotificationOutcome::TooLarge);
+                metrics::runbookd_metrics().notification(NotificationOutcome::TooLarge);
+            } else if (status == 400) {
+                metrics::runbookd_metrics().notification(NotificationOutcome::Invalid);
             }
         });
     // TODO(runbookd): require the read scope once the API has authentication (the on-call

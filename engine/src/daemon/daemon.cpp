@@ -399,7 +399,7 @@ Status Daemon::start() {
 
     p.server = std::make_unique<http::Server>(http_options, p.router);
     p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler,
-                                                            config_.clock);
+                                                            config_.clock, config_.intake);
     {
         std::lock_guard lock(p.reload_mutex);
         p.reload_work =

@@ -61,13 +61,17 @@ Response json_error(unsigned status, std::string_view code, std::string_view mes
 // Maps an Error to a status (InvalidArgument 400, NotFound 404, Unavailable 503, ...).
 Response error_response(const Error& error);
 
+// How deep arrays and objects may nest in a request body; deeper bodies get 400 invalid_json.
+constexpr std::size_t kJsonNestingLimit = 64;
+
 // Routes requests by method and path. Patterns are exact paths whose segments may be `{name}`
 // placeholders, e.g. "/api/v1/runs/{id}". An unknown path answers 404; a known path with
 // another method answers 405 with an Allow header. Every answer is counted in
 // runbookd_http_requests_total under its route pattern ("other" for unknown paths).
 class Router {
   public:
-    // Called for a request to the route that the server refused before routing (413, 431).
+    // Called for a request to the route that was refused before its handler ran (413, 431 by
+    // the server; 400 for a body nested too deep).
     using RejectedHook = std::function<void(unsigned status)>;
 
     Router();

@@ -25,6 +25,8 @@ namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
+// What the first read of a request takes at most; the parser reads the rest.
+constexpr std::size_t kFirstReadBytes = 4096;
 
 }  // namespace
 
@@ -81,11 +83,32 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
   private:
+    // Between requests the connection may stay idle for `idle_timeout`; once a request's first
+    // byte arrives, all of it (headers and body) must arrive within `request_timeout`. A client
+    // that trickles its headers a byte at a time is thus cut off after request_timeout, not
+    // after the much longer keep-alive time.
     void read_header() {
         parser_.emplace();
         parser_->header_limit(kHeaderLimit);
         parser_->body_limit(server_.options.body_limit);
+        if (buffer_.size() > 0) {
+            read_request_header();
+            return;
+        }
         stream_.expires_after(server_.options.idle_timeout);
+        stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
+                                [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                                    if (ec) {
+                                        self->on_read_error(ec);
+                                        return;
+                                    }
+                                    self->buffer_.commit(n);
+                                    self->read_request_header();
+                                });
+    }
+
+    void read_request_header() {
+        stream_.expires_after(server_.options.request_timeout);
         bhttp::async_read_header(stream_, buffer_, *parser_,
                                  [self = shared_from_this()](beast::error_code ec, std::size_t) {
                                      self->on_header(ec);
@@ -97,7 +120,6 @@ class Session : public std::enable_shared_from_this<Session> {
             on_read_error(ec);
             return;
         }
-        stream_.expires_after(server_.options.request_timeout);
         const auto& req = parser_->get();
         if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
             // Clients like curl wait for this before sending a large body.
