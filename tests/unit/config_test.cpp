@@ -391,7 +391,8 @@ TEST_CASE("a typo in a section does not hide its other errors, listed in line or
     const std::string file = config_path(dir);
     CHECK(status.error().message ==
           file + ":2:12: http.threads: expected a whole number from 1 to 64, got \"0\"\n" + file +
-              ":4:3: unknown key \"max_concurent\" in runs (expected one of: max_concurrent, max_queued, "
+              ":4:3: unknown key \"max_concurent\" in runs (expected one of: max_concurrent, "
+              "max_queued, "
               "default_step_timeout, default_run_timeout, shutdown_grace)\n" +
               file +
               ":5:19: runs.shutdown_grace: \"soon\" is not a positive duration (write e.g. "

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "api/follow.hpp"
 #include "common/hash.hpp"
 #include "common/json_text.hpp"
 #include "metrics/runbookd_metrics.hpp"
@@ -134,6 +135,16 @@ std::optional<std::int64_t> parse_id(std::string_view text) {
     return value;
 }
 
+// The route's {id} as a run id; answers 400 and returns nullopt when it is not one.
+std::optional<RunId> run_id_param(const http::Request& req, const http::Responder& respond) {
+    const auto id = parse_id(req.params.at("id"));
+    if (!id) {
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+    }
+    return id;
+}
+
 void list_runs(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
     RunFilter filter;
     if (const auto state = req.query_param("state"); !state.empty()) {
@@ -177,11 +188,25 @@ void list_runs(const ApiContext& ctx, const http::Request& req, const http::Resp
     respond(http::json_response(200, {{"runs", items}}));
 }
 
-void show_run(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
-    const auto id = parse_id(req.params.at("id"));
+// GET /api/v1/runs/{id}/follow: server-sent events until the run has ended (api/follow.cpp).
+void follow(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
+    const auto id = run_id_param(req, respond);
     if (!id) {
-        respond(http::json_error(400, "invalid_argument",
-                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+        return;
+    }
+    if (auto found = ctx.store->load_run(*id); !found) {
+        respond(http::error_response(found.error()));
+        return;
+    }
+    http::Response response;
+    response.content_type = "text/event-stream";
+    response.stream = follow_run(*ctx.store, *id, ctx.output_dir);
+    respond(std::move(response));
+}
+
+void show_run(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
+    const auto id = run_id_param(req, respond);
+    if (!id) {
         return;
     }
     auto detail = ctx.store->get_run(*id);
@@ -201,10 +226,8 @@ void show_run(const ApiContext& ctx, const http::Request& req, const http::Respo
 
 // POST /api/v1/runs/{id}/cancel with an optional JSON body {"actor": "...", "reason": "..."}.
 void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder respond) {
-    const auto id = parse_id(req.params.at("id"));
+    const auto id = run_id_param(req, respond);
     if (!id) {
-        respond(http::json_error(400, "invalid_argument",
-                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
         return;
     }
     std::string actor;
@@ -482,6 +505,8 @@ void add_routes(http::Router& router, const ApiContext& context) {
     router.add("GET", "/api/v1/runs/{id}", [ctx](http::Request&& req, http::Responder respond) {
         show_run(*ctx, req, respond);
     });
+    router.add("GET", "/api/v1/runs/{id}/follow",
+               [ctx](http::Request&& req, http::Responder respond) { follow(*ctx, req, respond); });
     router.add("POST", "/api/v1/runs/{id}/cancel",
                [ctx](http::Request&& req, http::Responder respond) {
                    cancel_run(*ctx, req, std::move(respond));

@@ -59,6 +59,7 @@ struct ApiContext {
     run::Scheduler* scheduler = nullptr;
     const Health* health = nullptr;
     Reloader reload;
+    std::string output_dir;  // exec.output_dir, where follow reads a step's output as it grows
 };
 
 // Registers the HTTP API (docs/http-api.md) on `router`. `context` must outlive the router.

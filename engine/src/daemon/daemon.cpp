@@ -49,6 +49,7 @@ struct Daemon::Parts {
     std::unique_ptr<run::Scheduler> scheduler;
     std::unique_ptr<asio::steady_timer> heartbeat;  // on exec_io; see api::Health
     api::Health health;
+    std::string output_dir;  // where steps' output files are written; empty: none are
 
     std::unique_ptr<intake::AlertmanagerIntake> intake;
     api::ApiContext api;
@@ -370,6 +371,7 @@ Status Daemon::start() {
     if (process.output_cap_bytes > 0) {
         log->info("step output files dir={} cap_bytes={}", log::quote(process.output_dir),
                   process.output_cap_bytes);
+        p.output_dir = process.output_dir;
     }
     // Marks every step of this database, for the next start's recovery (docs/runs.md).
     process.instance = instance_token(config_.db_path);
@@ -415,7 +417,8 @@ Status Daemon::start() {
                         &p.health,
                         [this](std::string actor, std::function<void(api::ReloadOutcome)> done) {
                             reload(std::move(actor), std::move(done));
-                        }};
+                        },
+                        p.output_dir};
     api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {
         return s;

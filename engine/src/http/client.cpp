@@ -1,5 +1,7 @@
 #include "http/client.hpp"
 
+#include <functional>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -52,12 +54,16 @@ Result<Url> parse_url(const std::string& url) {
     return out;
 }
 
-}  // namespace
+using Parser = bhttp::response_parser<bhttp::string_body>;
+// Reads the answer once the request is sent; sets `failure` when it fails.
+using ReadAnswer = std::function<void(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                      Parser& res, beast::error_code& failure)>;
 
-Result<ClientResponse> send_request(const std::string& method, const std::string& url,
-                                    const std::string& body,
-                                    const std::vector<std::pair<std::string, std::string>>& headers,
-                                    std::chrono::milliseconds timeout) {
+// Resolves, connects and sends the request within `timeout`, then hands over to `read`.
+Result<ClientResponse> exchange(const std::string& method, const std::string& url,
+                                const std::string& body,
+                                const std::vector<std::pair<std::string, std::string>>& headers,
+                                std::chrono::milliseconds timeout, const ReadAnswer& read) {
     auto parsed = parse_url(url);
     if (!parsed) {
         return parsed.error();
@@ -75,7 +81,7 @@ Result<ClientResponse> send_request(const std::string& method, const std::string
     req.body() = body;
     req.prepare_payload();
     req.keep_alive(false);
-    bhttp::response_parser<bhttp::string_body> res;
+    Parser res;
     res.body_limit(64 * 1024 * 1024);
 
     beast::error_code failure;
@@ -99,8 +105,7 @@ Result<ClientResponse> send_request(const std::string& method, const std::string
                     return;
                 }
                 stage = "reading";
-                bhttp::async_read(stream, buffer, res,
-                                  [&](beast::error_code ec4, std::size_t) { failure = ec4; });
+                read(stream, buffer, res, failure);
             });
         });
     });
@@ -115,6 +120,50 @@ Result<ClientResponse> send_request(const std::string& method, const std::string
     out.retry_after = std::string(res.get()[bhttp::field::retry_after]);
     out.body = std::move(res.get().body());
     return out;
+}
+
+}  // namespace
+
+Result<ClientResponse> send_request(const std::string& method, const std::string& url,
+                                    const std::string& body,
+                                    const std::vector<std::pair<std::string, std::string>>& headers,
+                                    std::chrono::milliseconds timeout) {
+    return exchange(method, url, body, headers, timeout,
+                    [](beast::tcp_stream& stream, beast::flat_buffer& buffer, Parser& res,
+                       beast::error_code& failure) {
+                        bhttp::async_read(
+                            stream, buffer, res,
+                            [&failure](beast::error_code ec, std::size_t) { failure = ec; });
+                    });
+}
+
+Result<ClientResponse> stream_request(
+    const std::string& method, const std::string& url,
+    const std::vector<std::pair<std::string, std::string>>& headers,
+    const std::function<bool(std::string_view)>& on_body, std::chrono::milliseconds idle_timeout) {
+    std::function<void(beast::tcp_stream&, beast::flat_buffer&, Parser&, beast::error_code&)>
+        read_more = [&](beast::tcp_stream& stream, beast::flat_buffer& buffer, Parser& res,
+                        beast::error_code& failure) {
+            stream.expires_after(idle_timeout);
+            bhttp::async_read_some(stream, buffer, res, [&](beast::error_code ec, std::size_t) {
+                if (ec) {
+                    failure = ec;
+                    return;
+                }
+                // Only a 2xx body is streamed; an error's JSON is kept for the caller.
+                auto& got = res.get().body();
+                if (res.is_header_done() && res.get().result_int() / 100 == 2 && !got.empty()) {
+                    if (!on_body(got)) {
+                        return;
+                    }
+                    got.clear();
+                }
+                if (!res.is_done()) {
+                    read_more(stream, buffer, res, failure);
+                }
+            });
+        };
+    return exchange(method, url, {}, headers, idle_timeout, read_more);
 }
 
 }  // namespace runbookd::http

@@ -38,6 +38,20 @@ struct Request {
     std::string query_param(std::string_view name) const;
 };
 
+// A response body produced piece by piece while the connection stays open (server-sent events).
+// The server asks for the next piece once the previous one is written, and again after a short
+// pause when nothing was ready; it ends the body early when runbookd stops or the client goes.
+class BodyStream {
+  public:
+    struct Piece {
+        std::string data;   // to send now; may be empty
+        bool done = false;  // the body ends after `data`
+    };
+    virtual ~BodyStream() = default;
+    // Runs on the connection's thread; must not block for long (a quick SQLite read is fine).
+    virtual Piece next() = 0;
+};
+
 struct Response {
     unsigned status = 200;
     std::string content_type = "application/json";
@@ -48,6 +62,9 @@ struct Response {
     std::function<std::string()> render_body;
     std::vector<std::pair<std::string, std::string>> headers;
     bool close = false;  // close the connection after this response
+    // When set, the body is sent chunked from this stream instead of `body`, and the connection
+    // closes when it ends.
+    std::shared_ptr<BodyStream> stream;
 };
 
 // Sends the response. Call exactly once, from any thread.

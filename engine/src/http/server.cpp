@@ -8,7 +8,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
@@ -27,6 +29,8 @@ using tcp = asio::ip::tcp;
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 // What the first read of a request takes at most; the parser reads the rest.
 constexpr std::size_t kFirstReadBytes = 4096;
+// How soon a streamed body is asked again after it had nothing to send.
+constexpr std::chrono::milliseconds kStreamPollInterval{200};
 
 }  // namespace
 
@@ -243,6 +247,10 @@ class Session : public std::enable_shared_from_this<Session> {
     }
 
     void write(Response r, bool close_after) {
+        if (r.stream) {
+            write_stream(std::move(r));
+            return;
+        }
         auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
             static_cast<bhttp::status>(r.status), version_);
         res->set(bhttp::field::server, "runbookd/" RUNBOOKD_VERSION);
@@ -266,6 +274,79 @@ class Session : public std::enable_shared_from_this<Session> {
             });
     }
 
+    // A streamed body: the header, then a chunk per piece the stream gives, then the last
+    // chunk; the connection closes afterwards. A client that stops reading is cut off by the
+    // write deadline; one that leaves is noticed at the next write.
+    void write_stream(Response r) {
+        auto res = std::make_shared<bhttp::response<bhttp::empty_body>>(
+            static_cast<bhttp::status>(r.status), version_);
+        res->set(bhttp::field::server, "runbookd/" RUNBOOKD_VERSION);
+        res->set(bhttp::field::content_type, r.content_type);
+        res->set(bhttp::field::cache_control, "no-cache");
+        for (const auto& [k, v] : r.headers) {
+            res->set(k, v);
+        }
+        res->chunked(true);
+        res->keep_alive(false);
+        body_stream_ = std::move(r.stream);
+        auto serializer = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
+        stream_.expires_after(server_.options.request_timeout);
+        bhttp::async_write_header(
+            stream_, *serializer,
+            [self = shared_from_this(), res, serializer](beast::error_code ec, std::size_t) {
+                if (ec) {
+                    self->close();
+                    return;
+                }
+                self->pump_stream();
+            });
+    }
+
+    void pump_stream() {
+        BodyStream::Piece piece =
+            server_.stopping ? BodyStream::Piece{{}, true} : body_stream_->next();
+        const bool done = piece.done;
+        if (!piece.data.empty()) {
+            auto data = std::make_shared<std::string>(std::move(piece.data));
+            stream_.expires_after(server_.options.request_timeout);
+            asio::async_write(
+                stream_, bhttp::make_chunk(asio::buffer(*data)),
+                [self = shared_from_this(), data, done](beast::error_code ec, std::size_t) {
+                    if (ec) {
+                        self->close();
+                    } else if (done) {
+                        self->end_stream();
+                    } else {
+                        self->pump_stream();
+                    }
+                });
+            return;
+        }
+        if (done) {
+            end_stream();
+            return;
+        }
+        if (!stream_timer_) {
+            stream_timer_.emplace(stream_.get_executor());
+        }
+        stream_timer_->expires_after(kStreamPollInterval);
+        stream_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec) {
+                self->close();
+                return;
+            }
+            self->pump_stream();
+        });
+    }
+
+    void end_stream() {
+        body_stream_.reset();
+        stream_.expires_after(server_.options.request_timeout);
+        asio::async_write(
+            stream_, bhttp::make_chunk_last(),
+            [self = shared_from_this()](beast::error_code, std::size_t) { self->close(); });
+    }
+
     void close() {
         beast::error_code ignored;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -274,6 +355,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
+    std::shared_ptr<BodyStream> body_stream_;  // while a streamed body is being sent
+    std::optional<asio::steady_timer> stream_timer_;
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
     Server::Impl& server_;
     std::string remote_;
