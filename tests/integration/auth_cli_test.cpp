@@ -132,3 +132,38 @@ TEST_CASE("token create prints a secret once and an entry that runbookd accepts"
     CHECK(listed.exit_code == 0);
     CHECK(reload.exit_code == 5);
 }
+
+TEST_CASE(
+    "runbookctl runs follow and runs cancel send the token; the cancel is recorded as its "
+    "principal",
+    "[auth][cli]") {
+    test::TempDir home;
+    test::TempDir gates;
+    test::write_file(home.file("tokens.yaml"), "principals:\n" +
+                                                   principal("oncall", "run-secret", "[run]") +
+                                                   principal("hook", "hook-secret", "[webhook]"));
+    test::TestDaemon d({{"gated.yaml", test::gated_runbook(gates.file("gate"))}},
+                       [&](daemon::Config& c) { c.tokens_file = home.file("tokens.yaml"); });
+    REQUIRE(http::send_request(
+                "POST", d.url("/api/v1/webhooks/alertmanager"),
+                test::firing_notification("Gated", "a"),
+                {{"Content-Type", "application/json"}, {"Authorization", "Bearer hook-secret"}})
+                ->status == 200);
+    REQUIRE(test::wait_query_value(d.db(), "SELECT state FROM runs WHERE id = 1", "running", 10s));
+
+    auto no_token = ctl(home, {"--url", d.url(), "runs", "cancel", "1"});
+    auto follow_denied =
+        ctl(home, {"--url", d.url(), "--token", "hook-secret", "runs", "follow", "1"});
+    auto cancelled = ctl(home, {"--url", d.url(), "--token", "run-secret", "runs", "cancel", "1",
+                                "--actor", "mallory", "--reason", "wrong host"});
+    auto followed = ctl(home, {"--url", d.url(), "--token", "run-secret", "runs", "follow", "1"});
+
+    CHECK(no_token.exit_code == 4);
+    CHECK(follow_denied.exit_code == 5);
+    INFO(cancelled.output);
+    CHECK(cancelled.exit_code == 0);
+    CHECK(followed.exit_code == 1);  // the run ended cancelled
+    CHECK_THAT(followed.output, Catch::Contains("cancelled"));
+    CHECK(test::query_value(d.db(), "SELECT cancelled_by FROM runs WHERE id = 1") ==
+          "token:oncall");
+}

@@ -1,3 +1,4 @@
+#include <atomic>
 #include <thread>
 
 #include <arpa/inet.h>
@@ -182,6 +183,9 @@ TEST_CASE("bad webhook input gets a 4xx JSON error naming the problem and runs n
          "unsupported_media_type", ""},
         {"oversized body", std::string(5000, ' ') + "{}", "application/json", 413,
          "payload_too_large", ""},
+        {"arrays nested 65 deep",
+         R"({"version":"4","alerts":[],"x":)" + std::string(65, '[') + std::string(65, ']') + "}",
+         "application/json", 400, "invalid_json", ""},
     };
 
     for (const auto& c : cases) {
@@ -627,4 +631,134 @@ TEST_CASE("a NUL byte in an alert value fails the step instead of cutting the ar
     CHECK(query_value(d.db(), "SELECT state FROM runs") == "failed");
     CHECK_THAT(query_value(d.db(), "SELECT reason FROM runs"),
                Catch::Contains("argv element 2 contains a NUL byte"));
+}
+
+TEST_CASE("JSON nested 64 deep is parsed, brackets inside strings do not count", "[http][limits]") {
+    TestDaemon d(RunbookFiles{{"echo.yaml", kEchoRunbook}});
+    // 64 levels in all (the root object is the first): within the limit, so the payload parser
+    // judges it, and ignores the unknown field.
+    const std::string deep =
+        R"({"version":"4","alerts":[],"x":)" + std::string(63, '[') + std::string(63, ']') +
+        R"(,"s":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[)" + std::string(80, '{') + R"(\"[["})";
+    auto r = d.post("/api/v1/webhooks/alertmanager", deep);
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+
+    // The same limit holds on every JSON endpoint.
+    auto cancel = d.post("/api/v1/runs/1/cancel", std::string(100, '[') + std::string(100, ']'));
+    CHECK(body_of(cancel)["error"]["code"] == "invalid_json");
+    CHECK(cancel->status == 400);
+}
+
+TEST_CASE("a client trickling its request is cut off after request_timeout while others are served",
+          "[http][limits]") {
+    TestDaemon d(RunbookFiles{{"echo.yaml", kEchoRunbook}}, [](daemon::Config& c) {
+        c.http.request_timeout = 1s;
+        c.http.idle_timeout = 30s;
+    });
+    const std::uint16_t port = d.daemon().port();
+
+    std::atomic<bool> slow_done{false};
+    std::chrono::milliseconds cut_after{0};
+    std::thread slow([&] {
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(port);
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+            ::close(fd);
+            slow_done = true;
+            return;
+        }
+        const std::string start = "POST /api/v1/webhooks/alertmanager HTTP/1.1\r\nX-Slow: ";
+        const auto began = std::chrono::steady_clock::now();
+        ::send(fd, start.data(), start.size(), MSG_NOSIGNAL);
+        // One header byte every 100 ms, for at most 10 s: never a whole request.
+        for (int i = 0; i < 100; ++i) {
+            std::this_thread::sleep_for(100ms);
+            char probe = 0;
+            if (::recv(fd, &probe, 1, MSG_DONTWAIT) == 0 || ::send(fd, "a", 1, MSG_NOSIGNAL) < 0) {
+                break;
+            }
+        }
+        cut_after = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - began);
+        ::close(fd);
+        slow_done = true;
+    });
+
+    // Meanwhile other clients are served, one request after another.
+    int served = 0;
+    while (!slow_done) {
+        auto r = d.get("/livez");
+        if (r.ok() && r->status == 200) {
+            ++served;
+        }
+        std::this_thread::sleep_for(50ms);
+    }
+    slow.join();
+    CHECK(served >= 10);
+    CHECK(cut_after >= 900ms);
+    CHECK(cut_after < 3s);
+
+    // A connection that is only idle between requests keeps the longer idle_timeout: quiet for
+    // longer than request_timeout, its next request is still answered.
+    const auto reply = raw_exchange(
+        port, {"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n", "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"},
+        1500ms);
+    CHECK(reply.find("\"live\":true") != std::string::npos);
+    CHECK(reply.find("\"ready\":true") != std::string::npos);
+}
+
+TEST_CASE("an overloaded intake answers 503 with Retry-After and is unready until it drains",
+          "[http][limits]") {
+    test::TempDir gate_dir;
+    const std::string gate = gate_dir.file("gate");
+    TestDaemon d(RunbookFiles{{"gated.yaml", test::gated_runbook(gate)}}, [](daemon::Config& c) {
+        c.runs.max_concurrent_runs = 1;
+        c.intake.max_queued_runs = 2;
+    });
+    const std::string webhook = "/api/v1/webhooks/alertmanager";
+    // One run executes, two wait: the limit is reached.
+    for (const char* instance : {"a", "b", "c"}) {
+        auto r = d.post(webhook, test::firing_notification("Gated", instance));
+        REQUIRE(r.ok());
+        REQUIRE(r->status == 200);
+    }
+    REQUIRE(test::wait_until(
+        [&] {
+            return query_value(d.db(), "SELECT count(*) FROM runs WHERE state = 'running'") == "1";
+        },
+        5s));
+
+    auto refused = d.post(webhook, test::firing_notification("Gated", "d"));
+    REQUIRE(refused.ok());
+    CHECK(refused->status == 503);
+    CHECK(body_of(refused)["error"]["code"] == "overloaded");
+    CHECK(refused->retry_after == "5");
+    CHECK(query_value(d.db(), "SELECT count(*) FROM deliveries") == "3");
+
+    auto ready = d.get("/readyz");
+    REQUIRE(ready.ok());
+    CHECK(ready->status == 503);
+    CHECK(body_of(ready)["reasons"][0]["code"] == "overloaded");
+    auto metrics = d.get("/metrics");
+    REQUIRE(metrics.ok());
+    CHECK(metrics->body.find("runbookd_notifications_received_total{outcome=\"overloaded\"} 1") !=
+          std::string::npos);
+    CHECK(metrics->body.find("runbookd_ready 0") != std::string::npos);
+
+    // Let the runs go: once at most one waits (half the limit) it is ready and takes deliveries.
+    test::write_file(gate, "");
+    CHECK(test::wait_until(
+        [&] {
+            auto r = d.get("/readyz");
+            return r.ok() && r->status == 200;
+        },
+        10s));
+    auto accepted = d.post(webhook, test::firing_notification("Gated", "d"));
+    REQUIRE(accepted.ok());
+    CHECK(accepted->status == 200);
+    CHECK(d.wait_runs_finished());
 }

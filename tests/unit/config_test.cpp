@@ -196,7 +196,7 @@ TEST_CASE("config file errors give file, line, column and what is wrong", "[conf
              kKnownRootKeys + ")"},
         {"an unknown key in a section", "http:\n  threads: 4\n  workers: 2\n",
          "3:3: unknown key \"workers\" in http (expected one of: body_limit, threads, "
-         "max_connections, idle_timeout, request_timeout, tls)"},
+         "max_connections, idle_timeout, request_timeout, max_pending_deliveries, tls)"},
         {"a duplicate key", "log:\n  level: info\n  level: debug\n",
          "3:3: duplicate key \"level\" (first at line 2)"},
         {"a root that is not a mapping", "listen here\n",
@@ -396,6 +396,7 @@ TEST_CASE("a typo in a section does not hide its other errors, listed in line or
     CHECK(status.error().message ==
           file + ":2:12: http.threads: expected a whole number from 1 to 64, got \"0\"\n" + file +
               ":4:3: unknown key \"max_concurent\" in runs (expected one of: max_concurrent, "
+              "max_queued, "
               "default_step_timeout, default_run_timeout, shutdown_grace)\n" +
               file +
               ":5:19: runs.shutdown_grace: \"soon\" is not a positive duration (write e.g. "

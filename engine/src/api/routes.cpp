@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "api/follow.hpp"
 #include "common/hash.hpp"
 #include "common/json_text.hpp"
 #include "metrics/runbookd_metrics.hpp"
@@ -134,6 +135,16 @@ std::optional<std::int64_t> parse_id(std::string_view text) {
     return value;
 }
 
+// The route's {id} as a run id; answers 400 and returns nullopt when it is not one.
+std::optional<RunId> run_id_param(const http::Request& req, const http::Responder& respond) {
+    const auto id = parse_id(req.params.at("id"));
+    if (!id) {
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+    }
+    return id;
+}
+
 void list_runs(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
     RunFilter filter;
     if (const auto state = req.query_param("state"); !state.empty()) {
@@ -177,11 +188,25 @@ void list_runs(const ApiContext& ctx, const http::Request& req, const http::Resp
     respond(http::json_response(200, {{"runs", items}}));
 }
 
-void show_run(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
-    const auto id = parse_id(req.params.at("id"));
+// GET /api/v1/runs/{id}/follow: server-sent events until the run has ended (api/follow.cpp).
+void follow(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
+    const auto id = run_id_param(req, respond);
     if (!id) {
-        respond(http::json_error(400, "invalid_argument",
-                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+        return;
+    }
+    if (auto found = ctx.store->load_run(*id); !found) {
+        respond(http::error_response(found.error()));
+        return;
+    }
+    http::Response response;
+    response.content_type = "text/event-stream";
+    response.stream = follow_run(*ctx.store, *id, ctx.output_dir);
+    respond(std::move(response));
+}
+
+void show_run(const ApiContext& ctx, const http::Request& req, const http::Responder& respond) {
+    const auto id = run_id_param(req, respond);
+    if (!id) {
         return;
     }
     auto detail = ctx.store->get_run(*id);
@@ -215,10 +240,8 @@ std::optional<http::Response> check_run_allowed(const ApiContext& ctx, const htt
 
 // POST /api/v1/runs/{id}/cancel with an optional JSON body {"actor": "...", "reason": "..."}.
 void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder respond) {
-    const auto id = parse_id(req.params.at("id"));
+    const auto id = run_id_param(req, respond);
     if (!id) {
-        respond(http::json_error(400, "invalid_argument",
-                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
         return;
     }
     if (auto refusal = check_run_allowed(ctx, req, auth::Scope::Run, *id)) {
@@ -305,6 +328,16 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
         respond(std::move(response));
         return;
     }
+    if (auto why = ctx.intake->overloaded()) {
+        m.notification(NotificationOutcome::Overloaded);
+        // 503, never 429: Alertmanager retries a 5xx within the same notification, a 4xx only
+        // at the next group interval.
+        auto response = http::json_error(
+            503, "overloaded", *why + "; nothing from this delivery was recorded or run; retry");
+        response.headers.emplace_back("Retry-After", "5");
+        respond(std::move(response));
+        return;
+    }
     const auto content_type = req.header("content-type");
     if (!is_json_media_type(content_type)) {
         m.notification(NotificationOutcome::UnsupportedMediaType);
@@ -327,6 +360,9 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
                            response.status = r.status;
                            response.body = std::move(r.body);
                            response.render_body = std::move(r.render_body);
+                           if (r.status == 503) {
+                               response.headers.emplace_back("Retry-After", "5");
+                           }
                            respond(std::move(response));
                        });
 }
@@ -343,8 +379,9 @@ void livez(const ApiContext& ctx, const http::Responder& respond) {
     respond(http::json_response(200, {{"live", true}}));
 }
 
-bool is_ready(const Health& h) {
-    return h.store_open && h.recovered && !h.draining;
+bool is_ready(const ApiContext& ctx) {
+    const Health& h = *ctx.health;
+    return h.store_open && h.recovered && !h.draining && !ctx.intake->overloaded();
 }
 
 // The registry's metrics, then the values read now: health, the run queue, the process.
@@ -357,7 +394,7 @@ void serve_metrics(const ApiContext& ctx, const http::Responder& respond) {
     const Health& h = *ctx.health;
     metrics::append_single(out, "runbookd_ready",
                            "1 when runbookd is ready to take deliveries (what /readyz says).",
-                           Type::Gauge, is_ready(h) ? 1 : 0);
+                           Type::Gauge, is_ready(ctx) ? 1 : 0);
     metrics::append_single(out, "runbookd_draining",
                            "1 while runbookd shuts down and refuses new deliveries.", Type::Gauge,
                            h.draining ? 1 : 0);
@@ -392,6 +429,9 @@ void readyz(const ApiContext& ctx, const http::Responder& respond) {
     if (h.draining) {
         add("draining",
             "runbookd is shutting down: it takes no new deliveries and lets active runs finish");
+    }
+    if (auto why = ctx.intake->overloaded()) {
+        add("overloaded", *why);
     }
     if (!reasons.empty()) {
         respond(http::json_response(503, {{"ready", false}, {"reasons", reasons}}));
@@ -478,8 +518,11 @@ void add_routes(http::Router& router, const ApiContext& context) {
             receive_alertmanager(*ctx, std::move(req), std::move(respond));
         },
         [](unsigned status) {
+            using metrics::NotificationOutcome;
             if (status == 413) {
-                metrics::runbookd_metrics().notification(metrics::NotificationOutcome::TooLarge);
+                metrics::runbookd_metrics().notification(NotificationOutcome::TooLarge);
+            } else if (status == 400) {
+                metrics::runbookd_metrics().notification(NotificationOutcome::Invalid);
             }
         });
     router.add("GET", "/metrics", Access::scope(Scope::Read),
@@ -490,6 +533,8 @@ void add_routes(http::Router& router, const ApiContext& context) {
     router.add(
         "GET", "/api/v1/runs/{id}", Access::scope(Scope::Read),
         [ctx](http::Request&& req, http::Responder respond) { show_run(*ctx, req, respond); });
+    router.add("GET", "/api/v1/runs/{id}/follow", Access::scope(Scope::Read),
+               [ctx](http::Request&& req, http::Responder respond) { follow(*ctx, req, respond); });
     router.add("POST", "/api/v1/runs/{id}/cancel", Access::scope(Scope::Run),
                [ctx](http::Request&& req, http::Responder respond) {
                    cancel_run(*ctx, req, std::move(respond));

@@ -60,6 +60,7 @@ struct ApiContext {
     run::Scheduler* scheduler = nullptr;
     const Health* health = nullptr;
     Reloader reload;
+    std::string output_dir;  // exec.output_dir, where follow reads a step's output as it grows
     // Checks credentials and scopes (docs/auth.md); add_routes() makes it the router's guard.
     auth::Authenticator* auth = nullptr;
 };

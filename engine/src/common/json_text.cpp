@@ -50,6 +50,42 @@ bool valid_utf8(std::string_view text) {
     return true;
 }
 
+std::size_t nesting_beyond(std::string_view text, std::size_t limit) {
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') {
+                ++i;  // the escaped character, whatever it is
+            } else if (c == '"') {
+                in_string = false;
+            }
+            continue;
+        }
+        switch (c) {
+            case '"':
+                in_string = true;
+                break;
+            case '[':
+            case '{':
+                if (++depth > limit) {
+                    return i;
+                }
+                break;
+            case ']':
+            case '}':
+                if (depth > 0) {
+                    --depth;
+                }
+                break;
+            default:
+                break;
+        }
+    }
+    return std::string_view::npos;
+}
+
 void append_string(std::string& out, std::string_view value) {
     out += '"';
     for (std::size_t i = 0; i < value.size();) {

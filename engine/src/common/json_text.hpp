@@ -16,6 +16,12 @@ std::size_t utf8_sequence_length(std::string_view text, std::size_t i);
 // True when all of `text` is well-formed UTF-8.
 bool valid_utf8(std::string_view text);
 
+// Where `text`, read as JSON, opens an array or object nested more than `limit` deep: the byte
+// offset of that bracket, or npos when it never does. Brackets inside strings do not count.
+// The text need not be valid JSON (the parser judges that later); this only bounds the depth
+// a parser and the document it builds would have to go to.
+std::size_t nesting_beyond(std::string_view text, std::size_t limit);
+
 // Appends `value` as a JSON string: quoted, with '"', '\\' and control characters escaped and
 // any invalid UTF-8 byte replaced by U+FFFD.
 void append_string(std::string& out, std::string_view value);

@@ -81,16 +81,23 @@ void print_table(const std::vector<std::string>& header,
     }
 }
 
-// GETs a path of the API; prints the error and returns nullopt on failure.
-// One request to the API with the token, if any, as a bearer token.
-runbookd::Result<runbookd::http::ClientResponse> api_request(
-    const Options& o, const std::string& method, const std::string& path,
-    std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-    std::vector<std::pair<std::string, std::string>> headers;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// `headers` with the token, if any, as a bearer token.
+Headers with_token(const Options& o, Headers headers = {}) {
     if (!o.token.empty()) {
         headers.emplace_back("Authorization", "Bearer " + o.token);
     }
-    return runbookd::http::send_request(method, o.url + path, {}, headers, timeout, o.tls);
+    return headers;
+}
+
+// One request to the API, with the token and the TLS settings. A body is sent as JSON.
+runbookd::Result<runbookd::http::ClientResponse> api_request(
+    const Options& o, const std::string& method, const std::string& path,
+    std::chrono::milliseconds timeout = std::chrono::seconds(10), const std::string& body = {}) {
+    const Headers headers =
+        with_token(o, body.empty() ? Headers{} : Headers{{"Content-Type", "application/json"}});
+    return runbookd::http::send_request(method, o.url + path, body, headers, timeout, o.tls);
 }
 
 // For 401 and 403: prints what to do and returns the exit code; 0 for any other status.
@@ -114,6 +121,7 @@ int auth_failure(const Options& o, unsigned status, const Json& body) {
     return kExitForbidden;
 }
 
+// GETs a path of the API; prints the error and returns nullopt on failure.
 std::optional<Json> get_json(const Options& o, const std::string& path, int& exit_code) {
     auto response = api_request(o, "GET", path);
     if (!response) {
@@ -290,6 +298,169 @@ int runs_show(const Options& o, const std::string& id) {
         }
     }
     return 0;
+}
+
+// A step's output for a terminal: newlines and tabs kept, every other control character shown
+// escaped, so that a program's output cannot move the cursor or forge runbookctl's own lines.
+std::string printable_output(const std::string& text) {
+    std::string out;
+    out.reserve(text.size());
+    for (const char c : text) {
+        const auto u = static_cast<unsigned char>(c);
+        if (c == '\n' || c == '\t' || (u >= 0x20 && u != 0x7f)) {
+            out += c;
+        } else {
+            out += fmt::format("\\x{:02x}", u);
+        }
+    }
+    return out;
+}
+
+// Prints runbookd's error answer (its message, else the whole body); returns the exit code.
+int report_error(const Options& o, const runbookd::http::ClientResponse& response) {
+    const Json body = Json::parse(response.body, nullptr, false);
+    if (const int code = auth_failure(o, response.status, body); code != 0) {
+        return code;
+    }
+    std::cerr << "runbookctl: runbookd answered " << response.status << ": "
+              << (body.is_object() && body.contains("error")
+                      ? text_of(body["error"].value("message", Json()))
+                      : response.body)
+              << "\n";
+    return kExitFailure;
+}
+
+// One server-sent event of GET /api/v1/runs/{id}/follow, printed for people.
+void print_follow_event(const std::string& name, const Json& d) {
+    if (name == "run") {
+        std::cout << fmt::format("run {} ({}): {}\n", text_of(d["id"]), text_of(d["runbook"]),
+                                 text_of(d["state"]));
+    } else if (name == "attempt" && d.value("state", "") == "running") {
+        std::string argv;
+        for (const auto& arg : d.value("argv", Json::array())) {
+            argv += " " + text_of(arg);
+        }
+        std::cout << fmt::format("== step {} (attempt {}){}{}\n", text_of(d["step"]),
+                                 text_of(d["attempt"]), argv.empty() ? "" : ":", argv);
+    } else if (name == "attempt") {
+        for (const char* stream : {"stdout", "stderr"}) {
+            if (const auto text = d.value(stream, std::string()); !text.empty()) {
+                std::cout << printable_output(text) << (text.back() == '\n' ? "" : "\n");
+            }
+        }
+        std::string how = text_of(d["state"]);
+        if (!d.value("exit_code", Json()).is_null()) {
+            how += ", exit code " + text_of(d["exit_code"]);
+        }
+        if (!d.value("signal", Json()).is_null()) {
+            how += ", signal " + text_of(d["signal"]);
+        }
+        std::cout << fmt::format("== step {} {} ({} ms){}{}\n", text_of(d["step"]), how,
+                                 text_of(d["duration_ms"]),
+                                 d.value("error", std::string()).empty() ? "" : ": ",
+                                 text_of(d.value("error", Json(""))));
+    } else if (name == "output") {
+        std::cout << printable_output(d.value("text", std::string()));
+    } else if (name == "end") {
+        const auto reason = d.value("reason", std::string());
+        std::cout << fmt::format("run {} {}{}{}\n", text_of(d["id"]), text_of(d["state"]),
+                                 reason.empty() ? "" : ": ", text_of(Json(reason)));
+    } else if (name == "error") {
+        std::cerr << "runbookctl: " << text_of(d.value("message", Json(""))) << "\n";
+    }
+    std::cout.flush();
+}
+
+// GET /api/v1/runs/{id}/follow: prints the run's steps and output as they happen, until it
+// ends. Exit status 0 when the run succeeded, 1 when it ended otherwise or the stream broke.
+int runs_follow(const Options& o, const std::string& id) {
+    std::string pending;
+    std::string final_state;
+    const auto on_body = [&](std::string_view piece) {
+        pending.append(piece);
+        for (auto end = pending.find("\n\n"); end != std::string::npos;
+             end = pending.find("\n\n")) {
+            const std::string event = pending.substr(0, end);
+            pending.erase(0, end + 2);
+            std::string name, data;
+            std::size_t at = 0;
+            while (at < event.size()) {
+                auto eol = event.find('\n', at);
+                if (eol == std::string::npos) {
+                    eol = event.size();
+                }
+                const std::string_view line(event.data() + at, eol - at);
+                if (line.rfind("event: ", 0) == 0) {
+                    name = line.substr(7);
+                } else if (line.rfind("data: ", 0) == 0) {
+                    data = line.substr(6);
+                }
+                at = eol + 1;
+            }
+            if (name.empty()) {
+                continue;  // a keep-alive comment
+            }
+            const Json d = Json::parse(data, nullptr, false);
+            if (name == "end") {
+                final_state = d.value("state", "");
+            }
+            if (o.output == "json") {
+                std::cout << Json{{"event", name}, {"data", d}}.dump() << "\n" << std::flush;
+            } else {
+                print_follow_event(name, d);
+            }
+        }
+        return true;
+    };
+    auto response = runbookd::http::stream_request("GET", o.url + "/api/v1/runs/" + id + "/follow",
+                                                   with_token(o, {{"Accept", "text/event-stream"}}),
+                                                   on_body, std::chrono::seconds(60), o.tls);
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    if (response->status != 200) {
+        return report_error(o, *response);
+    }
+    if (final_state.empty()) {
+        std::cerr << "runbookctl: the stream ended before run " << id
+                  << " did (runbookd stopping?); runbookctl runs follow " << id
+                  << " picks it up again\n";
+        return kExitFailure;
+    }
+    return final_state == "succeeded" ? 0 : kExitFailure;
+}
+
+// POST /api/v1/runs/{id}/cancel.
+int runs_cancel(const Options& o, const std::string& id, const std::string& actor,
+                const std::string& reason) {
+    // With a token runbookd records whose it is, and refuses an actor named in the body.
+    Json body = o.token.empty() ? Json{{"actor", actor}} : Json::object();
+    if (!reason.empty()) {
+        body["reason"] = reason;
+    }
+    auto response = api_request(o, "POST", "/api/v1/runs/" + id + "/cancel",
+                                std::chrono::seconds(10), body.dump());
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    const Json answer = Json::parse(response->body, nullptr, false);
+    if (o.output == "json") {
+        std::cout << response->body << "\n";
+    }
+    if (response->status == 200 || response->status == 202) {
+        if (o.output != "json") {
+            std::cout << (answer.value("stopping", false)
+                              ? fmt::format("run {} is stopping: its step got its stop signal\n",
+                                            id)
+                              : fmt::format("run {} cancelled before it started\n", id));
+        }
+        return 0;
+    }
+    return report_error(o, *response);
 }
 
 std::string names_or_dash(const Json& names) {
@@ -573,7 +744,7 @@ int main(int argc, char** argv) {
                          "runbookctl)");
     lint_cmd->add_flag("--no-python", no_python, "do not import the modules of python steps");
 
-    auto* runs_cmd = app.add_subcommand("runs", "runs: list, show");
+    auto* runs_cmd = app.add_subcommand("runs", "runs: list, show, follow, cancel");
     runs_cmd->require_subcommand(1);
     std::string state, runbook, run_id;
     int limit = 50;
@@ -584,6 +755,18 @@ int main(int argc, char** argv) {
     list_cmd->add_option("--limit", limit, "at most this many runs")->capture_default_str();
     auto* show_cmd = runs_cmd->add_subcommand("show", "show a run with its steps and output");
     show_cmd->add_option("id", run_id, "run id")->required();
+    auto* follow_cmd = runs_cmd->add_subcommand(
+        "follow", "print a run's steps and output as they happen, until it ends");
+    follow_cmd->add_option("id", run_id, "run id")->required();
+    std::string cancel_reason, cancel_actor = default_actor();
+    auto* cancel_cmd = runs_cmd->add_subcommand("cancel", "cancel a queued or running run");
+    cancel_cmd->add_option("id", run_id, "run id")->required();
+    cancel_cmd->add_option("--reason", cancel_reason, "why, recorded with the cancel");
+    cancel_cmd
+        ->add_option("--actor", cancel_actor,
+                     "who cancels, recorded ($USER); with a token runbookd records the "
+                     "token's principal instead")
+        ->capture_default_str();
 
     auto* runbooks_cmd = app.add_subcommand("runbooks", "runbooks: list");
     runbooks_cmd->require_subcommand(1);
@@ -651,6 +834,12 @@ int main(int argc, char** argv) {
     }
     if (show_cmd->parsed()) {
         return runs_show(o, run_id);
+    }
+    if (follow_cmd->parsed()) {
+        return runs_follow(o, run_id);
+    }
+    if (cancel_cmd->parsed()) {
+        return runs_cancel(o, run_id, cancel_actor, cancel_reason);
     }
     if (runbooks_list_cmd->parsed()) {
         return runbooks_list(o);

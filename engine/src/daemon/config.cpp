@@ -194,8 +194,8 @@ void read_sections(Section& root, Config& c) {
         log.string("format", c.log_format);
     }
     if (auto h = root.sub("http"); h.present()) {
-        h.check(
-            {"body_limit", "threads", "max_connections", "idle_timeout", "request_timeout", "tls"});
+        h.check({"body_limit", "threads", "max_connections", "idle_timeout", "request_timeout",
+                 "max_pending_deliveries", "tls"});
         h.bytes("body_limit", c.http.body_limit);
         h.count("threads", c.http.threads, 1, 64);
         h.count("max_connections", c.http.max_connections, 1, 100'000);
@@ -210,11 +210,13 @@ void read_sections(Section& root, Config& c) {
                 t.ctx().error(h.child("tls"), "http.tls: cert_file and key_file are both required");
             }
         }
+        h.count("max_pending_deliveries", c.intake.max_pending_deliveries, 1, 1'000'000);
     }
     if (auto r = root.sub("runs"); r.present()) {
-        r.check(
-            {"max_concurrent", "default_step_timeout", "default_run_timeout", "shutdown_grace"});
+        r.check({"max_concurrent", "max_queued", "default_step_timeout", "default_run_timeout",
+                 "shutdown_grace"});
         r.count("max_concurrent", c.runs.max_concurrent_runs, 1, 10'000);
+        r.count("max_queued", c.intake.max_queued_runs, 1, 10'000'000);
         r.duration("default_step_timeout", c.runs.default_step_timeout);
         r.duration("default_run_timeout", c.runs.default_run_timeout);
         r.duration("shutdown_grace", c.shutdown_grace);

@@ -11,6 +11,7 @@
 #include <runbookd/timestamp.hpp>
 
 #include "http/message.hpp"
+#include "intake/alertmanager_intake.hpp"
 #include "python/pool.hpp"
 #include "run/argv_executor.hpp"
 #include "run/scheduler.hpp"
@@ -34,6 +35,8 @@ struct Config {
     std::string log_format = "text";
 
     http::ServerOptions http;  // host and port come from `listen`
+    // http.max_pending_deliveries and runs.max_queued: when the webhook answers 503 overloaded.
+    intake::IntakeLimits intake;
     run::SchedulerOptions runs;
     run::ProcessDefaults process;
     std::size_t max_processes = 256;  // exec.max_processes: step processes running at once

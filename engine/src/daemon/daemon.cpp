@@ -50,6 +50,7 @@ struct Daemon::Parts {
     std::unique_ptr<run::Scheduler> scheduler;
     std::unique_ptr<asio::steady_timer> heartbeat;  // on exec_io; see api::Health
     api::Health health;
+    std::string output_dir;  // where steps' output files are written; empty: none are
 
     std::unique_ptr<intake::AlertmanagerIntake> intake;
     std::unique_ptr<auth::Authenticator> auth;
@@ -402,6 +403,7 @@ Status Daemon::start() {
     if (process.output_cap_bytes > 0) {
         log->info("step output files dir={} cap_bytes={}", log::quote(process.output_dir),
                   process.output_cap_bytes);
+        p.output_dir = process.output_dir;
     }
     // Marks every step of this database, for the next start's recovery (docs/runs.md).
     process.instance = instance_token(config_.db_path);
@@ -431,7 +433,7 @@ Status Daemon::start() {
 
     p.server = std::make_unique<http::Server>(http_options, p.router);
     p.intake = std::make_unique<intake::AlertmanagerIntake>(*p.store, p.catalog, *p.scheduler,
-                                                            config_.clock);
+                                                            config_.clock, config_.intake);
     {
         std::lock_guard lock(p.reload_mutex);
         p.reload_work =
@@ -449,6 +451,7 @@ Status Daemon::start() {
                         [this](std::string actor, std::function<void(api::ReloadOutcome)> done) {
                             reload(std::move(actor), std::move(done));
                         },
+                        p.output_dir,
                         p.auth.get()};
     api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {

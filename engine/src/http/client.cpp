@@ -1,5 +1,7 @@
 #include "http/client.hpp"
 
+#include <functional>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -60,16 +62,56 @@ Result<Url> parse_url(const std::string& url) {
     return out;
 }
 
-}  // namespace
+using Parser = bhttp::response_parser<bhttp::string_body>;
 
-namespace {
+// Reads the whole answer.
+struct ReadWhole {
+    template <class Stream>
+    void operator()(Stream& stream, beast::flat_buffer& buffer, Parser& res,
+                    beast::error_code& failure) const {
+        bhttp::async_read(stream, buffer, res,
+                          [&failure](beast::error_code ec, std::size_t) { failure = ec; });
+    }
+};
 
-// Resolves, connects, shakes hands (TLS), writes and reads, all under one deadline. Returns the
-// failure and names the stage it happened in.
-template <class Stream>
-beast::error_code exchange(asio::io_context& io, Stream& stream, const Url& url,
-                           bhttp::request<bhttp::string_body>& req,
-                           bhttp::response_parser<bhttp::string_body>& res, std::string& stage) {
+// Reads a streamed answer piece by piece (see stream_request), each wait bounded by
+// `idle_timeout`.
+struct ReadPieces {
+    const std::function<bool(std::string_view)>& on_body;
+    std::chrono::milliseconds idle_timeout;
+
+    template <class Stream>
+    void operator()(Stream& stream, beast::flat_buffer& buffer, Parser& res,
+                    beast::error_code& failure) const {
+        beast::get_lowest_layer(stream).expires_after(idle_timeout);
+        bhttp::async_read_some(
+            stream, buffer, res,
+            [this, &stream, &buffer, &res, &failure](beast::error_code ec, std::size_t) {
+                if (ec) {
+                    failure = ec;
+                    return;
+                }
+                // Only a 2xx body is streamed; an error's JSON is kept for the caller.
+                auto& got = res.get().body();
+                if (res.is_header_done() && res.get().result_int() / 100 == 2 && !got.empty()) {
+                    if (!on_body(got)) {
+                        return;
+                    }
+                    got.clear();
+                }
+                if (!res.is_done()) {
+                    (*this)(stream, buffer, res, failure);
+                }
+            });
+    }
+};
+
+// Resolves, connects, shakes hands (TLS) and sends the request, then hands over to `read`.
+// Returns the failure, and names the stage it happened in.
+template <class Stream, class Read>
+beast::error_code run_exchange(asio::io_context& io, Stream& stream, const Url& url,
+                               bhttp::request<bhttp::string_body>& req, Parser& res,
+                               std::string& stage, const Read& read) {
     asio::ip::tcp::resolver resolver(io);
     beast::flat_buffer buffer;
     beast::error_code failure;
@@ -82,8 +124,7 @@ beast::error_code exchange(asio::io_context& io, Stream& stream, const Url& url,
                 return;
             }
             stage = "reading";
-            bhttp::async_read(stream, buffer, res,
-                              [&](beast::error_code ec2, std::size_t) { failure = ec2; });
+            read(stream, buffer, res, failure);
         });
     };
     stage = "resolving";
@@ -144,12 +185,13 @@ Result<std::unique_ptr<ssl::context>> client_context(const ClientTls& tls) {
     return ctx;
 }
 
-}  // namespace
-
-Result<ClientResponse> send_request(const std::string& method, const std::string& url,
-                                    const std::string& body,
-                                    const std::vector<std::pair<std::string, std::string>>& headers,
-                                    std::chrono::milliseconds timeout, const ClientTls& tls) {
+// One request on a new connection (TLS for https:// URLs); `read` reads the answer.
+template <class Read>
+Result<ClientResponse> exchange(const std::string& method, const std::string& url,
+                                const std::string& body,
+                                const std::vector<std::pair<std::string, std::string>>& headers,
+                                std::chrono::milliseconds timeout, const ClientTls& tls,
+                                const Read& read) {
     auto parsed = parse_url(url);
     if (!parsed) {
         return parsed.error();
@@ -164,7 +206,7 @@ Result<ClientResponse> send_request(const std::string& method, const std::string
     req.body() = body;
     req.prepare_payload();
     req.keep_alive(false);
-    bhttp::response_parser<bhttp::string_body> res;
+    Parser res;
     res.body_limit(64 * 1024 * 1024);
 
     beast::error_code failure;
@@ -184,11 +226,11 @@ Result<ClientResponse> send_request(const std::string& method, const std::string
         }
         stream.set_verify_callback(ssl::host_name_verification(parsed->host));
         beast::get_lowest_layer(stream).expires_after(timeout);
-        failure = exchange(io, stream, *parsed, req, res, stage);
+        failure = run_exchange(io, stream, *parsed, req, res, stage, read);
     } else {
         beast::tcp_stream stream(io);
         stream.expires_after(timeout);
-        failure = exchange(io, stream, *parsed, req, res, stage);
+        failure = run_exchange(io, stream, *parsed, req, res, stage, read);
     }
     if (failure) {
         return make_error(ErrorCode::Unavailable, fmt::format("{} {} failed while {}: {}", method,
@@ -201,6 +243,23 @@ Result<ClientResponse> send_request(const std::string& method, const std::string
     out.www_authenticate = std::string(res.get()[bhttp::field::www_authenticate]);
     out.body = std::move(res.get().body());
     return out;
+}
+
+}  // namespace
+
+Result<ClientResponse> send_request(const std::string& method, const std::string& url,
+                                    const std::string& body,
+                                    const std::vector<std::pair<std::string, std::string>>& headers,
+                                    std::chrono::milliseconds timeout, const ClientTls& tls) {
+    return exchange(method, url, body, headers, timeout, tls, ReadWhole{});
+}
+
+Result<ClientResponse> stream_request(
+    const std::string& method, const std::string& url,
+    const std::vector<std::pair<std::string, std::string>>& headers,
+    const std::function<bool(std::string_view)>& on_body, std::chrono::milliseconds idle_timeout,
+    const ClientTls& tls) {
+    return exchange(method, url, {}, headers, idle_timeout, tls, ReadPieces{on_body, idle_timeout});
 }
 
 }  // namespace runbookd::http

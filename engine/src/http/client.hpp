@@ -1,7 +1,9 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -31,5 +33,15 @@ Result<ClientResponse> send_request(
     const std::string& method, const std::string& url, const std::string& body = {},
     const std::vector<std::pair<std::string, std::string>>& headers = {},
     std::chrono::milliseconds timeout = std::chrono::seconds(10), const ClientTls& tls = {});
+
+// Like send_request, for a streamed answer (server-sent events): a 2xx body goes to `on_body`
+// piece by piece as it arrives, and is not kept; `on_body` returns false to stop reading. Any
+// other answer's body is kept in the result. `idle_timeout` bounds connecting and each wait for
+// more data, not the whole exchange.
+Result<ClientResponse> stream_request(
+    const std::string& method, const std::string& url,
+    const std::vector<std::pair<std::string, std::string>>& headers,
+    const std::function<bool(std::string_view)>& on_body,
+    std::chrono::milliseconds idle_timeout = std::chrono::seconds(60), const ClientTls& tls = {});
 
 }  // namespace runbookd::http

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/json_text.hpp"
 #include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::http {
@@ -187,6 +188,20 @@ void Router::dispatch(Request&& request, Responder respond) const {
     std::vector<std::string> allowed;
     std::map<std::string, std::string, std::less<>> params;
     if (const Route* route = find(request.method, segments, &params, &allowed)) {
+        // Every JSON body the API takes is shallow (the webhook's is four levels deep); a deeper
+        // one is refused before any parser or document has to hold it.
+        if (const auto at = json_text::nesting_beyond(request.body, kJsonNestingLimit);
+            at != std::string_view::npos) {
+            count(route->requests, 400);
+            if (route->on_rejected) {
+                route->on_rejected(400);
+            }
+            respond(json_error(400, "invalid_json",
+                               fmt::format("the body nests arrays and objects more than {} "
+                                           "levels deep (at byte {})",
+                                           kJsonNestingLimit, at)));
+            return;
+        }
         request.params = std::move(params);
         request.route = route->pattern;
         Responder counted = [counters = &route->requests,

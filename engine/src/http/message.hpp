@@ -49,6 +49,20 @@ struct Request {
     std::string query_param(std::string_view name) const;
 };
 
+// A response body produced piece by piece while the connection stays open (server-sent events).
+// The server asks for the next piece once the previous one is written, and again after a short
+// pause when nothing was ready; it ends the body early when runbookd stops or the client goes.
+class BodyStream {
+  public:
+    struct Piece {
+        std::string data;   // to send now; may be empty
+        bool done = false;  // the body ends after `data`
+    };
+    virtual ~BodyStream() = default;
+    // Runs on the connection's thread; must not block for long (a quick SQLite read is fine).
+    virtual Piece next() = 0;
+};
+
 struct Response {
     unsigned status = 200;
     std::string content_type = "application/json";
@@ -59,6 +73,9 @@ struct Response {
     std::function<std::string()> render_body;
     std::vector<std::pair<std::string, std::string>> headers;
     bool close = false;  // close the connection after this response
+    // When set, the body is sent chunked from this stream instead of `body`, and the connection
+    // closes when it ends.
+    std::shared_ptr<BodyStream> stream;
 };
 
 // Sends the response. Call exactly once, from any thread.
@@ -72,6 +89,9 @@ Response json_error(unsigned status, std::string_view code, std::string_view mes
 // Maps an Error to a status (InvalidArgument 400, NotFound 404, Unavailable 503, ...).
 Response error_response(const Error& error);
 
+// How deep arrays and objects may nest in a request body; deeper bodies get 400 invalid_json.
+constexpr std::size_t kJsonNestingLimit = 64;
+
 // Routes requests by method and path. Patterns are exact paths whose segments may be `{name}`
 // placeholders, e.g. "/api/v1/runs/{id}". An unknown path answers 404; a known path with
 // another method answers 405 with an Allow header. Every answer is counted in
@@ -83,7 +103,8 @@ Response error_response(const Error& error);
 // starts; dispatch() is then called from any io thread.
 class Router {
   public:
-    // Called for a request to the route that the server refused before routing (413, 431).
+    // Called for a request to the route that was refused before its handler ran (413, 431 by
+    // the server; 400 for a body nested too deep).
     using RejectedHook = std::function<void(unsigned status)>;
     // Checks a request to a protected route: returns the answer refusing it, or nullopt to let
     // it through (after setting request.principal). `route` is the route's pattern.

@@ -9,7 +9,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -28,6 +30,10 @@ namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
+// What the first read of a request takes at most; the parser reads the rest.
+constexpr std::size_t kFirstReadBytes = 4096;
+// How soon a streamed body is asked again after it had nothing to send.
+constexpr std::chrono::milliseconds kStreamPollInterval{200};
 
 }  // namespace
 
@@ -112,11 +118,33 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   private:
     beast::tcp_stream& tcp_() { return beast::get_lowest_layer(stream_); }
 
+    // Between requests the connection may stay idle for `idle_timeout`; once a request's first
+    // byte arrives, all of it (headers and body) must arrive within `request_timeout`. A client
+    // that trickles its headers a byte at a time is thus cut off after request_timeout, not
+    // after the much longer keep-alive time.
     void read_header() {
         parser_.emplace();
         parser_->header_limit(kHeaderLimit);
         parser_->body_limit(server_.options.body_limit);
+        if (buffer_.size() > 0) {
+            read_request_header();
+            return;
+        }
         tcp_().expires_after(server_.options.idle_timeout);
+        stream_.async_read_some(
+            buffer_.prepare(kFirstReadBytes),
+            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+                if (ec) {
+                    self->on_read_error(ec);
+                    return;
+                }
+                self->buffer_.commit(n);
+                self->read_request_header();
+            });
+    }
+
+    void read_request_header() {
+        tcp_().expires_after(server_.options.request_timeout);
         bhttp::async_read_header(stream_, buffer_, *parser_,
                                  [self = this->shared_from_this()](
                                      beast::error_code ec, std::size_t) { self->on_header(ec); });
@@ -127,7 +155,6 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
             on_read_error(ec);
             return;
         }
-        tcp_().expires_after(server_.options.request_timeout);
         const auto& req = parser_->get();
         if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
             // Clients like curl wait for this before sending a large body.
@@ -252,6 +279,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
 
     void write(Response r, bool close_after) {
+        if (r.stream) {
+            write_stream(std::move(r));
+            return;
+        }
         auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
             static_cast<bhttp::status>(r.status), version_);
         res->set(bhttp::field::server, "runbookd/" RUNBOOKD_VERSION);
@@ -275,6 +306,79 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
             });
     }
 
+    // A streamed body: the header, then a chunk per piece the stream gives, then the last
+    // chunk; the connection closes afterwards. A client that stops reading is cut off by the
+    // write deadline; one that leaves is noticed at the next write.
+    void write_stream(Response r) {
+        auto res = std::make_shared<bhttp::response<bhttp::empty_body>>(
+            static_cast<bhttp::status>(r.status), version_);
+        res->set(bhttp::field::server, "runbookd/" RUNBOOKD_VERSION);
+        res->set(bhttp::field::content_type, r.content_type);
+        res->set(bhttp::field::cache_control, "no-cache");
+        for (const auto& [k, v] : r.headers) {
+            res->set(k, v);
+        }
+        res->chunked(true);
+        res->keep_alive(false);
+        body_stream_ = std::move(r.stream);
+        auto serializer = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
+        tcp_().expires_after(server_.options.request_timeout);
+        bhttp::async_write_header(
+            stream_, *serializer,
+            [self = this->shared_from_this(), res, serializer](beast::error_code ec, std::size_t) {
+                if (ec) {
+                    self->close();
+                    return;
+                }
+                self->pump_stream();
+            });
+    }
+
+    void pump_stream() {
+        BodyStream::Piece piece =
+            server_.stopping ? BodyStream::Piece{{}, true} : body_stream_->next();
+        const bool done = piece.done;
+        if (!piece.data.empty()) {
+            auto data = std::make_shared<std::string>(std::move(piece.data));
+            tcp_().expires_after(server_.options.request_timeout);
+            asio::async_write(
+                stream_, bhttp::make_chunk(asio::buffer(*data)),
+                [self = this->shared_from_this(), data, done](beast::error_code ec, std::size_t) {
+                    if (ec) {
+                        self->close();
+                    } else if (done) {
+                        self->end_stream();
+                    } else {
+                        self->pump_stream();
+                    }
+                });
+            return;
+        }
+        if (done) {
+            end_stream();
+            return;
+        }
+        if (!stream_timer_) {
+            stream_timer_.emplace(stream_.get_executor());
+        }
+        stream_timer_->expires_after(kStreamPollInterval);
+        stream_timer_->async_wait([self = this->shared_from_this()](beast::error_code ec) {
+            if (ec) {
+                self->close();
+                return;
+            }
+            self->pump_stream();
+        });
+    }
+
+    void end_stream() {
+        body_stream_.reset();
+        tcp_().expires_after(server_.options.request_timeout);
+        asio::async_write(
+            stream_, bhttp::make_chunk_last(),
+            [self = this->shared_from_this()](beast::error_code, std::size_t) { self->close(); });
+    }
+
     void close() {
         beast::error_code ignored;
         tcp_().socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -283,6 +387,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
     Stream stream_;
     beast::flat_buffer buffer_;
+    std::shared_ptr<BodyStream> body_stream_;  // while a streamed body is being sent
+    std::optional<asio::steady_timer> stream_timer_;
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
     Server::Impl& server_;
     std::string remote_;

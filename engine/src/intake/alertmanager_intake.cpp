@@ -157,12 +157,40 @@ std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt
 }  // namespace
 
 AlertmanagerIntake::AlertmanagerIntake(Store& store, const CurrentCatalog& catalog,
-                                       run::Scheduler& scheduler, std::function<Timestamp()> clock)
+                                       run::Scheduler& scheduler, std::function<Timestamp()> clock,
+                                       IntakeLimits limits)
     : store_(store),
       catalog_(catalog),
       scheduler_(scheduler),
       clock_(clock ? std::move(clock) : [] { return Timestamp::now(); }),
+      limits_(limits),
       log_(log::get("alert")) {}
+
+std::optional<std::string> AlertmanagerIntake::overloaded() {
+    const std::size_t pending = pending_.load();
+    const std::size_t queued = scheduler_.waiting_runs();
+    const bool over =
+        pending >= limits_.max_pending_deliveries || queued >= limits_.max_queued_runs;
+    const bool drained =
+        pending <= limits_.max_pending_deliveries / 2 && queued <= limits_.max_queued_runs / 2;
+    bool was = overloaded_.load();
+    if (!was && over && overloaded_.compare_exchange_strong(was, true)) {
+        log_->warn(
+            "intake overloaded, refusing deliveries with 503 pending_deliveries={} "
+            "queued_runs={} max_pending_deliveries={} max_queued_runs={}",
+            pending, queued, limits_.max_pending_deliveries, limits_.max_queued_runs);
+    } else if (was && drained && overloaded_.compare_exchange_strong(was, false)) {
+        log_->info("intake drained, taking deliveries again pending_deliveries={} queued_runs={}",
+                   pending, queued);
+    }
+    if (!overloaded_.load()) {
+        return std::nullopt;
+    }
+    return fmt::format(
+        "runbookd is overloaded: {} deliveries wait for their commit (limit {}) and {} runs "
+        "wait to start (limit {}); it takes deliveries again once both are at half their limit",
+        pending, limits_.max_pending_deliveries, queued, limits_.max_queued_runs);
+}
 
 void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeReply)> reply) {
     auto parsed = parse_notification(delivery.body);
@@ -202,10 +230,12 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
     match_alerts(*catalog_.get(), record);
 
     auto shared = std::make_shared<const DeliveryRecord>(std::move(record));
+    pending_.fetch_add(1);
     store_.record_delivery(
         shared, [this, shared, reply = std::move(reply)](Result<DeliveryReceipt> receipt) {
             // On the store's thread, which must stay free for the next commit: queue the runs and
             // leave building the answer to the connection's thread.
+            pending_.fetch_sub(1);
             if (!receipt) {
                 log_->error("recording delivery failed, answering 503 error={}",
                             log::quote(receipt.error().message));

@@ -1,7 +1,10 @@
 #pragma once
 
+#include <atomic>
+#include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <runbookd/runbook.hpp>
@@ -15,6 +18,16 @@ struct Delivery {
     std::string body;
     std::string remote_addr;
     std::string user_agent;
+};
+
+// When the intake stops taking deliveries so that Alertmanager retries them later
+// (docs/intake.md, Overload). Past either limit it answers 503 and /readyz says not ready,
+// until both counts are back to half their limit.
+struct IntakeLimits {
+    // Deliveries parsed and waiting for their commit: a slow or stalled disk shows here.
+    std::size_t max_pending_deliveries = 512;
+    // Runs recorded as queued that have not started executing: runs arrive faster than they end.
+    std::size_t max_queued_runs = 10'000;
 };
 
 // What the webhook answers: 200 with the summary once everything is committed, 400 with the
@@ -35,10 +48,15 @@ class AlertmanagerIntake {
     // `clock` stamps each delivery (empty: the system clock).
     // `catalog` must outlive the intake.
     AlertmanagerIntake(Store& store, const CurrentCatalog& catalog, run::Scheduler& scheduler,
-                       std::function<Timestamp()> clock = {});
+                       std::function<Timestamp()> clock = {}, IntakeLimits limits = {});
 
-    // `reply` runs exactly once, possibly on another thread.
+    // `reply` runs exactly once, possibly on another thread. The caller asks overloaded()
+    // first: handle() takes every delivery it is given.
     void handle(Delivery delivery, std::function<void(IntakeReply)> reply);
+
+    // Why deliveries should be refused now, in words, or nullopt when they are welcome. Any
+    // thread; /readyz asks too, so the state also clears while no delivery arrives.
+    std::optional<std::string> overloaded();
 
   private:
     void cancel_resolved(const DeliveryRecord& record, const DeliveryReceipt& receipt);
@@ -47,6 +65,9 @@ class AlertmanagerIntake {
     const CurrentCatalog& catalog_;
     run::Scheduler& scheduler_;
     std::function<Timestamp()> clock_;
+    IntakeLimits limits_;
+    std::atomic<std::size_t> pending_{0};
+    std::atomic<bool> overloaded_{false};
     std::shared_ptr<spdlog::logger> log_;
 };
 

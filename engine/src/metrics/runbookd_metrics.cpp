@@ -12,7 +12,8 @@ namespace runbookd::metrics {
 namespace {
 
 constexpr std::array kNotificationOutcomes = {
-    "accepted", "invalid", "too_large", "unsupported_media_type", "unavailable", "draining"};
+    "accepted",    "invalid",  "too_large", "unsupported_media_type",
+    "unavailable", "draining", "overloaded"};
 constexpr std::array kKillReasons = {"timeout", "cancel", "grace_expired", "drain_expired",
                                      "orphan"};
 constexpr std::array kRestartReasons = {

@@ -26,7 +26,8 @@ enum class NotificationOutcome {
     TooLarge,
     UnsupportedMediaType,
     Unavailable,
-    Draining
+    Draining,
+    Overloaded
 };
 
 // Why runbookd signalled a step's process group.
@@ -89,7 +90,7 @@ class RunbookdMetrics {
     std::string runbook_label(std::string_view name) const;
 
     Registry registry_;
-    std::array<Counter*, 6> notifications_{};
+    std::array<Counter*, 7> notifications_{};
     std::array<std::array<Counter*, 6>, 2> alerts_{};
     std::array<Counter*, 5> kills_{};
     std::array<Counter*, 7> restarts_{};
