@@ -475,3 +475,28 @@ TEST_CASE("a version 9 database is migrated and keeps its runs", "[approval][sto
                Catch::Contains("'waiting_approval'"));
     CHECK(chain_intact(db));
 }
+
+TEST_CASE("time spent waiting for approval does not count against the run's timeout",
+          "[approval][timeout]") {
+    test::TempDir markers;
+    const std::string runbook = fmt::format(R"(name: first-gated
+matchers: ['alertname="Gate"']
+timeout: 1s
+steps:
+  - name: restart
+    approval: {{}}
+    argv: [/bin/sh, -c, 'echo ran > {}/ran']
+)",
+                                            markers.path().string());
+    TestDaemon d(RunbookFiles{{"first.yaml", runbook}});
+    const RunId run = fire(d.url(), "rt-1");
+    REQUIRE(wait_state(d.db(), run, "waiting_approval"));
+    std::this_thread::sleep_for(1500ms);
+
+    auto r = answer(d.url(), run, "restart", "approve", {{"actor", "alice"}});
+
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+    CHECK(wait_state(d.db(), run, "succeeded"));
+    CHECK(std::filesystem::exists(markers.path() / "ran"));
+}

@@ -112,6 +112,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     // Approved while parked: the run has its slot back and runs the step.
     void continue_approved();
     bool finished() const { return finished_; }
+    bool waiting_approval() const { return gate_ == Gate::Waiting; }
 
   private:
     // Where the run stands with the approval of its current step (docs/approvals.md).
@@ -128,6 +129,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     bool needs_approval() const;
     void request_approval(RunProgress progress);
     void on_waiting();
+    void refuse_held(const std::string& why);
     void arm_approval_timer();
     void decide(ApprovalState state, std::string actor, std::string comment, AnswerDone done);
     void on_decided(Result<AttemptId> r, ApprovalState state,
@@ -454,6 +456,8 @@ void RunExecution::on_waiting() {
     gate_ = Gate::Waiting;
     sched_.park_for_approval(id_);
     if (stop_state_) {
+        refuse_held(
+            fmt::format("run {} is ending ({}): the approval is closed", id_, stop_reason_));
         finish(RunProgress{}, *stop_state_, stop_reason_);
         return;
     }
@@ -485,6 +489,18 @@ void RunExecution::arm_approval_timer() {
             }
         });
     });
+}
+
+// Answers every held answer with a refusal: the run will not wait for them.
+void RunExecution::refuse_held(const std::string& why) {
+    auto held = std::move(held_answers_);
+    held_answers_.clear();
+    for (auto& [answer, done] : held) {
+        AnswerOutcome out;
+        out.refused = AnswerOutcome::Refusal::RunEnded;
+        out.message = why;
+        done(std::move(out));
+    }
 }
 
 bool RunExecution::take_answer(ApprovalAnswer& answer, AnswerDone& done) {
@@ -901,6 +917,7 @@ void RunExecution::retry_later(std::function<void()> again) {
 // or an outside edit of the database; the run is left as the store has it.
 void RunExecution::abandon(const std::string& why) {
     sched_.log_->error("run abandoned run={} error={}", id_, log::quote(why));
+    refuse_held(fmt::format("run {} was abandoned: {}", id_, why));
     finished_ = true;
     deadline_.cancel();
     if (attempt_) {
@@ -1470,8 +1487,10 @@ void Scheduler::cancel(RunId id, std::string actor, std::string reason,
                                        log::quote(r.error().message));
                         }
                         if (auto run = find_execution(id)) {
+                            const RunState now = run->waiting_approval() ? RunState::WaitingApproval
+                                                                         : RunState::Running;
                             run->stop(RunState::Cancelled, std::move(why), std::move(actor));
-                            done(CancelOutcome{RunState::Running, true});
+                            done(CancelOutcome{now, true});
                             return;
                         }
                         done(make_error(ErrorCode::FailedPrecondition,
