@@ -186,7 +186,8 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
         {"an unknown step key",
          "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    retry: 3\n",
          {"disk.yaml:5:5: unknown key \"retry\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, idempotent, argv, env, cwd, stop_signal, grace, limits, "
+          "timeout, retries, retry_on, idempotent, approval, argv, env, cwd, stop_signal, grace, "
+          "limits, "
           "user, group)"}},
         {"a budget that is not a mapping",
          "name: disk\nmax_runs: 3\nsteps:\n  - name: df\n    argv: [df]\n",
@@ -764,13 +765,15 @@ TEST_CASE("process, shell and runbook key errors give file, line, column and wha
         {"an unknown shell step key",
          shell_step + "    shell: date\n    argz: [x]\n",
          {"disk.yaml:5:5: unknown key \"argz\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, idempotent, shell, args, env, cwd, stop_signal, grace, "
+          "timeout, retries, retry_on, idempotent, approval, shell, args, env, cwd, stop_signal, "
+          "grace, "
           "limits, user, "
           "group)"}},
         {"args on an argv step",
          argv_step + "    args: [x]\n",
          {"disk.yaml:5:5: unknown key \"args\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, idempotent, argv, env, cwd, stop_signal, grace, limits, "
+          "timeout, retries, retry_on, idempotent, approval, argv, env, cwd, stop_signal, grace, "
+          "limits, "
           "user, "
           "group)"}},
         {"a step with both argv and shell",
@@ -950,7 +953,8 @@ TEST_CASE("python step errors give file, line, column and what is wrong", "[runb
         {"an unknown step key",
          head + "    python: {module: m, function: f}\n    modul: x\n",
          {"disk.yaml:5:5: unknown key \"modul\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, idempotent, python, grace, env, cwd, stop_signal, limits, "
+          "timeout, retries, retry_on, idempotent, approval, python, grace, env, cwd, stop_signal, "
+          "limits, "
           "user, group, args)"}},
     };
     for (const auto& c : cases) {

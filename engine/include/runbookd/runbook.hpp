@@ -64,6 +64,19 @@ struct RetryPolicy {
 // attempts before the 2nd. Pure; safe from any thread.
 Duration retry_delay(const RetryPolicy& policy, int next_attempt, double random01);
 
+// A step's `approval:` gate (docs/approvals.md): the run parks as waiting_approval before the
+// step starts and goes on only when someone in `approvers` (anyone when empty) approves it, or
+// `on_timeout` decides at the deadline.
+struct ApprovalSpec {
+    std::vector<std::string> approvers;
+    Duration timeout{30 * 60 * 1000};
+    bool approve_on_timeout = false;  // on_timeout: approve; default deny
+    std::string message;
+    SourceLocation location;
+
+    bool allows(std::string_view actor) const;
+};
+
 struct StepSpec {
     std::string name;  // unique within its runbook
     std::string kind;  // the key that selected the kind: "argv", "shell"
@@ -73,6 +86,7 @@ struct StepSpec {
     RetryPolicy retry;
     // Safe to run again after a crash interrupted it (docs/runs.md, Restart).
     bool idempotent = false;
+    std::optional<ApprovalSpec> approval;
     std::shared_ptr<const StepConfig> config;
 };
 

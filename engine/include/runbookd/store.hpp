@@ -18,13 +18,20 @@ using RunId = std::int64_t;
 using AttemptId = std::int64_t;
 
 // Interrupted: runbookd stopped (crashed) while a step whose effect cannot be known ran; the
-// run waits for a human (docs/runs.md, Restart).
-enum class RunState { Queued, Running, Succeeded, Failed, Cancelled, Interrupted };
+// run waits for a human (docs/runs.md, Restart). WaitingApproval: parked before a step with an
+// `approval:` gate until it is answered (docs/approvals.md).
+enum class RunState { Queued, Running, Succeeded, Failed, Cancelled, Interrupted, WaitingApproval };
 const char* run_state_name(RunState state);
 std::optional<RunState> parse_run_state(std::string_view name);
 inline bool is_terminal(RunState s) {
-    return s != RunState::Queued && s != RunState::Running;
+    return s != RunState::Queued && s != RunState::Running && s != RunState::WaitingApproval;
 }
+
+// The state of one approval (docs/approvals.md). Cancelled: the run ended otherwise while it
+// was pending.
+enum class ApprovalState { Pending, Approved, Denied, TimedOut, Cancelled };
+const char* approval_state_name(ApprovalState state);
+std::optional<ApprovalState> parse_approval_state(std::string_view name);
 
 // Why an alert of a delivery started no run (or that it did).
 //   Duplicate: each runbook it matched has already run for this episode, or for a later one.
@@ -174,6 +181,22 @@ struct AttemptEnd {
     std::string outputs;
 };
 
+// One approval of a gated step, as recorded in the approvals table.
+struct ApprovalRecord {
+    RunId run_id = 0;
+    std::string step;
+    int step_index = 0;
+    std::vector<std::string> approvers;
+    std::string message;
+    bool approve_on_timeout = false;
+    ApprovalState state = ApprovalState::Pending;
+    Timestamp requested_at;
+    Timestamp deadline;
+    std::string decided_by;
+    std::optional<Timestamp> decided_at;
+    std::string comment;
+};
+
 // One step of a run's progress, written as one transaction so that a run costs one commit per
 // step plus one: the parts present apply in this order.
 //   cancel_requested: a running run is being cancelled (who, why)
@@ -183,7 +206,11 @@ struct AttemptEnd {
 //   ended:     the attempt in flight ended
 //   next:      the next attempt starts (its id comes back in the completion)
 //   next_end:  ...and ended before starting anything (e.g. a missing label)
-//   finished:  the run ends; any attempt still running is closed with the same reason
+//   approval_requested: running → waiting_approval, with a pending approvals row
+//   approval_decided:   the pending approval is answered (or timed out); unless the run also
+//                       finishes in this write, waiting_approval → running
+//   finished:  the run ends; any attempt still running is closed with the same reason, any
+//              approval still pending becomes cancelled
 // Every part checks the state it expects (a run must be queued to start, an attempt running to
 // end); a mismatch fails the whole write with InvalidArgument.
 struct RunProgress {
@@ -207,8 +234,20 @@ struct RunProgress {
         std::string reason;
     };
 
+    // The answer to a pending approval (approved, denied or timed_out).
+    struct Decision {
+        int step_index = 0;
+        std::string step;
+        ApprovalState state = ApprovalState::Approved;
+        std::string actor;
+        std::string comment;
+        Timestamp at;
+    };
+
     RunId run = 0;
     std::optional<CancelRequest> cancel_requested;
+    std::optional<ApprovalRecord> approval_requested;
+    std::optional<Decision> approval_decided;
     std::optional<Spawned> spawned;  // the attempt in flight now has a process
     std::optional<std::string> waiting;
     std::optional<Timestamp> started;
@@ -247,6 +286,7 @@ struct RunDetail {
     RunSummary run;
     std::optional<Alert> alert;
     std::vector<AttemptRecord> attempts;
+    std::vector<ApprovalRecord> approvals;  // by step
 };
 
 struct RunFilter {
@@ -288,6 +328,8 @@ class Store {
     virtual Result<RunContext> load_run(RunId run) = 0;
     virtual Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) = 0;
     virtual Result<RunDetail> get_run(RunId run) = 0;
+    // The approvals of one run, by step index.
+    virtual Result<std::vector<ApprovalRecord>> approvals_of(RunId run) = 0;
     // Runs in the given state, oldest first (start-up recovery).
     virtual Result<std::vector<RunId>> runs_in_state(RunState state) = 0;
 

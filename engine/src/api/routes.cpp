@@ -126,6 +126,20 @@ Json runbook_json(const Runbook& r) {
             {"steps", steps}};
 }
 
+Json approval_json(const ApprovalRecord& a) {
+    return {{"step", a.step},
+            {"step_index", a.step_index},
+            {"state", approval_state_name(a.state)},
+            {"approvers", a.approvers},
+            {"message", a.message},
+            {"on_timeout", a.approve_on_timeout ? "approve" : "deny"},
+            {"requested_at", a.requested_at.to_rfc3339_millis()},
+            {"deadline", a.deadline.to_rfc3339_millis()},
+            {"decided_by", a.decided_by.empty() ? Json(nullptr) : Json(a.decided_by)},
+            {"decided_at", optional_time(a.decided_at)},
+            {"comment", a.comment.empty() ? Json(nullptr) : Json(a.comment)}};
+}
+
 std::optional<std::int64_t> parse_id(std::string_view text) {
     std::int64_t value = 0;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -152,8 +166,8 @@ void list_runs(const ApiContext& ctx, const http::Request& req, const http::Resp
         if (!filter.state) {
             respond(http::json_error(400, "invalid_argument",
                                      fmt::format("unknown run state \"{}\" (expected queued, "
-                                                 "running, succeeded, failed, cancelled or "
-                                                 "interrupted)",
+                                                 "running, waiting_approval, succeeded, failed, "
+                                                 "cancelled or interrupted)",
                                                  state),
                                      "state"));
             return;
@@ -221,7 +235,70 @@ void show_run(const ApiContext& ctx, const http::Request& req, const http::Respo
         attempts.push_back(attempt_json(a));
     }
     out["attempts"] = attempts;
+    Json approvals = Json::array();
+    for (const auto& a : detail->approvals) {
+        approvals.push_back(approval_json(a));
+    }
+    out["approvals"] = approvals;
     respond(http::json_response(200, out));
+}
+
+// Who is asking, for cancel, approve and deny: the body's `actor`, else "http:<remote addr>".
+// TODO(runbookd): take the actor from the authenticated caller once the API has authentication
+// (the on-call issue); until then it is what the caller says.
+std::string request_actor(const http::Request& req, std::string body_actor) {
+    if (!body_actor.empty()) {
+        return body_actor;
+    }
+    return fmt::format("http:{}", req.remote_addr);
+}
+
+// The optional JSON body {"actor": "...", "<text_field>": "..."} of cancel, approve and deny:
+// fills `actor` and `text`, or answers the error and returns false. `what` names the request.
+bool read_actor_body(const http::Request& req, const http::Responder& respond,
+                     std::string_view what, const char* text_field, std::string& actor,
+                     std::string& text) {
+    if (req.body.empty()) {
+        return true;
+    }
+    if (!is_json_media_type(req.header("content-type"))) {
+        respond(
+            http::json_error(415, "unsupported_media_type",
+                             fmt::format("send the {} request's body as application/json", what)));
+        return false;
+    }
+    const Json body = Json::parse(req.body, nullptr, false);
+    if (!body.is_object()) {
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("the body must be a JSON object such as {{\"actor\": "
+                                             "\"alice\", \"{}\": \"...\"}}",
+                                             text_field)));
+        return false;
+    }
+    // A misspelt key would silently lose who asked: refuse what is not known.
+    for (const auto& [key, value] : body.items()) {
+        if (key != "actor" && key != text_field) {
+            respond(http::json_error(
+                400, "invalid_argument",
+                fmt::format("unknown field \"{}\" (expected actor and {})", key, text_field), key));
+            return false;
+        }
+    }
+    for (const auto& [key, field] : {std::pair{"actor", &actor}, {text_field, &text}}) {
+        if (!body.contains(key)) {
+            continue;
+        }
+        const auto& v = body.at(key);
+        if (!v.is_string() || v.get_ref<const std::string&>().size() > 1000 ||
+            !json_text::valid_utf8(v.get_ref<const std::string&>())) {
+            respond(http::json_error(400, "invalid_argument",
+                                     fmt::format("{} must be a string of at most 1000 bytes", key),
+                                     key));
+            return false;
+        }
+        *field = v.get<std::string>();
+    }
+    return true;
 }
 
 // POST /api/v1/runs/{id}/cancel with an optional JSON body {"actor": "...", "reason": "..."}.
@@ -232,52 +309,11 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
     }
     std::string actor;
     std::string reason;
-    if (!req.body.empty()) {
-        if (!is_json_media_type(req.header("content-type"))) {
-            respond(http::json_error(415, "unsupported_media_type",
-                                     "send the cancel request's body as application/json"));
-            return;
-        }
-        const Json body = Json::parse(req.body, nullptr, false);
-        if (!body.is_object()) {
-            respond(http::json_error(400, "invalid_argument",
-                                     "the body must be a JSON object such as {\"actor\": "
-                                     "\"alice\", \"reason\": \"wrong host\"}"));
-            return;
-        }
-        // A misspelt key would silently lose who cancelled: refuse what is not known.
-        for (const auto& [key, value] : body.items()) {
-            if (key != "actor" && key != "reason") {
-                respond(http::json_error(400, "invalid_argument",
-                                         fmt::format("unknown field \"{}\" (expected actor and "
-                                                     "reason)",
-                                                     key),
-                                         key));
-                return;
-            }
-        }
-        for (const auto& [key, field] : {std::pair{"actor", &actor}, {"reason", &reason}}) {
-            if (!body.contains(key)) {
-                continue;
-            }
-            const auto& v = body.at(key);
-            if (!v.is_string() || v.get_ref<const std::string&>().size() > 1000 ||
-                !json_text::valid_utf8(v.get_ref<const std::string&>())) {
-                respond(http::json_error(
-                    400, "invalid_argument",
-                    fmt::format("{} must be a string of at most 1000 bytes", key), key));
-                return;
-            }
-            *field = v.get<std::string>();
-        }
-    }
-    if (actor.empty()) {
-        // TODO(runbookd): take the actor from the authenticated caller once the API has
-        // authentication (the on-call issue); until then it is what the caller says.
-        actor = fmt::format("http:{}", req.remote_addr);
+    if (!read_actor_body(req, respond, "cancel", "reason", actor, reason)) {
+        return;
     }
     ctx.scheduler->cancel(
-        *id, std::move(actor), std::move(reason),
+        *id, request_actor(req, std::move(actor)), std::move(reason),
         [id = *id, respond = std::move(respond)](Result<run::CancelOutcome> r) {
             if (!r) {
                 respond(http::error_response(r.error()));
@@ -286,6 +322,65 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
             respond(http::json_response(
                 r->stopping ? 202 : 200,
                 {{"id", id}, {"state", run_state_name(r->state)}, {"stopping", r->stopping}}));
+        });
+}
+
+// The status and error code of an answer that was not taken (docs/approvals.md, Failures).
+std::pair<unsigned, const char*> refusal_status(run::AnswerOutcome::Refusal why) {
+    using Refusal = run::AnswerOutcome::Refusal;
+    switch (why) {
+        case Refusal::NotFound:
+            return {404, "not_found"};
+        case Refusal::NoApproval:
+            return {409, "no_approval"};
+        case Refusal::RunEnded:
+            return {409, "run_ended"};
+        case Refusal::AlreadyDecided:
+            return {409, "already_decided"};
+        case Refusal::NotWaiting:
+            return {409, "not_waiting"};
+        case Refusal::NotApprover:
+            return {403, "not_an_approver"};
+        case Refusal::Unavailable:
+            return {503, "store_unavailable"};
+    }
+    return {500, "internal"};
+}
+
+// POST /api/v1/runs/{id}/steps/{step}/approve and .../deny with an optional JSON body
+// {"actor": "...", "comment": "..."}.
+void answer_approval(const ApiContext& ctx, const http::Request& req, http::Responder respond,
+                     bool approve) {
+    const auto id = parse_id(req.params.at("id"));
+    if (!id) {
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+        return;
+    }
+    run::ApprovalAnswer answer;
+    answer.step = req.params.at("step");
+    answer.approve = approve;
+    if (!read_actor_body(req, respond, approve ? "approve" : "deny", "comment", answer.actor,
+                         answer.comment)) {
+        return;
+    }
+    answer.actor = request_actor(req, std::move(answer.actor));
+    ctx.scheduler->answer(
+        *id, std::move(answer), [id = *id, respond = std::move(respond)](run::AnswerOutcome out) {
+            if (out.refused) {
+                const auto [status, code] = refusal_status(*out.refused);
+                http::Response response = http::json_error(status, code, out.message);
+                if (out.approval) {
+                    Json body = Json::parse(response.body, nullptr, false);
+                    body["approval"] = approval_json(*out.approval);
+                    response = http::json_response(status, body);
+                }
+                respond(std::move(response));
+                return;
+            }
+            Json body = {{"id", id}};
+            body["approval"] = out.approval ? approval_json(*out.approval) : Json(nullptr);
+            respond(http::json_response(200, body));
         });
 }
 
@@ -384,6 +479,9 @@ void serve_metrics(const ApiContext& ctx, const http::Responder& respond) {
         "How long the oldest run still waiting to start has waited in this runbookd (0 when "
         "none waits).",
         Type::Gauge, static_cast<double>(s.oldest_queued_age().count()) / 1000.0);
+    metrics::append_single(out, "runbookd_runs_waiting_approval",
+                           "Runs parked before a step until someone approves or denies it.",
+                           Type::Gauge, static_cast<double>(s.approval_waiting_runs()));
     metrics::append_process_metrics(out);
     respond(std::move(response));
 }
@@ -510,6 +608,14 @@ void add_routes(http::Router& router, const ApiContext& context) {
     router.add("POST", "/api/v1/runs/{id}/cancel",
                [ctx](http::Request&& req, http::Responder respond) {
                    cancel_run(*ctx, req, std::move(respond));
+               });
+    router.add("POST", "/api/v1/runs/{id}/steps/{step}/approve",
+               [ctx](http::Request&& req, http::Responder respond) {
+                   answer_approval(*ctx, req, std::move(respond), true);
+               });
+    router.add("POST", "/api/v1/runs/{id}/steps/{step}/deny",
+               [ctx](http::Request&& req, http::Responder respond) {
+                   answer_approval(*ctx, req, std::move(respond), false);
                });
     router.add("POST", "/api/v1/reload", [ctx](http::Request&& req, http::Responder respond) {
         reload_runbooks(*ctx, req, std::move(respond));

@@ -164,6 +164,8 @@ int runs_list(const Options& o, const std::string& state, const std::string& run
     return 0;
 }
 
+std::string names_or_dash(const Json& names);
+
 void print_output(const char* name, const Json& a) {
     const std::string text = a.value(name, std::string());
     const auto bytes = a.value(std::string(name) + "_bytes", std::int64_t{0});
@@ -209,6 +211,24 @@ int runs_show(const Options& o, const std::string& id) {
                   << " since " << text_of(a["starts_at"]) << "\n";
         for (const auto& [k, v] : a["labels"].items()) {
             std::cout << "            " << text_of(Json(k)) << "=" << text_of(v) << "\n";
+        }
+    }
+    for (const auto& a : r.value("approvals", Json::array())) {
+        std::cout << fmt::format("  approval of step {}: {}", text_of(a["step"]),
+                                 text_of(a["state"]));
+        if (!a["decided_by"].is_null()) {
+            std::cout << fmt::format(" by {} at {}", text_of(a["decided_by"]),
+                                     text_of(a["decided_at"]));
+        }
+        std::cout << "\n";
+        std::cout << fmt::format("    approvers: {}; deadline {} (on_timeout: {})\n",
+                                 names_or_dash(a["approvers"]), text_of(a["deadline"]),
+                                 text_of(a["on_timeout"]));
+        if (!a.value("message", std::string()).empty()) {
+            std::cout << "    message: " << text_of(a["message"]) << "\n";
+        }
+        if (!a["comment"].is_null()) {
+            std::cout << "    comment: " << text_of(a["comment"]) << "\n";
         }
     }
     std::cout << "  steps:\n";
@@ -451,6 +471,40 @@ int reload(const Options& o) {
     return kExitFailure;
 }
 
+// approve/deny RUN STEP: POST .../steps/STEP/approve or deny; exit 0 only when this answer was
+// the one recorded.
+int answer(const Options& o, const std::string& run, const std::string& step, bool approve,
+           const std::string& actor, const std::string& comment) {
+    Json body = {{"actor", actor}};
+    if (!comment.empty()) {
+        body["comment"] = comment;
+    }
+    const std::string path =
+        fmt::format("/api/v1/runs/{}/steps/{}/{}", run, step, approve ? "approve" : "deny");
+    auto response = runbookd::http::send_request("POST", o.url + path, body.dump(),
+                                                 {{"Content-Type", "application/json"}});
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    const Json reply = Json::parse(response->body, nullptr, false);
+    if (o.output == "json") {
+        std::cout << response->body << "\n";
+    }
+    if (response->status == 200 && reply.is_object()) {
+        if (o.output != "json") {
+            std::cout << fmt::format("run {}: step {} {} by {}\n", run, step,
+                                     approve ? "approved" : "denied", text_of(Json(actor)));
+        }
+        return 0;
+    }
+    const Json error = reply.is_object() ? reply.value("error", Json::object()) : Json::object();
+    std::cerr << "runbookctl: runbookd answered " << response->status << ": "
+              << (error.contains("message") ? text_of(error["message"]) : response->body) << "\n";
+    return kExitFailure;
+}
+
 int runbooks_list(const Options& o) {
     int code = 0;
     auto body = get_json(o, "/api/v1/runbooks", code);
@@ -625,7 +679,8 @@ int main(int argc, char** argv) {
     int limit = 50;
     auto* list_cmd = runs_cmd->add_subcommand("list", "list recent runs, newest first");
     list_cmd->add_option("--state", state,
-                         "queued, running, succeeded, failed, cancelled or interrupted");
+                         "queued, running, waiting_approval, succeeded, failed, cancelled or "
+                         "interrupted");
     list_cmd->add_option("--runbook", runbook, "only runs of this runbook");
     list_cmd->add_option("--limit", limit, "at most this many runs")->capture_default_str();
     auto* show_cmd = runs_cmd->add_subcommand("show", "show a run with its steps and output");
@@ -639,6 +694,18 @@ int main(int argc, char** argv) {
     cancel_cmd->add_option("--reason", cancel_reason, "why, recorded with the cancel");
     cancel_cmd->add_option("--actor", cancel_actor, "who cancels, recorded ($USER)")
         ->capture_default_str();
+
+    std::string answer_run, answer_step, comment;
+    std::string answer_actor = default_actor();
+    CLI::App* answer_cmds[2] = {
+        app.add_subcommand("approve", "approve the step a run is waiting at"),
+        app.add_subcommand("deny", "deny the step a run is waiting at (the run ends)")};
+    for (auto* cmd : answer_cmds) {
+        cmd->add_option("run", answer_run, "run id")->required();
+        cmd->add_option("step", answer_step, "step name")->required();
+        cmd->add_option("--comment", comment, "why, recorded with the answer");
+        cmd->add_option("--actor", answer_actor, "who answers ($USER)")->capture_default_str();
+    }
 
     auto* runbooks_cmd = app.add_subcommand("runbooks", "runbooks: list");
     runbooks_cmd->require_subcommand(1);
@@ -686,6 +753,9 @@ int main(int argc, char** argv) {
     }
     if (cancel_cmd->parsed()) {
         return runs_cancel(o, run_id, cancel_actor, cancel_reason);
+    }
+    if (answer_cmds[0]->parsed() || answer_cmds[1]->parsed()) {
+        return answer(o, answer_run, answer_step, answer_cmds[0]->parsed(), answer_actor, comment);
     }
     if (runbooks_list_cmd->parsed()) {
         return runbooks_list(o);

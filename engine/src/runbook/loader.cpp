@@ -20,6 +20,8 @@ constexpr std::size_t kMaxNameLength = 128;
 constexpr std::uintmax_t kMaxFileSize = 1024 * 1024;
 constexpr int kMaxAttempts = 100;
 constexpr int kMaxConcurrency = 10'000;
+constexpr Duration kMaxApprovalTimeout{7LL * 24 * 3600 * 1000};
+constexpr std::size_t kMaxApprovers = 100;
 
 // Runbook and step names appear in URLs, environment variables and placeholders.
 bool valid_name(std::string_view name) {
@@ -275,6 +277,62 @@ void parse_retry(const YAML::Node& step, ParseContext& ctx, RetryPolicy& retry) 
     }
 }
 
+void parse_approvers(const YAML::Node& node, ParseContext& ctx, ApprovalSpec& approval) {
+    if (node.IsNull()) {
+        return;
+    }
+    if (!node.IsSequence() || node.size() > kMaxApprovers) {
+        ctx.error(node, fmt::format("approval.approvers: expected a list of at most {} names",
+                                    kMaxApprovers));
+        return;
+    }
+    for (const auto& item : node) {
+        auto name = ctx.string(item, "approval.approvers");
+        if (name && name->empty()) {
+            ctx.error(item, "approval.approvers: a name must not be empty");
+        } else if (name) {
+            approval.approvers.push_back(std::move(*name));
+        }
+    }
+}
+
+// `approval: {approvers: [alice], timeout: 30m, on_timeout: deny, message: "..."}`
+// (docs/approvals.md).
+std::optional<ApprovalSpec> parse_approval(const YAML::Node& node, ParseContext& ctx) {
+    ApprovalSpec approval;
+    approval.location = ctx.location(node);
+    if (node.IsNull()) {
+        return approval;
+    }
+    if (!node.IsMap()) {
+        ctx.error(node, fmt::format("approval: expected a mapping such as {{approvers: [alice], "
+                                    "timeout: 30m, on_timeout: deny}}, got {}",
+                                    node_kind(node)));
+        return std::nullopt;
+    }
+    ctx.check_mapping(node, "approval", {"approvers", "timeout", "on_timeout", "message"});
+    if (const auto a = find_key(node, "approvers"); a.IsDefined()) {
+        parse_approvers(a, ctx, approval);
+    }
+    if (const auto t = find_key(node, "timeout"); t.IsDefined()) {
+        const auto d = ctx.duration(t, "approval.timeout");
+        if (d && (d->count() <= 0 || *d > kMaxApprovalTimeout)) {
+            ctx.error(t, "approval.timeout: must be more than 0 and at most 7d (168h)");
+        } else if (d) {
+            approval.timeout = *d;
+        }
+    }
+    if (const auto o = find_key(node, "on_timeout"); o.IsDefined()) {
+        if (const auto c = ctx.choice(o, "approval.on_timeout", {"deny", "approve"})) {
+            approval.approve_on_timeout = *c == 1;
+        }
+    }
+    if (const auto m = find_key(node, "message"); m.IsDefined()) {
+        approval.message = ctx.string(m, "approval.message").value_or("");
+    }
+    return approval;
+}
+
 std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
                                    const StepParsers& parsers) {
     if (!node.IsMap()) {
@@ -299,8 +357,8 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
             parser = p.get();
         }
     }
-    std::vector<std::string_view> allowed = {"name",    "description", "timeout",
-                                             "retries", "retry_on",    "idempotent"};
+    std::vector<std::string_view> allowed = {"name",     "description", "timeout", "retries",
+                                             "retry_on", "idempotent",  "approval"};
     if (parser == nullptr) {
         ctx.check_mapping(node, "step", allowed);
         ctx.error(node, fmt::format("step needs one key that gives its kind: {}",
@@ -324,6 +382,9 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
     parse_retry(node, ctx, step.retry);
     if (const auto i = find_key(node, "idempotent"); i.IsDefined()) {
         step.idempotent = ctx.boolean(i, "idempotent").value_or(false);
+    }
+    if (const auto a = find_key(node, "approval"); a.IsDefined()) {
+        step.approval = parse_approval(a, ctx);
     }
     step.config = parser->parse(node, ctx);
     if (!keys_ok || step.config == nullptr) {

@@ -27,6 +27,11 @@ bool Runbook::matches_labels(const LabelSet& labels) const {
     return !matchers.empty() && matches_all(matchers, labels);
 }
 
+bool ApprovalSpec::allows(std::string_view actor) const {
+    return approvers.empty() ||
+           std::find(approvers.begin(), approvers.end(), actor) != approvers.end();
+}
+
 bool Runbook::acts_on(AlertStatus status) const {
     return status == AlertStatus::Firing ? on_firing : on_resolved;
 }

@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <sys/file.h>
 #include <unistd.h>
@@ -61,6 +62,20 @@ std::optional<Timestamp> parse_stored_time(const std::optional<std::string>& tex
         return std::nullopt;
     }
     return parse_stored_time(*text);
+}
+
+// Steps `stmt` through every row it returns, calling `each` on it.
+Status for_each_row(Statement& stmt, const std::function<void(const Statement&)>& each) {
+    for (;;) {
+        auto row = stmt.step();
+        if (!row) {
+            return row.error();
+        }
+        if (!*row) {
+            return {};
+        }
+        each(stmt);
+    }
 }
 
 std::string dump_json(const Json& j) {
@@ -194,7 +209,27 @@ struct ProgressWrite {
     std::string next_end_at, next_end_detail;
     std::vector<TransitionText> next_end_transitions;
     std::string finished_at, finished_detail;
+    std::string approval_approvers, approval_requested_at, approval_deadline, approval_reason,
+        approval_detail;
+    std::string decided_at, decided_detail;
 };
+
+void prepare_approval_request(const ApprovalRecord& a, ProgressWrite& w) {
+    w.approval_approvers = dump_json(Json(a.approvers));
+    w.approval_requested_at = a.requested_at.to_rfc3339_millis();
+    w.approval_deadline = a.deadline.to_rfc3339_millis();
+    w.approval_reason = fmt::format(
+        "waiting for approval of step \"{}\" ({}) until {}", a.step,
+        a.approvers.empty() ? std::string("anyone may approve")
+                            : fmt::format("approvers: {}", fmt::join(a.approvers, ", ")),
+        w.approval_deadline);
+    w.approval_detail = dump_json(Json{{"step", a.step},
+                                       {"step_index", a.step_index},
+                                       {"approvers", a.approvers},
+                                       {"message", a.message},
+                                       {"deadline", w.approval_deadline},
+                                       {"on_timeout", a.approve_on_timeout ? "approve" : "deny"}});
+}
 
 ProgressWrite prepare_progress(RunProgress p) {
     ProgressWrite w;
@@ -228,6 +263,17 @@ ProgressWrite prepare_progress(RunProgress p) {
         w.next_end_at = p.next_end->finished_at.to_rfc3339_millis();
         w.next_end_detail = attempt_end_detail(*p.next_end);
         w.next_end_transitions = transition_texts(*p.next_end);
+    }
+    if (p.approval_requested) {
+        prepare_approval_request(*p.approval_requested, w);
+    }
+    if (p.approval_decided) {
+        const auto& d = *p.approval_decided;
+        w.decided_at = d.at.to_rfc3339_millis();
+        w.decided_detail = dump_json(Json{{"step", d.step},
+                                          {"step_index", d.step_index},
+                                          {"actor", d.actor},
+                                          {"comment", d.comment}});
     }
     if (p.finished) {
         w.finished_at = p.finished->at.to_rfc3339_millis();
@@ -304,6 +350,7 @@ struct WriterStatements {
     Statement wait_run, cancel_requested, start_run, insert_attempt, end_attempt, finish_run,
         fail_open_attempts;
     Statement attempt_spawned;
+    Statement request_approval, pause_run, decide_approval, unpause_run, cancel_open_approvals;
 };
 
 // What the writer thread executes: `apply` inside the shared transaction, `finish` after the
@@ -348,6 +395,7 @@ class SqliteStore final : public Store {
     Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override;
     Result<RunDetail> get_run(RunId run) override;
     Result<std::vector<RunId>> runs_in_state(RunState state) override;
+    Result<std::vector<ApprovalRecord>> approvals_of(RunId run) override;
 
     void close() override;
 
@@ -374,10 +422,14 @@ class SqliteStore final : public Store {
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
                        const std::string& detail, const std::vector<TransitionText>& transitions);
     Status update_one(Statement& stmt, std::string_view what);
+    Status request_approval(RunId run, const ProgressWrite& write);
+    Status decide_approval(RunId run, const ProgressWrite& write);
+    Status cancel_open_approvals(RunId run, const ProgressWrite& write);
 
     Result<Database> acquire_reader();
     void release_reader(Database db);
     std::vector<AttemptRecord> read_attempts(Database& db, RunId run, Status& status);
+    std::vector<ApprovalRecord> read_approvals(Database& db, RunId run, Status& status);
 
     SqliteOptions options_;
     OwnerLock lock_;
@@ -582,7 +634,23 @@ Status SqliteStore::prepare_writer() {
          "hash) VALUES (?,?,?,?,?,?,?,?,?)"},
         {&ws_.wait_run, "UPDATE runs SET reason = ? WHERE id = ? AND state = 'queued'"},
         {&ws_.cancel_requested,
-         "UPDATE runs SET cancelled_by = ?, reason = ? WHERE id = ? AND state = 'running'"},
+         "UPDATE runs SET cancelled_by = ?, reason = ? WHERE id = ? AND "
+         "state IN ('running', 'waiting_approval')"},
+        {&ws_.request_approval,
+         "INSERT INTO approvals (run_id, step_index, step, approvers, message, on_timeout, "
+         "requested_at, deadline, state) VALUES (?,?,?,?,?,?,?,?,'pending')"},
+        {&ws_.pause_run,
+         "UPDATE runs SET state = 'waiting_approval', reason = ? WHERE id = ? AND "
+         "state = 'running'"},
+        {&ws_.decide_approval,
+         "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ?, comment = ? "
+         "WHERE run_id = ? AND step_index = ? AND state = 'pending'"},
+        {&ws_.unpause_run,
+         "UPDATE runs SET state = 'running', reason = '' WHERE id = ? AND "
+         "state = 'waiting_approval'"},
+        {&ws_.cancel_open_approvals,
+         "UPDATE approvals SET state = 'cancelled', decided_at = ?, comment = ? "
+         "WHERE run_id = ? AND state = 'pending' RETURNING step, step_index"},
         {&ws_.attempt_spawned,
          "UPDATE attempts SET pid = ?, pid_start_ticks = ? "
          "WHERE id = ? AND run_id = ? AND state = 'running'"},
@@ -602,7 +670,7 @@ Status SqliteStore::prepare_writer() {
          "WHERE run_id = ? AND state = 'running'"},
         {&ws_.finish_run,
          "UPDATE runs SET state = ?, reason = ?, finished_at = ?, cancelled_by = ? "
-         "WHERE id = ? AND state IN ('queued', 'running')"},
+         "WHERE id = ? AND state IN ('queued', 'running', 'waiting_approval')"},
     };
     for (const auto& e : entries) {
         auto stmt = Statement::prepare(writer_db_, e.sql);
@@ -1230,6 +1298,78 @@ Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& 
     return insert_event("attempt.finished", at, std::nullopt, run, attempt, detail);
 }
 
+Status SqliteStore::request_approval(RunId run, const ProgressWrite& w) {
+    const ApprovalRecord& a = *w.progress.approval_requested;
+    Status s = ws_.request_approval.bind(1, run)
+                   .bind(2, std::int64_t{a.step_index})
+                   .bind(3, std::string_view(a.step))
+                   .bind(4, std::string_view(w.approval_approvers))
+                   .bind(5, std::string_view(a.message))
+                   .bind(6, std::string_view(a.approve_on_timeout ? "approve" : "deny"))
+                   .bind(7, std::string_view(w.approval_requested_at))
+                   .bind(8, std::string_view(w.approval_deadline))
+                   .run();
+    if (!s) {
+        return s;
+    }
+    ws_.pause_run.bind(1, std::string_view(w.approval_reason)).bind(2, run);
+    if (s = update_one(ws_.pause_run, fmt::format("parking run {} for approval", run)); !s) {
+        return s;
+    }
+    return insert_event("approval.requested", w.approval_requested_at, std::nullopt, run,
+                        std::nullopt, w.approval_detail);
+}
+
+// The store decides which answer wins: only a pending approval of a waiting run changes.
+Status SqliteStore::decide_approval(RunId run, const ProgressWrite& w) {
+    const RunProgress::Decision& d = *w.progress.approval_decided;
+    ws_.decide_approval.bind(1, std::string_view(approval_state_name(d.state)))
+        .bind(2, std::string_view(d.actor))
+        .bind(3, std::string_view(w.decided_at))
+        .bind(4, std::string_view(d.comment))
+        .bind(5, run)
+        .bind(6, std::int64_t{d.step_index});
+    if (auto s =
+            update_one(ws_.decide_approval, fmt::format("answering the approval of run {}", run));
+        !s) {
+        return s;
+    }
+    // A deny ends the run in the same write (finished); otherwise it goes on.
+    if (!w.progress.finished) {
+        ws_.unpause_run.bind(1, run);
+        if (auto s = update_one(ws_.unpause_run, fmt::format("resuming run {}", run)); !s) {
+            return s;
+        }
+    }
+    return insert_event(fmt::format("approval.{}", approval_state_name(d.state)), w.decided_at,
+                        std::nullopt, run, std::nullopt, w.decided_detail);
+}
+
+Status SqliteStore::cancel_open_approvals(RunId run, const ProgressWrite& w) {
+    const auto& f = *w.progress.finished;
+    ws_.cancel_open_approvals.bind(1, std::string_view(w.finished_at))
+        .bind(2, std::string_view(f.reason))
+        .bind(3, run);
+    std::vector<std::pair<std::string, std::int64_t>> closed;
+    Status read = for_each_row(ws_.cancel_open_approvals, [&closed](const Statement& row) {
+        closed.emplace_back(row.column_text(0), row.column_int(1));
+    });
+    ws_.cancel_open_approvals.reset();
+    if (!read) {
+        return read;
+    }
+    for (const auto& [step, index] : closed) {
+        const std::string detail =
+            dump_json(Json{{"step", step}, {"step_index", index}, {"reason", f.reason}});
+        if (auto s = insert_event("approval.cancelled", w.finished_at, std::nullopt, run,
+                                  std::nullopt, detail);
+            !s) {
+            return s;
+        }
+    }
+    return {};
+}
+
 Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
     const RunProgress& p = w.progress;
     const RunId run = p.run;
@@ -1322,7 +1462,20 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
             }
         }
     }
+    if (p.approval_requested) {
+        if (auto s = request_approval(run, w); !s) {
+            return s;
+        }
+    }
+    if (p.approval_decided) {
+        if (auto s = decide_approval(run, w); !s) {
+            return s;
+        }
+    }
     if (p.finished) {
+        if (auto s = cancel_open_approvals(run, w); !s) {
+            return s;
+        }
         const auto& f = *p.finished;
         ws_.finish_run.bind(1, std::string_view(run_state_name(f.state)))
             .bind(2, std::string_view(f.reason))
@@ -1664,7 +1817,63 @@ Result<RunDetail> SqliteStore::get_run(RunId run) {
     if (!status) {
         return status.error();
     }
+    detail.approvals = read_approvals(reader.db(), run, status);
+    if (!status) {
+        return status.error();
+    }
     return detail;
+}
+
+ApprovalRecord read_approval(const Statement& s, RunId run) {
+    ApprovalRecord a;
+    a.run_id = run;
+    a.step = s.column_text(0);
+    a.step_index = static_cast<int>(s.column_int(1));
+    const Json approvers = Json::parse(s.column_text(2), nullptr, false);
+    if (approvers.is_array()) {
+        for (const auto& v : approvers) {
+            a.approvers.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+        }
+    }
+    a.message = s.column_text(3);
+    a.approve_on_timeout = s.column_text(4) == "approve";
+    a.requested_at = parse_stored_time(s.column_text(5));
+    a.deadline = parse_stored_time(s.column_text(6));
+    a.state = parse_approval_state(s.column_text(7)).value_or(ApprovalState::Cancelled);
+    a.decided_by = s.column_optional_text(8).value_or("");
+    a.decided_at = parse_stored_time(s.column_optional_text(9));
+    a.comment = s.column_optional_text(10).value_or("");
+    return a;
+}
+
+std::vector<ApprovalRecord> SqliteStore::read_approvals(Database& db, RunId run, Status& status) {
+    std::vector<ApprovalRecord> out;
+    auto stmt = Statement::prepare(
+        db,
+        "SELECT step, step_index, approvers, message, on_timeout, requested_at, deadline, "
+        "state, decided_by, decided_at, comment FROM approvals WHERE run_id = ? "
+        "ORDER BY step_index");
+    if (!stmt) {
+        status = stmt.error();
+        return out;
+    }
+    stmt->bind(1, run);
+    status = for_each_row(
+        *stmt, [&out, run](const Statement& row) { out.push_back(read_approval(row, run)); });
+    return out;
+}
+
+Result<std::vector<ApprovalRecord>> SqliteStore::approvals_of(RunId run) {
+    Reader reader(*this);
+    if (!reader.ok()) {
+        return reader.error();
+    }
+    Status status;
+    auto out = read_approvals(reader.db(), run, status);
+    if (!status) {
+        return status.error();
+    }
+    return out;
 }
 
 Result<std::vector<RunId>> SqliteStore::runs_in_state(RunState state) {
@@ -1707,13 +1916,43 @@ const char* run_state_name(RunState state) {
             return "cancelled";
         case RunState::Interrupted:
             return "interrupted";
+        case RunState::WaitingApproval:
+            return "waiting_approval";
     }
     return "failed";
 }
 
+const char* approval_state_name(ApprovalState state) {
+    switch (state) {
+        case ApprovalState::Pending:
+            return "pending";
+        case ApprovalState::Approved:
+            return "approved";
+        case ApprovalState::Denied:
+            return "denied";
+        case ApprovalState::TimedOut:
+            return "timed_out";
+        case ApprovalState::Cancelled:
+            return "cancelled";
+    }
+    return "cancelled";
+}
+
+std::optional<ApprovalState> parse_approval_state(std::string_view name) {
+    for (const ApprovalState s :
+         {ApprovalState::Pending, ApprovalState::Approved, ApprovalState::Denied,
+          ApprovalState::TimedOut, ApprovalState::Cancelled}) {
+        if (name == approval_state_name(s)) {
+            return s;
+        }
+    }
+    return std::nullopt;
+}
+
 std::optional<RunState> parse_run_state(std::string_view name) {
-    for (const RunState s : {RunState::Queued, RunState::Running, RunState::Succeeded,
-                             RunState::Failed, RunState::Cancelled, RunState::Interrupted}) {
+    for (const RunState s :
+         {RunState::Queued, RunState::Running, RunState::Succeeded, RunState::Failed,
+          RunState::Cancelled, RunState::Interrupted, RunState::WaitingApproval}) {
         if (name == run_state_name(s)) {
             return s;
         }
