@@ -116,7 +116,35 @@ struct RunContext {
     RunState state = RunState::Queued;
     std::string trigger;
     std::string actor;  // who started it: "alertmanager" for alert runs
+    // Alert runs: the alert. Manual runs: an alert made of the request's labels
+    // (docs/manual-runs.md), so that label templates and RUNBOOK_LABEL_* work alike.
     std::optional<Alert> alert;
+    std::optional<LabelSet> params;  // manual runs: as recorded; empty: the runbook's defaults
+    bool dry_run = false;
+};
+
+// A run requested by hand (POST /api/v1/runbooks/{name}/runs), validated and ready to record:
+// the run and its run.requested event are one transaction.
+struct ManualRunRequest {
+    std::string runbook;
+    std::string runbook_hash;
+    std::string actor;
+    std::string reason;
+    LabelSet labels;
+    LabelSet params;  // defaults applied
+    bool dry_run = false;
+    std::string idempotency_key;  // empty: none
+    std::string request_sha256;   // of the request as given, to tell a replay from a reuse
+    Timestamp requested_at;
+};
+
+struct ManualRunReceipt {
+    // Created: a new run. Replayed: the key was used before for the same request; `run` is
+    // that run and nothing was written. KeyReused: the key was used for another request
+    // (`run`); nothing was written.
+    enum class Outcome { Created, Replayed, KeyReused };
+    Outcome outcome = Outcome::Created;
+    RunId run = 0;
 };
 
 // One step attempt as it starts: what will run.
@@ -183,6 +211,7 @@ struct AttemptEnd {
 //   ended:     the attempt in flight ended
 //   next:      the next attempt starts (its id comes back in the completion)
 //   next_end:  ...and ended before starting anything (e.g. a missing label)
+//   planned:   a dry run's plan
 //   finished:  the run ends; any attempt still running is closed with the same reason
 // Every part checks the state it expects (a run must be queued to start, an attempt running to
 // end); a mismatch fails the whole write with InvalidArgument.
@@ -216,6 +245,8 @@ struct RunProgress {
     std::optional<std::pair<AttemptId, AttemptEnd>> ended;
     std::optional<AttemptStart> next;
     std::optional<AttemptEnd> next_end;
+    // A dry run's plan (a JSON object as text), recorded as event run.planned before `finished`.
+    std::optional<std::string> planned;
     std::optional<Finish> finished;
 };
 
@@ -241,12 +272,19 @@ struct RunSummary {
     Timestamp created_at;
     std::optional<Timestamp> started_at;
     std::optional<Timestamp> finished_at;
+    // Manual runs (NULL columns for alert runs).
+    std::optional<LabelSet> labels;
+    std::optional<LabelSet> params;
+    bool dry_run = false;
+    std::string request_reason;
+    std::string idempotency_key;
 };
 
 struct RunDetail {
     RunSummary run;
     std::optional<Alert> alert;
     std::vector<AttemptRecord> attempts;
+    std::string plan;  // a dry run's plan (event run.planned), a JSON object as text; or empty
 };
 
 struct RunFilter {
@@ -281,6 +319,10 @@ class Store {
 
     virtual void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                  Completion<DeliveryReceipt> done) = 0;
+    // Records a manual run and its run.requested event in one transaction, or finds the run an
+    // earlier request with the same idempotency key started (see ManualRunReceipt).
+    virtual void record_manual_run(std::shared_ptr<const ManualRunRequest> request,
+                                   Completion<ManualRunReceipt> done) = 0;
     // Records one step of a run's progress in one transaction (see RunProgress). Completes
     // with the id of `progress.next`, or 0 when it has none.
     virtual void record_progress(RunProgress progress, Completion<AttemptId> done) = 0;

@@ -67,6 +67,10 @@ class Scheduler {
     // Queues committed runs for execution.
     void enqueue(std::vector<RunId> runs);
 
+    // Plans a committed dry run at once, outside the queue and its limits (it runs nothing),
+    // and calls `done` on the scheduler's thread once its end is recorded. Any thread.
+    void dry_run(RunId id, std::function<void(Status)> done);
+
     // At start-up: stops what a previous process left running, then resumes each run it
     // interrupted or ends it (docs/runs.md, Restart), and queues the runs it left queued.
     // Call before serving requests, with the run engine's thread running.

@@ -233,6 +233,17 @@ CREATE TABLE resolved_alerts (
         {9, "step outputs: what each attempt handed to later steps", R"sql(
 ALTER TABLE attempts ADD COLUMN outputs TEXT;
 )sql"},
+        // Another migration rebuilds runs later and copies these columns by name.
+        {10, "manual runs: labels, params, dry runs, reasons and idempotency keys", R"sql(
+ALTER TABLE runs ADD COLUMN labels TEXT;
+ALTER TABLE runs ADD COLUMN params TEXT;
+ALTER TABLE runs ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN request_reason TEXT;
+ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+ALTER TABLE runs ADD COLUMN request_sha256 TEXT;
+CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+)sql"},
     };
     return all;
 }
