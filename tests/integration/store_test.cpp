@@ -183,7 +183,7 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
 
     CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5,6,7,8,9");
+          "1,2,3,4,5,6,7,8,9,10");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -564,7 +564,7 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
 
     auto store = open_store(f.path);
     CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5,6,7,8,9");
+          "1,2,3,4,5,6,7,8,9,10");
     auto detail = store->get_run(run);
     REQUIRE(detail.ok());
     CHECK(detail->run.state == RunState::Queued);
@@ -716,7 +716,7 @@ TEST_CASE("a version 5 database is chained by the migration and verifies", "[sto
     f.store = open_store(f.path);
     run_once(f);
 
-    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "9");
+    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "10");
     const auto report = verify_chain(f.path);
     INFO(report.message);
     CHECK(report.intact());
