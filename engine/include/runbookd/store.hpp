@@ -319,6 +319,11 @@ class Store {
 
     virtual void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                  Completion<DeliveryReceipt> done) = 0;
+    // What record_delivery would decide for `record` (which run requests start, which are
+    // duplicates, held by cooldown or budget), without recording anything: the decisions are
+    // made in the writer's transaction and rolled back (POST /api/v1/plan).
+    virtual void plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                               Completion<DeliveryReceipt> done) = 0;
     // Records a manual run and its run.requested event in one transaction, or finds the run an
     // earlier request with the same idempotency key started (see ManualRunReceipt).
     virtual void record_manual_run(std::shared_ptr<const ManualRunRequest> request,

@@ -508,6 +508,9 @@ void add_routes(http::Router& router, const ApiContext& context) {
                [ctx](http::Request&& req, http::Responder respond) {
                    start_manual_run(*ctx, std::move(req), std::move(respond));
                });
+    router.add("POST", "/api/v1/plan", [ctx](http::Request&& req, http::Responder respond) {
+        plan_notification(*ctx, std::move(req), std::move(respond));
+    });
     router.add("POST", "/api/v1/reload", [ctx](http::Request&& req, http::Responder respond) {
         reload_runbooks(*ctx, req, std::move(respond));
     });

@@ -79,5 +79,7 @@ std::string request_actor(const http::Request& req, std::string given);
 nlohmann::json run_detail_json(const RunDetail& detail);
 // POST /api/v1/runbooks/{name}/runs (docs/manual-runs.md).
 void start_manual_run(const ApiContext& ctx, http::Request&& req, http::Responder respond);
+// POST /api/v1/plan (docs/manual-runs.md).
+void plan_notification(const ApiContext& ctx, http::Request&& req, http::Responder respond);
 
 }  // namespace runbookd::api

@@ -2,8 +2,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -194,10 +196,9 @@ std::string quoted_argv(const Json& argv) {
     return out;
 }
 
-// A dry run's plan: each step as it would run.
-void print_plan(const Json& plan) {
-    std::cout << "  plan (dry run, nothing executed):\n";
-    for (const auto& p : plan.value("steps", Json::array())) {
+// Each step as it would run (a dry run's plan, or POST /api/v1/plan).
+void print_plan_steps(const Json& steps) {
+    for (const auto& p : steps) {
         std::cout << fmt::format("  - {} ({}, timeout {}, retries {})\n", text_of(p["name"]),
                                  text_of(p["kind"]), text_of(p.value("timeout", Json())),
                                  text_of(p.value("retries", Json())));
@@ -214,6 +215,11 @@ void print_plan(const Json& plan) {
             std::cout << "    python: " << text_of(Json(py.dump())) << "\n";
         }
     }
+}
+
+void print_plan(const Json& plan) {
+    std::cout << "  plan (dry run, nothing executed):\n";
+    print_plan_steps(plan.value("steps", Json::array()));
 }
 
 void print_run(const Json& r) {
@@ -311,6 +317,17 @@ std::optional<Json> parse_pairs(const std::vector<std::string>& pairs, const cha
     return out;
 }
 
+// An error answer: its message and the field at fault.
+void print_api_error(unsigned status, const Json& body, const std::string& raw) {
+    const Json error = body.is_object() ? body.value("error", Json::object()) : Json::object();
+    std::cerr << "runbookctl: runbookd answered " << status << ": "
+              << (error.contains("message") ? text_of(error["message"]) : raw);
+    if (error.contains("field")) {
+        std::cerr << " (field " << text_of(error["field"]) << ")";
+    }
+    std::cerr << "\n";
+}
+
 int exit_code_of(const std::string& state) {
     if (state == "succeeded") {
         return 0;
@@ -354,13 +371,7 @@ int run_runbook(const Options& o, const RunRequest& r) {
     }
     Json run = Json::parse(response->body, nullptr, false);
     if (response->status != 200 && response->status != 201) {
-        const Json error = run.is_object() ? run.value("error", Json::object()) : Json::object();
-        std::cerr << "runbookctl: runbookd answered " << response->status << ": "
-                  << (error.contains("message") ? text_of(error["message"]) : response->body);
-        if (error.contains("field")) {
-            std::cerr << " (field " << text_of(error["field"]) << ")";
-        }
-        std::cerr << "\n";
+        print_api_error(response->status, run, response->body);
         return kExitFailure;
     }
     if (!run.is_object()) {
@@ -393,6 +404,75 @@ int run_runbook(const Options& o, const RunRequest& r) {
         return 0;  // started; not waited for
     }
     return exit_code_of(run.value("state", std::string()));
+}
+
+// POST /api/v1/plan with the notification in `file`, or with `labels` and `status`.
+int plan(const Options& o, const std::string& file, const std::vector<std::string>& labels,
+         const std::string& status) {
+    if (file.empty() == labels.empty()) {
+        std::cerr << "runbookctl: plan takes a notification file or --label NAME=VALUE, not "
+                     "both\n";
+        return kExitUsage;
+    }
+    std::string body;
+    if (!file.empty()) {
+        std::ifstream in(file);
+        std::stringstream text;
+        text << in.rdbuf();
+        if (!in) {
+            std::cerr << "runbookctl: cannot read " << file << "\n";
+            return kExitUsage;
+        }
+        body = text.str();
+    } else {
+        const auto pairs = parse_pairs(labels, "--label");
+        if (!pairs) {
+            return kExitUsage;
+        }
+        body = Json{{"labels", *pairs}, {"status", status}}.dump();
+    }
+    auto response = runbookd::http::send_request("POST", o.url + "/api/v1/plan", body,
+                                                 {{"Content-Type", "application/json"}});
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    const Json answer = Json::parse(response->body, nullptr, false);
+    if (response->status != 200 || !answer.is_object()) {
+        print_api_error(response->status, answer, response->body);
+        return kExitFailure;
+    }
+    if (o.output == "json") {
+        std::cout << answer.dump(2) << "\n";
+        return 0;
+    }
+    for (const auto& a : answer.value("alerts", Json::array())) {
+        std::string labels_text;
+        for (const auto& [k, v] : a["labels"].items()) {
+            labels_text += (labels_text.empty() ? "" : " ") + text_of(Json(k)) + "=" + text_of(v);
+        }
+        std::cout << fmt::format("alert {} {}  {}\n  outcome: {}", text_of(a["fingerprint"]),
+                                 text_of(a["status"]), labels_text, text_of(a["outcome"]));
+        const std::string detail = a.value("detail", std::string());
+        std::cout << (detail.empty() ? "" : ": " + text_of(Json(detail))) << "\n";
+        for (const auto& r : a.value("runbooks", Json::array())) {
+            std::cout << fmt::format("  runbook {}: {}", text_of(r["runbook"]),
+                                     text_of(r["outcome"]));
+            if (!r.value("detail", std::string()).empty()) {
+                std::cout << " (" << text_of(r["detail"]) << ")";
+            }
+            if (!r["waits"].is_null()) {
+                std::cout << "; would wait: " << text_of(r["waits"]);
+            }
+            std::cout << "\n";
+            print_plan_steps(r.value("steps", Json::array()));
+        }
+    }
+    for (const auto& w : answer.value("warnings", Json::array())) {
+        std::cerr << "runbookctl: warning: " << text_of(w) << "\n";
+    }
+    return 0;
 }
 
 std::string names_or_dash(const Json& names) {
@@ -649,6 +729,16 @@ int main(int argc, char** argv) {
     run_cmd->add_flag("--wait", run_request.wait,
                       "wait until the run ends; the exit code says how it ended");
 
+    std::string plan_file, plan_status = "firing";
+    std::vector<std::string> plan_labels;
+    auto* plan_cmd = app.add_subcommand(
+        "plan", "what a notification (or one alert's labels) would start; nothing is recorded");
+    plan_cmd->add_option("payload", plan_file, "an Alertmanager notification (JSON file)");
+    plan_cmd->add_option("--label", plan_labels, "a label of the alert, NAME=VALUE (repeat)");
+    plan_cmd->add_option("--status", plan_status, "firing or resolved (with --label)")
+        ->check(CLI::IsMember({"firing", "resolved"}))
+        ->capture_default_str();
+
     auto* reload_cmd = app.add_subcommand(
         "reload", "make runbookd reload its runbooks directory (kept as is on any error)");
 
@@ -691,6 +781,9 @@ int main(int argc, char** argv) {
     }
     if (run_cmd->parsed()) {
         return run_runbook(o, run_request);
+    }
+    if (plan_cmd->parsed()) {
+        return plan(o, plan_file, plan_labels, plan_status);
     }
     if (reload_cmd->parsed()) {
         return reload(o);

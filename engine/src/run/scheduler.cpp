@@ -394,34 +394,8 @@ AttemptContext RunExecution::context_for(std::size_t index, int attempt,
 // attempt is started (prepare() never starts a process or borrows a Python worker).
 void RunExecution::plan_dry_run() {
     const StepResults none;
-    nlohmann::json steps = nlohmann::json::array();
     std::string failure;
-    for (std::size_t i = 0; i < runbook_->steps.size(); ++i) {
-        const StepSpec& s = runbook_->steps[i];
-        const AttemptContext context = context_for(i, 1, &none);
-        nlohmann::json entry = {{"name", s.name},
-                                {"kind", s.kind},
-                                {"index", i},
-                                {"timeout", format_duration(context.timeout)},
-                                {"retries", s.retry.attempts},
-                                {"idempotent", s.idempotent}};
-        StepExecutor* executor = sched_.executor_for(s.kind);
-        auto prepared = executor != nullptr
-                            ? executor->prepare(context)
-                            : Result<std::unique_ptr<Attempt>>(make_error(
-                                  ErrorCode::Internal,
-                                  fmt::format("this runbookd cannot execute {} steps", s.kind)));
-        if (prepared) {
-            entry.update((*prepared)->describe());
-        } else {
-            entry["error"] = prepared.error().message;
-            if (failure.empty()) {
-                failure = fmt::format("dry run: step \"{}\" cannot be prepared: {}", s.name,
-                                      prepared.error().message);
-            }
-        }
-        steps.push_back(std::move(entry));
-    }
+    nlohmann::json steps = sched_.describe_steps(*runbook_, context_for(0, 1, &none), failure);
     const nlohmann::json plan = {{"labels", ctx_.alert ? ctx_.alert->labels : LabelSet{}},
                                  {"params", params_},
                                  {"steps", std::move(steps)}};
@@ -433,7 +407,7 @@ void RunExecution::plan_dry_run() {
     if (failure.empty()) {
         finish(std::move(progress), RunState::Succeeded, "dry run: nothing executed");
     } else {
-        finish(std::move(progress), RunState::Failed, failure);
+        finish(std::move(progress), RunState::Failed, "dry run: " + failure);
     }
 }
 
@@ -1269,6 +1243,85 @@ std::shared_ptr<const Runbook> Scheduler::resolve_runbook(const std::string& nam
     auto runbook = loaded.runbooks.front();
     old_versions_.emplace(hash, runbook);
     return runbook;
+}
+
+// Each step is prepared by its executor exactly as a real attempt would be, and described; no
+// attempt is started (prepare() never starts a process or borrows a Python worker).
+nlohmann::json Scheduler::describe_steps(const Runbook& runbook, AttemptContext base,
+                                         std::string& failure) const {
+    nlohmann::json steps = nlohmann::json::array();
+    for (std::size_t i = 0; i < runbook.steps.size(); ++i) {
+        const StepSpec& s = runbook.steps[i];
+        AttemptContext context = base;
+        context.step = &s;
+        context.step_index = static_cast<int>(i);
+        context.attempt = 1;
+        context.timeout = s.timeout.value_or(options_.default_step_timeout);
+        nlohmann::json entry = {{"name", s.name},
+                                {"kind", s.kind},
+                                {"index", i},
+                                {"timeout", format_duration(context.timeout)},
+                                {"retries", s.retry.attempts},
+                                {"idempotent", s.idempotent}};
+        StepExecutor* executor = executor_for(s.kind);
+        auto prepared = executor != nullptr
+                            ? executor->prepare(context)
+                            : Result<std::unique_ptr<Attempt>>(make_error(
+                                  ErrorCode::Internal,
+                                  fmt::format("this runbookd cannot execute {} steps", s.kind)));
+        if (prepared) {
+            entry.update((*prepared)->describe());
+        } else {
+            entry["error"] = prepared.error().message;
+            if (failure.empty()) {
+                failure = fmt::format("step \"{}\" cannot be prepared: {}", s.name,
+                                      prepared.error().message);
+            }
+        }
+        steps.push_back(std::move(entry));
+    }
+    return steps;
+}
+
+void Scheduler::plan(std::vector<PlannedRun> runs, std::function<void(std::vector<RunPlan>)> done) {
+    asio::post(io_, [this, runs = std::move(runs), done = std::move(done)] {
+        const StepResults none;
+        std::vector<RunPlan> out;
+        for (const auto& run : runs) {
+            const Runbook& runbook = *run.runbook;
+            const LabelSet params = runbook.default_params();
+            AttemptContext base;
+            base.runbook = &runbook;
+            base.alert = &run.alert;
+            base.trigger = "alert";
+            base.actor = "alertmanager";
+            base.steps = &none;
+            base.params = &params;
+            base.dry_run = true;
+            RunPlan plan;
+            const nlohmann::json steps = describe_steps(runbook, base, plan.failure);
+            plan.steps = nlohmann::json::parse(
+                redaction_.json_text(
+                    steps.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)),
+                nullptr, false);
+            plan.failure = redaction_.text(plan.failure);
+            const auto running = running_per_runbook_.find(runbook.name);
+            if (runbook.concurrency && running != running_per_runbook_.end() &&
+                running->second >= *runbook.concurrency) {
+                plan.waits = fmt::format(
+                    "concurrency: runbook {} runs at most {} at once and {} "
+                    "running",
+                    runbook.name, *runbook.concurrency, running->second);
+            } else if (runbook.lock) {
+                auto key = runbook.lock->render(base.scope());
+                if (auto held = key ? locks_.find(*key) : locks_.end(); held != locks_.end()) {
+                    plan.waits = fmt::format("lock: \"{}\" is held by run {}", *key, held->second);
+                }
+            }
+            out.push_back(std::move(plan));
+        }
+        done(std::move(out));
+    });
 }
 
 StepExecutor* Scheduler::executor_for(std::string_view kind) const {

@@ -336,6 +336,7 @@ struct WriterStatements {
         fail_open_attempts;
     Statement attempt_spawned;
     Statement insert_manual_run, find_idempotency_key;
+    Statement plan_savepoint, plan_rollback, plan_release;
 };
 
 // What the writer thread executes: `apply` inside the shared transaction, `finish` after the
@@ -377,6 +378,8 @@ class SqliteStore final : public Store {
     void record_progress(RunProgress progress, Completion<AttemptId> done) override;
     void record_manual_run(std::shared_ptr<const ManualRunRequest> request,
                            Completion<ManualRunReceipt> done) override;
+    void plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                       Completion<DeliveryReceipt> done) override;
 
     Result<RunContext> load_run(RunId run) override;
     Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override;
@@ -389,6 +392,24 @@ class SqliteStore final : public Store {
     class Reader;
 
     void submit(std::deque<PendingWrite>& queue, PendingWrite write);
+    // Submits `write` with the waiting deliveries (someone waits for the answer): `apply` fills
+    // a fresh result each time it runs, and `done` gets it once committed.
+    template <typename Write, typename T>
+    void submit_for(std::shared_ptr<Write> write, Status (SqliteStore::*apply)(const Write&, T&),
+                    Completion<T> done) {
+        auto result = std::make_shared<T>();
+        submit(deliveries_, PendingWrite{[this, write, result, apply] {
+                                             *result = T{};
+                                             return (this->*apply)(*write, *result);
+                                         },
+                                         [result, done = std::move(done)](Status s) {
+                                             if (!s) {
+                                                 done(s.error());
+                                                 return;
+                                             }
+                                             done(std::move(*result));
+                                         }});
+    }
     void take(std::deque<PendingWrite>& queue, std::vector<PendingWrite>& batch) const;
     void writer_loop();
     void commit_batch(std::vector<PendingWrite>& batch);
@@ -406,6 +427,7 @@ class SqliteStore final : public Store {
     Status check_resolved(const DeliveryWrite& write, std::size_t run, DeliveryReceipt& receipt);
     Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
     Status apply_manual_run(const ManualRunWrite& write, ManualRunReceipt& receipt);
+    Status apply_plan(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
                        const std::string& detail, const std::vector<TransitionText>& transitions);
     Status update_one(Statement& stmt, std::string_view what);
@@ -589,6 +611,9 @@ Status SqliteStore::prepare_writer() {
         {&ws_.insert_run,
          "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
          "created_at) VALUES (?, ?, 'alert', ?, 'alertmanager', 'queued', '', ?)"},
+        {&ws_.plan_savepoint, "SAVEPOINT plan"},
+        {&ws_.plan_rollback, "ROLLBACK TO plan"},
+        {&ws_.plan_release, "RELEASE plan"},
         {&ws_.insert_manual_run,
          "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
          "created_at, labels, params, dry_run, request_reason, idempotency_key, request_sha256) "
@@ -1218,19 +1243,8 @@ void SqliteStore::record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                   Completion<DeliveryReceipt> done) {
     // Everything that does not need the database is turned into text here, on the caller's
     // thread, so that the single writer thread only binds and steps.
-    auto write = std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record)));
-    auto receipt = std::make_shared<DeliveryReceipt>();
-    submit(deliveries_, PendingWrite{[this, write, receipt] {
-                                         *receipt = DeliveryReceipt{};
-                                         return apply_delivery(*write, *receipt);
-                                     },
-                                     [receipt, done = std::move(done)](Status s) {
-                                         if (!s) {
-                                             done(s.error());
-                                             return;
-                                         }
-                                         done(std::move(*receipt));
-                                     }});
+    submit_for(std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record))),
+               &SqliteStore::apply_delivery, std::move(done));
 }
 
 Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& e,
@@ -1450,22 +1464,36 @@ Status SqliteStore::apply_manual_run(const ManualRunWrite& w, ManualRunReceipt& 
     return insert_event("run.requested", w.at, std::nullopt, receipt.run, std::nullopt, w.detail);
 }
 
+// The decisions of apply_delivery() for resolutions and runs, inside a savepoint that is always
+// rolled back: the batch commits nothing of it.
+Status SqliteStore::apply_plan(const DeliveryWrite& w, DeliveryReceipt& receipt) {
+    if (auto s = ws_.plan_savepoint.run(); !s) {
+        return s;
+    }
+    const audit::ChainHead before = head_;
+    Status s = apply_resolutions(w, receipt);
+    if (s) {
+        s = decide_runs(w, receipt);
+    }
+    const Status undone = ws_.plan_rollback.run();
+    (void)ws_.plan_release.run();
+    head_ = before;
+    if (!undone) {
+        return undone;
+    }
+    return s;
+}
+
+void SqliteStore::plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                                Completion<DeliveryReceipt> done) {
+    submit_for(std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record))),
+               &SqliteStore::apply_plan, std::move(done));
+}
+
 void SqliteStore::record_manual_run(std::shared_ptr<const ManualRunRequest> request,
                                     Completion<ManualRunReceipt> done) {
-    auto write = std::make_shared<ManualRunWrite>(prepare_manual_run(std::move(request)));
-    auto receipt = std::make_shared<ManualRunReceipt>();
-    // With the deliveries: a person is waiting for the answer.
-    submit(deliveries_, PendingWrite{[this, write, receipt] {
-                                         *receipt = ManualRunReceipt{};
-                                         return apply_manual_run(*write, *receipt);
-                                     },
-                                     [receipt, done = std::move(done)](Status s) {
-                                         if (!s) {
-                                             done(s.error());
-                                             return;
-                                         }
-                                         done(*receipt);
-                                     }});
+    submit_for(std::make_shared<ManualRunWrite>(prepare_manual_run(std::move(request))),
+               &SqliteStore::apply_manual_run, std::move(done));
 }
 
 void SqliteStore::record_progress(RunProgress progress, Completion<AttemptId> done) {
