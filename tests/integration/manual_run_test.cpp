@@ -427,3 +427,38 @@ steps:
                                           run["id"].get<std::int64_t>())) == "db1/graceful");
     CHECK(std::filesystem::exists(touched));
 }
+
+TEST_CASE("manual runs skip cooldown but wait for a lock like any run", "[manual]") {
+    test::TempDir dir;
+    const std::string gate = dir.file("gate");
+    TestDaemon d(RunbookFiles{{"held.yaml", fmt::format(R"(name: held
+matchers: ['alertname="Held"']
+dedup: all
+cooldown: 1h
+lock: one-at-a-time
+steps:
+  - name: wait-for-gate
+    argv: [/bin/sh, -c, 'while [ ! -e {} ]; do sleep 0.05; done']
+)",
+                                                        gate)}});
+    REQUIRE(
+        d.post("/api/v1/webhooks/alertmanager", test::firing_notification("Held", "a"))->status ==
+        200);
+    REQUIRE(test::wait_query_value(d.db(), "SELECT state FROM runs WHERE id = 1", "running", 10s));
+
+    const Json held =
+        json_of(d.post("/api/v1/webhooks/alertmanager", test::firing_notification("Held", "b")));
+    const Json manual = json_of(request_run(d, "held", R"({"labels": {"alertname": "Held"}})"));
+    const bool waited =
+        test::wait_query_value(d.db(), "SELECT reason FROM runs WHERE id = 2",
+                               "waiting for lock \"one-at-a-time\" held by run 1", 10s);
+    test::write_file(gate, "");
+    REQUIRE(d.wait_runs_finished());
+
+    REQUIRE(held["not_acted_on"].size() == 1);
+    CHECK(held["not_acted_on"][0]["reason"] == "cooldown");
+    CHECK(manual["id"] == 2);
+    CHECK(waited);
+    CHECK(query_value(d.db(), "SELECT state FROM runs WHERE id = 2") == "succeeded");
+    CHECK(count(d, "episodes") == "1");
+}
