@@ -2,12 +2,14 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <runbookd/step_parser.hpp>
+#include <runbookd/store.hpp>
 
 #include "support/support.hpp"
 
@@ -461,4 +463,41 @@ steps:
     CHECK(waited);
     CHECK(query_value(d.db(), "SELECT state FROM runs WHERE id = 2") == "succeeded");
     CHECK(count(d, "episodes") == "1");
+}
+
+TEST_CASE("a dry run left queued by a crash is planned at the next start, running nothing",
+          "[manual]") {
+    test::TempDir dir;
+    const std::string db = dir.file("runbookd.db");
+    const std::string touched = dir.file("touched");
+    const std::string text =
+        fmt::format("name: touch\nsteps:\n  - name: t\n    argv: [touch, \"{}\"]\n", touched);
+    {
+        auto loaded = load_runbook_text(text, "touch.yaml", builtin_step_parsers());
+        REQUIRE(loaded.runbooks.size() == 1);
+        auto store = open_sqlite_store(SqliteOptions{db});
+        REQUIRE(store.ok());
+        REQUIRE((*store)->record_runbooks(loaded.runbooks).ok());
+        auto request = std::make_shared<ManualRunRequest>();
+        request->runbook = "touch";
+        request->runbook_hash = loaded.runbooks[0]->content_hash;
+        request->actor = "alice";
+        request->dry_run = true;
+        request->requested_at = Timestamp::now();
+        std::promise<Result<ManualRunReceipt>> recorded;
+        (*store)->record_manual_run(
+            request, [&recorded](Result<ManualRunReceipt> r) { recorded.set_value(std::move(r)); });
+        REQUIRE(recorded.get_future().get().ok());
+        (*store)->close();
+    }
+    REQUIRE(query_value(db, "SELECT state FROM runs") == "queued");
+
+    test::RunbookdProcess daemon(RunbookFiles{{"touch.yaml", text}}, "", db);
+    REQUIRE(daemon.wait_ready());
+
+    CHECK(test::wait_query_value(db, "SELECT state || ' ' || reason FROM runs",
+                                 "succeeded dry run: nothing executed", 10s));
+    CHECK(query_value(db, "SELECT count(*) FROM events WHERE kind = 'run.planned'") == "1");
+    CHECK(query_value(db, "SELECT count(*) FROM attempts") == "0");
+    CHECK_FALSE(std::filesystem::exists(touched));
 }
