@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <map>
+#include <set>
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -378,6 +380,7 @@ TEST_CASE("runbookctl run: --wait exits 0 or 4 by the run's end, usage errors 2,
     INFO(ok.output << bad.output << usage.output << invalid.output << dry.output);
     CHECK(ok.exit_code == 0);
     CHECK_THAT(ok.output, Catch::Contains("succeeded  runbook ok"));
+    CHECK_THAT(ok.output, Catch::Contains("why:      test"));
     CHECK(bad.exit_code == 4);
     CHECK_THAT(bad.output, Catch::Contains("failed  runbook bad"));
     CHECK(usage.exit_code == 2);
@@ -385,6 +388,7 @@ TEST_CASE("runbookctl run: --wait exits 0 or 4 by the run's end, usage errors 2,
     CHECK_THAT(invalid.output, Catch::Contains("(field params.host)"));
     CHECK(dry.exit_code == 0);
     CHECK_THAT(dry.output, Catch::Contains("plan (dry run, nothing executed)"));
+    CHECK_THAT(dry.output, Catch::Contains("params:   host=db1"));
     CHECK_THAT(dry.output, Catch::Contains("\"%s|%s|%s\" \"i1\" \"db1\" \"graceful\""));
     CHECK(json.exit_code == 0);
     CHECK(replay.exit_code == 0);
@@ -500,4 +504,29 @@ TEST_CASE("a dry run left queued by a crash is planned at the next start, runnin
     CHECK(query_value(db, "SELECT count(*) FROM events WHERE kind = 'run.planned'") == "1");
     CHECK(query_value(db, "SELECT count(*) FROM attempts") == "0");
     CHECK_FALSE(std::filesystem::exists(touched));
+}
+
+TEST_CASE("submits with one Idempotency-Key at once start one run", "[manual]") {
+    TestDaemon d(RunbookFiles{{"restart.yaml", kRestartRunbook}});
+    std::vector<std::future<Result<http::ClientResponse>>> answers;
+
+    for (int i = 0; i < 8; ++i) {
+        answers.push_back(std::async(std::launch::async, [&d] {
+            return request_run(d, "restart", R"({"params": {"host": "db1"}})", "double-click");
+        }));
+    }
+    std::map<unsigned, int> statuses;
+    std::set<std::int64_t> ids;
+    for (auto& answer : answers) {
+        const auto r = answer.get();
+        REQUIRE(r.ok());
+        ++statuses[r->status];
+        ids.insert(Json::parse(r->body).at("id").get<std::int64_t>());
+    }
+    REQUIRE(d.wait_runs_finished());
+
+    CHECK(statuses[201] == 1);
+    CHECK(statuses[200] == 7);
+    CHECK(ids.size() == 1);
+    CHECK(count(d, "runs") == "1");
 }

@@ -68,6 +68,12 @@ TEST_CASE("a plan says which runbooks would start and renders their steps, runni
     CHECK(alert["runbooks"][0]["steps"][0]["argv"].back() == file + "-db1");
     CHECK(ignored["alerts"][0]["outcome"] == "status_ignored");
     CHECK(nothing["alerts"][0]["outcome"] == "no_matching_runbook");
+    const auto bad = d.post("/api/v1/plan", R"({"alerts": "none"})");
+    const auto unknown = d.post("/api/v1/plan", R"({"labels": {}, "statu": "firing"})");
+    CHECK(bad->status == 400);
+    CHECK(Json::parse(bad->body)["error"]["field"] == "alerts");
+    CHECK(unknown->status == 400);
+    CHECK(Json::parse(unknown->body)["error"]["field"] == "statu");
     CHECK_FALSE(std::filesystem::exists(file + "-db1"));
     CHECK(row_counts(d) == before);
 }

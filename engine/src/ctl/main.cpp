@@ -228,7 +228,21 @@ void print_run(const Json& r) {
     if (!text_of(r["reason"]).empty()) {
         std::cout << "  reason:   " << text_of(r["reason"]) << "\n";
     }
-    std::cout << "  trigger:  " << text_of(r["trigger"]) << " by " << text_of(r["actor"]) << "\n";
+    std::cout << "  trigger:  " << text_of(r["trigger"]) << " by " << text_of(r["actor"])
+              << (r.value("dry_run", false) ? " (dry run)" : "") << "\n";
+    if (!r.value("request_reason", std::string()).empty()) {
+        std::cout << "  why:      " << text_of(r["request_reason"]) << "\n";
+    }
+    for (const char* set : {"labels", "params"}) {
+        const Json values = r.value(set, Json());
+        if (!values.is_object()) {
+            continue;
+        }
+        for (const auto& [k, v] : values.items()) {
+            std::cout << fmt::format("  {:<9} {}={}\n", std::string(set) + ":", text_of(Json(k)),
+                                     text_of(v));
+        }
+    }
     if (!r.value("cancelled_by", Json()).is_null()) {
         std::cout << "  cancelled by: " << text_of(r["cancelled_by"]) << "\n";
     }
