@@ -447,9 +447,10 @@ TEST_CASE("a version 9 database is migrated and keeps its runs", "[approval][sto
         "state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', "
         "'cancelled', 'interrupted')), reason TEXT NOT NULL, created_at TEXT NOT NULL, "
         "started_at TEXT, finished_at TEXT, cancelled_by TEXT) STRICT;"
-        "INSERT INTO runs_v9 SELECT * FROM runs; DROP TABLE runs;"
+        "INSERT INTO runs_v9 SELECT id, runbook, runbook_hash, trigger, alert_id, actor, state, "
+        "reason, created_at, started_at, finished_at, cancelled_by FROM runs; DROP TABLE runs;"
         "ALTER TABLE runs_v9 RENAME TO runs; CREATE INDEX runs_by_runbook ON runs (runbook, id);"
-        "DELETE FROM schema_migrations WHERE version = 10;",
+        "DELETE FROM schema_migrations WHERE version >= 10;",
         nullptr, nullptr, &error);
     INFO((error != nullptr ? error : ""));
     REQUIRE(rc == SQLITE_OK);
@@ -464,7 +465,7 @@ TEST_CASE("a version 9 database is migrated and keeps its runs", "[approval][sto
     REQUIRE(store.ok());
     (*store)->close();
 
-    CHECK(query_value(db, "SELECT max(version) FROM schema_migrations") == "10");
+    CHECK(query_value(db, "SELECT max(version) FROM schema_migrations") == "11");
     CHECK(query_value(db,
                       "SELECT group_concat(id || state || reason || cancelled_by) FROM "
                       "runs") == before);

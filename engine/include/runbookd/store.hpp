@@ -123,7 +123,35 @@ struct RunContext {
     RunState state = RunState::Queued;
     std::string trigger;
     std::string actor;  // who started it: "alertmanager" for alert runs
+    // Alert runs: the alert. Manual runs: an alert made of the request's labels
+    // (docs/manual-runs.md), so that label templates and RUNBOOK_LABEL_* work alike.
     std::optional<Alert> alert;
+    std::optional<LabelSet> params;  // manual runs: as recorded; empty: the runbook's defaults
+    bool dry_run = false;
+};
+
+// A run requested by hand (POST /api/v1/runbooks/{name}/runs), validated and ready to record:
+// the run and its run.requested event are one transaction.
+struct ManualRunRequest {
+    std::string runbook;
+    std::string runbook_hash;
+    std::string actor;
+    std::string reason;
+    LabelSet labels;
+    LabelSet params;  // defaults applied
+    bool dry_run = false;
+    std::string idempotency_key;  // empty: none
+    std::string request_sha256;   // of the request as given, to tell a replay from a reuse
+    Timestamp requested_at;
+};
+
+struct ManualRunReceipt {
+    // Created: a new run. Replayed: the key was used before for the same request; `run` is
+    // that run and nothing was written. KeyReused: the key was used for another request
+    // (`run`); nothing was written.
+    enum class Outcome { Created, Replayed, KeyReused };
+    Outcome outcome = Outcome::Created;
+    RunId run = 0;
 };
 
 // One step attempt as it starts: what will run.
@@ -209,6 +237,7 @@ struct ApprovalRecord {
 //   approval_requested: running → waiting_approval, with a pending approvals row
 //   approval_decided:   the pending approval is answered (or timed out); unless the run also
 //                       finishes in this write, waiting_approval → running
+//   planned:   a dry run's plan
 //   finished:  the run ends; any attempt still running is closed with the same reason, any
 //              approval still pending becomes cancelled
 // Every part checks the state it expects (a run must be queued to start, an attempt running to
@@ -255,6 +284,8 @@ struct RunProgress {
     std::optional<std::pair<AttemptId, AttemptEnd>> ended;
     std::optional<AttemptStart> next;
     std::optional<AttemptEnd> next_end;
+    // A dry run's plan (a JSON object as text), recorded as event run.planned before `finished`.
+    std::optional<std::string> planned;
     std::optional<Finish> finished;
 };
 
@@ -280,6 +311,12 @@ struct RunSummary {
     Timestamp created_at;
     std::optional<Timestamp> started_at;
     std::optional<Timestamp> finished_at;
+    // Manual runs (NULL columns for alert runs).
+    std::optional<LabelSet> labels;
+    std::optional<LabelSet> params;
+    bool dry_run = false;
+    std::string request_reason;
+    std::string idempotency_key;
 };
 
 struct RunDetail {
@@ -287,6 +324,7 @@ struct RunDetail {
     std::optional<Alert> alert;
     std::vector<AttemptRecord> attempts;
     std::vector<ApprovalRecord> approvals;  // by step
+    std::string plan;  // a dry run's plan (event run.planned), a JSON object as text; or empty
 };
 
 struct RunFilter {
@@ -321,6 +359,15 @@ class Store {
 
     virtual void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                  Completion<DeliveryReceipt> done) = 0;
+    // What record_delivery would decide for `record` (which run requests start, which are
+    // duplicates, held by cooldown or budget), without recording anything: the decisions are
+    // made in the writer's transaction and rolled back (POST /api/v1/plan).
+    virtual void plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                               Completion<DeliveryReceipt> done) = 0;
+    // Records a manual run and its run.requested event in one transaction, or finds the run an
+    // earlier request with the same idempotency key started (see ManualRunReceipt).
+    virtual void record_manual_run(std::shared_ptr<const ManualRunRequest> request,
+                                   Completion<ManualRunReceipt> done) = 0;
     // Records one step of a run's progress in one transaction (see RunProgress). Completes
     // with the id of `progress.next`, or 0 when it has none.
     virtual void record_progress(RunProgress progress, Completion<AttemptId> done) = 0;

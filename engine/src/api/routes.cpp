@@ -28,20 +28,26 @@ Json labels_json(const LabelSet& labels) {
 }
 
 Json run_json(const RunSummary& r) {
-    Json out = {{"id", r.id},
-                {"runbook", r.runbook},
-                {"runbook_hash", r.runbook_hash},
-                {"trigger", r.trigger},
-                {"actor", r.actor},
-                {"state", run_state_name(r.state)},
-                {"reason", r.reason},
-                {"cancelled_by", r.cancelled_by.empty() ? Json(nullptr) : Json(r.cancelled_by)},
-                {"alert_id", r.alert_id ? Json(*r.alert_id) : Json(nullptr)},
-                {"fingerprint", r.fingerprint},
-                {"alertname", r.alertname},
-                {"created_at", r.created_at.to_rfc3339_millis()},
-                {"started_at", optional_time(r.started_at)},
-                {"finished_at", optional_time(r.finished_at)}};
+    Json out = {
+        {"id", r.id},
+        {"runbook", r.runbook},
+        {"runbook_hash", r.runbook_hash},
+        {"trigger", r.trigger},
+        {"actor", r.actor},
+        {"state", run_state_name(r.state)},
+        {"reason", r.reason},
+        {"cancelled_by", r.cancelled_by.empty() ? Json(nullptr) : Json(r.cancelled_by)},
+        {"alert_id", r.alert_id ? Json(*r.alert_id) : Json(nullptr)},
+        {"fingerprint", r.fingerprint},
+        {"alertname", r.alertname},
+        {"created_at", r.created_at.to_rfc3339_millis()},
+        {"started_at", optional_time(r.started_at)},
+        {"finished_at", optional_time(r.finished_at)},
+        {"labels", r.labels ? labels_json(*r.labels) : Json(nullptr)},
+        {"params", r.params ? labels_json(*r.params) : Json(nullptr)},
+        {"dry_run", r.dry_run},
+        {"request_reason", r.request_reason},
+        {"idempotency_key", r.idempotency_key.empty() ? Json(nullptr) : Json(r.idempotency_key)}};
     if (r.started_at && r.finished_at) {
         out["duration_ms"] = r.finished_at->millis_since(*r.started_at);
     }
@@ -100,6 +106,19 @@ Json attempt_json(const AttemptRecord& a) {
     return out;
 }
 
+Json params_json(const Runbook& r) {
+    Json out = Json::array();
+    for (const auto& p : r.params) {
+        out.push_back({{"name", p.name},
+                       {"description", p.description},
+                       {"required", p.required},
+                       {"default", p.default_value ? Json(*p.default_value) : Json(nullptr)},
+                       {"pattern", p.pattern.empty() ? Json(nullptr) : Json(p.pattern)},
+                       {"choices", p.choices}});
+    }
+    return out;
+}
+
 Json runbook_json(const Runbook& r) {
     Json matchers = Json::array();
     for (const auto& m : r.matchers) {
@@ -123,6 +142,7 @@ Json runbook_json(const Runbook& r) {
             {"matchers", matchers},
             {"on", on},
             {"timeout", r.timeout ? Json(format_duration(*r.timeout)) : Json(nullptr)},
+            {"params", params_json(r)},
             {"steps", steps}};
 }
 
@@ -228,29 +248,7 @@ void show_run(const ApiContext& ctx, const http::Request& req, const http::Respo
         respond(http::error_response(detail.error()));
         return;
     }
-    Json out = run_json(detail->run);
-    out["alert"] = detail->alert ? alert_json(*detail->alert) : Json(nullptr);
-    Json attempts = Json::array();
-    for (const auto& a : detail->attempts) {
-        attempts.push_back(attempt_json(a));
-    }
-    out["attempts"] = attempts;
-    Json approvals = Json::array();
-    for (const auto& a : detail->approvals) {
-        approvals.push_back(approval_json(a));
-    }
-    out["approvals"] = approvals;
-    respond(http::json_response(200, out));
-}
-
-// Who is asking, for cancel, approve and deny: the body's `actor`, else "http:<remote addr>".
-// TODO(runbookd): take the actor from the authenticated caller once the API has authentication
-// (the on-call issue); until then it is what the caller says.
-std::string request_actor(const http::Request& req, std::string body_actor) {
-    if (!body_actor.empty()) {
-        return body_actor;
-    }
-    return fmt::format("http:{}", req.remote_addr);
+    respond(http::json_response(200, run_detail_json(*detail)));
 }
 
 // The optional JSON body {"actor": "...", "<text_field>": "..."} of cancel, approve and deny:
@@ -391,11 +389,9 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
         m.notification(NotificationOutcome::Draining);
         // Refused before parsing: nothing of the delivery is recorded or run, and Alertmanager
         // retries, reaching the next runbookd.
-        auto response = http::json_error(503, "draining",
-                                         "runbookd is shutting down and takes no new deliveries; "
-                                         "nothing from this delivery was recorded or run; retry");
-        response.headers.emplace_back("Retry-After", "5");
-        respond(std::move(response));
+        respond(draining_response(
+            "runbookd is shutting down and takes no new deliveries; nothing from this delivery "
+            "was recorded or run; retry"));
         return;
     }
     if (auto why = ctx.intake->overloaded()) {
@@ -515,6 +511,42 @@ void readyz(const ApiContext& ctx, const http::Responder& respond) {
 
 }  // namespace
 
+// GET /api/v1/runs/{id}: the run, its alert, its attempts and a dry run's plan.
+Json run_detail_json(const RunDetail& detail) {
+    Json out = run_json(detail.run);
+    out["alert"] = detail.alert ? alert_json(*detail.alert) : Json(nullptr);
+    Json attempts = Json::array();
+    for (const auto& a : detail.attempts) {
+        attempts.push_back(attempt_json(a));
+    }
+    out["attempts"] = attempts;
+    Json approvals = Json::array();
+    for (const auto& a : detail.approvals) {
+        approvals.push_back(approval_json(a));
+    }
+    out["approvals"] = approvals;
+    if (!detail.plan.empty()) {
+        out["plan"] = Json::parse(detail.plan, nullptr, false);
+    }
+    return out;
+}
+
+http::Response draining_response(std::string_view message) {
+    auto response = http::json_error(503, "draining", message);
+    response.headers.emplace_back("Retry-After", "5");
+    return response;
+}
+
+// Who asks for something: the actor the body names, else the caller's address.
+// TODO(runbookd): take the actor from the authenticated caller once the API has authentication
+// (the on-call issue); until then it is what the caller says.
+std::string request_actor(const http::Request& req, std::string given) {
+    if (!given.empty()) {
+        return given;
+    }
+    return fmt::format("http:{}", req.remote_addr);
+}
+
 bool is_json_media_type(std::string_view content_type) {
     const auto semicolon = content_type.find(';');
     std::string_view type = content_type.substr(0, semicolon);
@@ -617,6 +649,13 @@ void add_routes(http::Router& router, const ApiContext& context) {
                [ctx](http::Request&& req, http::Responder respond) {
                    answer_approval(*ctx, req, std::move(respond), false);
                });
+    router.add("POST", "/api/v1/runbooks/{name}/runs",
+               [ctx](http::Request&& req, http::Responder respond) {
+                   start_manual_run(*ctx, std::move(req), std::move(respond));
+               });
+    router.add("POST", "/api/v1/plan", [ctx](http::Request&& req, http::Responder respond) {
+        plan_notification(*ctx, std::move(req), std::move(respond));
+    });
     router.add("POST", "/api/v1/reload", [ctx](http::Request&& req, http::Responder respond) {
         reload_runbooks(*ctx, req, std::move(respond));
     });

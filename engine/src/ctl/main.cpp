@@ -2,7 +2,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -21,6 +25,10 @@ using Json = nlohmann::json;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
+// `run` when the run has ended (--wait, or a dry run): how it ended.
+constexpr int kExitRunFailed = 4;
+constexpr int kExitRunCancelled = 5;
+constexpr int kExitRunInterrupted = 6;
 
 struct Options {
     std::string url;
@@ -182,23 +190,61 @@ void print_output(const char* name, const Json& a) {
     }
 }
 
-int runs_show(const Options& o, const std::string& id) {
-    int code = 0;
-    auto body = get_json(o, "/api/v1/runs/" + id, code);
-    if (!body) {
-        return code;
+std::string quoted_argv(const Json& argv) {
+    std::string out;
+    for (const auto& arg : argv) {
+        out += (out.empty() ? "" : " ") + Json(arg).dump();
     }
-    if (o.output == "json") {
-        std::cout << body->dump(2) << "\n";
-        return 0;
+    return out;
+}
+
+// Each step as it would run (a dry run's plan, or POST /api/v1/plan).
+void print_plan_steps(const Json& steps) {
+    for (const auto& p : steps) {
+        std::cout << fmt::format("  - {} ({}, timeout {}, retries {})\n", text_of(p["name"]),
+                                 text_of(p["kind"]), text_of(p.value("timeout", Json())),
+                                 text_of(p.value("retries", Json())));
+        if (p.contains("error")) {
+            std::cout << "    error: " << text_of(p["error"]) << "\n";
+            continue;
+        }
+        std::cout << "    argv: " << quoted_argv(p.value("argv", Json::array())) << "\n";
+        std::cout << "    cwd:  " << text_of(p.value("cwd", Json())) << "\n";
+        for (const auto& [k, v] : p.value("env", Json::object()).items()) {
+            std::cout << "    env:  " << text_of(Json(k)) << "=" << text_of(v) << "\n";
+        }
+        if (const Json py = p.value("python", Json()); py.is_object()) {
+            std::cout << "    python: " << text_of(Json(py.dump())) << "\n";
+        }
     }
-    const Json& r = *body;
+}
+
+void print_plan(const Json& plan) {
+    std::cout << "  plan (dry run, nothing executed):\n";
+    print_plan_steps(plan.value("steps", Json::array()));
+}
+
+void print_run(const Json& r) {
     std::cout << fmt::format("run {}  {}  runbook {}\n", text_of(r["id"]), text_of(r["state"]),
                              text_of(r["runbook"]));
     if (!text_of(r["reason"]).empty()) {
         std::cout << "  reason:   " << text_of(r["reason"]) << "\n";
     }
-    std::cout << "  trigger:  " << text_of(r["trigger"]) << " by " << text_of(r["actor"]) << "\n";
+    std::cout << "  trigger:  " << text_of(r["trigger"]) << " by " << text_of(r["actor"])
+              << (r.value("dry_run", false) ? " (dry run)" : "") << "\n";
+    if (!r.value("request_reason", std::string()).empty()) {
+        std::cout << "  why:      " << text_of(r["request_reason"]) << "\n";
+    }
+    for (const char* set : {"labels", "params"}) {
+        const Json values = r.value(set, Json());
+        if (!values.is_object()) {
+            continue;
+        }
+        for (const auto& [k, v] : values.items()) {
+            std::cout << fmt::format("  {:<9} {}={}\n", std::string(set) + ":", text_of(Json(k)),
+                                     text_of(v));
+        }
+    }
     if (!r.value("cancelled_by", Json()).is_null()) {
         std::cout << "  cancelled by: " << text_of(r["cancelled_by"]) << "\n";
     }
@@ -245,11 +291,7 @@ int runs_show(const Options& o, const std::string& id) {
         }
         std::cout << fmt::format("  - {} (attempt {}): {}\n", text_of(a["step"]),
                                  text_of(a["attempt"]), how);
-        std::string argv;
-        for (const auto& arg : a["argv"]) {
-            argv += (argv.empty() ? "" : " ") + Json(arg).dump();
-        }
-        std::cout << "    argv: " << argv << "\n";
+        std::cout << "    argv: " << quoted_argv(a["argv"]) << "\n";
         if (!a.value("error", std::string()).empty()) {
             std::cout << "    error: " << text_of(a["error"]) << "\n";
         }
@@ -266,6 +308,203 @@ int runs_show(const Options& o, const std::string& id) {
                       << text_of(f["stored_bytes"]) << " bytes"
                       << (f.value("truncated", false) ? ", truncated at the cap" : "") << ")\n";
         }
+    }
+    if (r.contains("plan") && r["plan"].is_object()) {
+        print_plan(r["plan"]);
+    }
+}
+
+int runs_show(const Options& o, const std::string& id) {
+    int code = 0;
+    auto body = get_json(o, "/api/v1/runs/" + id, code);
+    if (!body) {
+        return code;
+    }
+    if (o.output == "json") {
+        std::cout << body->dump(2) << "\n";
+        return 0;
+    }
+    print_run(*body);
+    return 0;
+}
+
+struct RunRequest {
+    std::string runbook;
+    std::vector<std::string> labels, params;
+    std::string reason, actor, idempotency_key;
+    bool dry_run = false;
+    bool wait = false;
+};
+
+// "k=v" arguments of `flag` as a JSON object; nullopt (after saying why) when one has no '='.
+std::optional<Json> parse_pairs(const std::vector<std::string>& pairs, const char* flag) {
+    Json out = Json::object();
+    for (const auto& pair : pairs) {
+        const auto eq = pair.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            std::cerr << "runbookctl: " << flag << " \"" << text_of(Json(pair))
+                      << "\" is not NAME=VALUE\n";
+            return std::nullopt;
+        }
+        out[pair.substr(0, eq)] = pair.substr(eq + 1);
+    }
+    return out;
+}
+
+// An error answer: its message and the field at fault.
+void print_api_error(unsigned status, const Json& body, const std::string& raw) {
+    const Json error = body.is_object() ? body.value("error", Json::object()) : Json::object();
+    std::cerr << "runbookctl: runbookd answered " << status << ": "
+              << (error.contains("message") ? text_of(error["message"]) : raw);
+    if (error.contains("field")) {
+        std::cerr << " (field " << text_of(error["field"]) << ")";
+    }
+    std::cerr << "\n";
+}
+
+int exit_code_of(const std::string& state) {
+    if (state == "succeeded") {
+        return 0;
+    }
+    if (state == "cancelled") {
+        return kExitRunCancelled;
+    }
+    return state == "interrupted" ? kExitRunInterrupted : kExitRunFailed;
+}
+
+bool has_ended(const Json& run) {
+    const std::string state = run.value("state", std::string());
+    return state != "queued" && state != "running";
+}
+
+// POST /api/v1/runbooks/NAME/runs, then (with --wait) polls the run until it ends.
+int run_runbook(const Options& o, const RunRequest& r) {
+    const auto labels = parse_pairs(r.labels, "--label");
+    const auto params = parse_pairs(r.params, "--param");
+    if (!labels || !params) {
+        return kExitUsage;
+    }
+    Json body = {{"labels", *labels}, {"params", *params}, {"dry_run", r.dry_run}};
+    if (!r.reason.empty()) {
+        body["reason"] = r.reason;
+    }
+    if (!r.actor.empty()) {
+        body["actor"] = r.actor;
+    }
+    std::vector<std::pair<std::string, std::string>> headers = {
+        {"Content-Type", "application/json"}};
+    if (!r.idempotency_key.empty()) {
+        headers.emplace_back("Idempotency-Key", r.idempotency_key);
+    }
+    auto response = runbookd::http::send_request(
+        "POST", o.url + "/api/v1/runbooks/" + r.runbook + "/runs", body.dump(), headers);
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    Json run = Json::parse(response->body, nullptr, false);
+    if (response->status != 200 && response->status != 201) {
+        print_api_error(response->status, run, response->body);
+        return kExitFailure;
+    }
+    if (!run.is_object()) {
+        std::cerr << "runbookctl: runbookd answered with invalid JSON\n";
+        return kExitFailure;
+    }
+    for (const auto& w : run.value("warnings", Json::array())) {
+        std::cerr << "runbookctl: warning: " << text_of(w) << "\n";
+    }
+    if (response->status == 200) {
+        std::cerr << "runbookctl: the Idempotency-Key was used before for this request: run "
+                  << text_of(run["id"]) << " (no new run)\n";
+    }
+    const std::string id = text_of(run["id"]);
+    while (r.wait && !has_ended(run)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        int code = 0;
+        auto latest = get_json(o, "/api/v1/runs/" + id, code);
+        if (!latest) {
+            return code;
+        }
+        run = std::move(*latest);
+    }
+    if (o.output == "json") {
+        std::cout << run.dump(2) << "\n";
+    } else {
+        print_run(run);
+    }
+    if (!has_ended(run)) {
+        return 0;  // started; not waited for
+    }
+    return exit_code_of(run.value("state", std::string()));
+}
+
+// POST /api/v1/plan with the notification in `file`, or with `labels` and `status`.
+int plan(const Options& o, const std::string& file, const std::vector<std::string>& labels,
+         const std::string& status) {
+    if (file.empty() == labels.empty()) {
+        std::cerr << "runbookctl: plan takes a notification file or --label NAME=VALUE, not "
+                     "both\n";
+        return kExitUsage;
+    }
+    std::string body;
+    if (!file.empty()) {
+        std::ifstream in(file);
+        std::stringstream text;
+        text << in.rdbuf();
+        if (!in) {
+            std::cerr << "runbookctl: cannot read " << file << "\n";
+            return kExitUsage;
+        }
+        body = text.str();
+    } else {
+        const auto pairs = parse_pairs(labels, "--label");
+        if (!pairs) {
+            return kExitUsage;
+        }
+        body = Json{{"labels", *pairs}, {"status", status}}.dump();
+    }
+    auto response = runbookd::http::send_request("POST", o.url + "/api/v1/plan", body,
+                                                 {{"Content-Type", "application/json"}});
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    const Json answer = Json::parse(response->body, nullptr, false);
+    if (response->status != 200 || !answer.is_object()) {
+        print_api_error(response->status, answer, response->body);
+        return kExitFailure;
+    }
+    if (o.output == "json") {
+        std::cout << answer.dump(2) << "\n";
+        return 0;
+    }
+    for (const auto& a : answer.value("alerts", Json::array())) {
+        std::string labels_text;
+        for (const auto& [k, v] : a["labels"].items()) {
+            labels_text += (labels_text.empty() ? "" : " ") + text_of(Json(k)) + "=" + text_of(v);
+        }
+        std::cout << fmt::format("alert {} {}  {}\n  outcome: {}", text_of(a["fingerprint"]),
+                                 text_of(a["status"]), labels_text, text_of(a["outcome"]));
+        const std::string detail = a.value("detail", std::string());
+        std::cout << (detail.empty() ? "" : ": " + text_of(Json(detail))) << "\n";
+        for (const auto& r : a.value("runbooks", Json::array())) {
+            std::cout << fmt::format("  runbook {}: {}", text_of(r["runbook"]),
+                                     text_of(r["outcome"]));
+            if (!r.value("detail", std::string()).empty()) {
+                std::cout << " (" << text_of(r["detail"]) << ")";
+            }
+            if (!r["waits"].is_null()) {
+                std::cout << "; would wait: " << text_of(r["waits"]);
+            }
+            std::cout << "\n";
+            print_plan_steps(r.value("steps", Json::array()));
+        }
+    }
+    for (const auto& w : answer.value("warnings", Json::array())) {
+        std::cerr << "runbookctl: warning: " << text_of(w) << "\n";
     }
     return 0;
 }
@@ -521,10 +760,23 @@ int runbooks_list(const Options& o) {
         for (const auto& m : r["matchers"]) {
             matchers += (matchers.empty() ? "" : ", ") + m.get<std::string>();
         }
+        // host* is required; mode=graceful has a default.
+        std::string params;
+        for (const auto& p : r.value("params", Json::array())) {
+            std::string one = text_of(p["name"]);
+            if (p.value("required", false)) {
+                one += "*";
+            }
+            if (p.contains("default") && !p["default"].is_null()) {
+                one += "=" + text_of(p["default"]);
+            }
+            params += (params.empty() ? "" : ", ") + one;
+        }
         rows.push_back({text_of(r["name"]), std::to_string(r["steps"].size()),
-                        matchers.empty() ? "(manual only)" : matchers, text_of(r["source_file"])});
+                        matchers.empty() ? "(manual only)" : matchers,
+                        params.empty() ? "-" : params, text_of(r["source_file"])});
     }
-    print_table({"NAME", "STEPS", "MATCHERS", "FILE"}, rows);
+    print_table({"NAME", "STEPS", "MATCHERS", "PARAMS", "FILE"}, rows);
     return 0;
 }
 
@@ -711,6 +963,31 @@ int main(int argc, char** argv) {
     runbooks_cmd->require_subcommand(1);
     auto* runbooks_list_cmd = runbooks_cmd->add_subcommand("list", "list loaded runbooks");
 
+    RunRequest run_request;
+    auto* run_cmd = app.add_subcommand("run", "start a runbook by hand (or a dry run of it)");
+    run_cmd->add_option("runbook", run_request.runbook, "runbook name")->required();
+    run_cmd->add_option("--label", run_request.labels, "a label of the run, NAME=VALUE (repeat)");
+    run_cmd->add_option("--param", run_request.params, "a parameter, NAME=VALUE (repeat)");
+    run_cmd->add_option("--reason", run_request.reason, "why, recorded in the audit trail");
+    run_cmd->add_option("--actor", run_request.actor,
+                        "who runs it, recorded with the run (default: the caller's address)");
+    run_cmd->add_option("--idempotency-key", run_request.idempotency_key,
+                        "the same key and request start one run, however often sent");
+    run_cmd->add_flag("--dry-run", run_request.dry_run,
+                      "render every step and record the plan; run nothing");
+    run_cmd->add_flag("--wait", run_request.wait,
+                      "wait until the run ends; the exit code says how it ended");
+
+    std::string plan_file, plan_status = "firing";
+    std::vector<std::string> plan_labels;
+    auto* plan_cmd = app.add_subcommand(
+        "plan", "what a notification (or one alert's labels) would start; nothing is recorded");
+    plan_cmd->add_option("payload", plan_file, "an Alertmanager notification (JSON file)");
+    plan_cmd->add_option("--label", plan_labels, "a label of the alert, NAME=VALUE (repeat)");
+    plan_cmd->add_option("--status", plan_status, "firing or resolved (with --label)")
+        ->check(CLI::IsMember({"firing", "resolved"}))
+        ->capture_default_str();
+
     auto* reload_cmd = app.add_subcommand(
         "reload", "make runbookd reload its runbooks directory (kept as is on any error)");
 
@@ -759,6 +1036,12 @@ int main(int argc, char** argv) {
     }
     if (runbooks_list_cmd->parsed()) {
         return runbooks_list(o);
+    }
+    if (run_cmd->parsed()) {
+        return run_runbook(o, run_request);
+    }
+    if (plan_cmd->parsed()) {
+        return plan(o, plan_file, plan_labels, plan_status);
     }
     if (reload_cmd->parsed()) {
         return reload(o);

@@ -97,6 +97,8 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     void wait_because(const std::string& reason);
     // Ends a waiting run that was cancelled by the scheduler: nothing else happens to it.
     void forget() { finished_ = true; }
+    // Called once the run has ended and its end is recorded (a dry run's HTTP request waits).
+    void on_recorded(std::function<void(Status)> done) { recorded_ = std::move(done); }
 
     RunId id() const { return id_; }
     const Runbook& runbook() const { return *runbook_; }
@@ -137,6 +139,10 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     void on_ended(RunState state, const std::string& reason);
     void on_started();
     void try_start();
+    // A dry run: renders and describes every step, starts nothing, and ends the run with the
+    // plan recorded (docs/manual-runs.md).
+    void plan_dry_run();
+    AttemptContext context_for(std::size_t index, int attempt, const StepResults* steps) const;
     void advance(RunProgress progress);
     void start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id);
     void record_process_later(AttemptId attempt, int pid);
@@ -164,6 +170,8 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     std::unique_ptr<Attempt> attempt_;
     AttemptId attempt_id_ = 0;
     StepResults results_;  // the steps that have ended, for later steps (AttemptContext::steps)
+    LabelSet params_;      // the run's parameters: as recorded, or the runbook's defaults
+    std::function<void(Status)> recorded_;
     std::chrono::steady_clock::time_point attempt_started_;
     std::chrono::steady_clock::time_point run_started_;
     asio::steady_timer deadline_;
@@ -240,8 +248,14 @@ void RunExecution::begin() {
                            runbook_->name, runbook_->steps.size()));
         return;
     }
+    params_ = ctx_.params ? *ctx_.params : runbook_->default_params();
+    if (ctx_.dry_run) {
+        plan_dry_run();  // holds no slot or lock: it runs nothing
+        return;
+    }
     if (runbook_->lock) {
-        const TemplateScope scope{ctx_.alert ? &*ctx_.alert : nullptr, id_, runbook_->name};
+        TemplateScope scope{ctx_.alert ? &*ctx_.alert : nullptr, id_, runbook_->name};
+        scope.params = &params_;
         auto key = runbook_->lock->render(scope);
         if (!key) {
             finish(RunProgress{}, RunState::Failed,
@@ -654,18 +668,7 @@ void RunExecution::advance(RunProgress progress) {
                            s.kind));
         return;
     }
-    AttemptContext context;
-    context.run_id = id_;
-    context.runbook = runbook_.get();
-    context.step = &s;
-    context.step_index = static_cast<int>(step_index_);
-    context.attempt = attempt_number_;
-    context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
-    context.trigger = ctx_.trigger;
-    context.actor = ctx_.actor;
-    context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
-    context.steps = &results_;
-    auto prepared = executor->prepare(context);
+    auto prepared = executor->prepare(context_for(step_index_, attempt_number_, &results_));
 
     AttemptStart start;
     start.run_id = id_;
@@ -694,6 +697,46 @@ void RunExecution::advance(RunProgress progress) {
     auto attempt = std::make_shared<std::unique_ptr<Attempt>>(std::move(*prepared));
     persist(std::move(progress),
             [this, attempt](AttemptId id) { start_attempt(std::move(*attempt), id); });
+}
+
+AttemptContext RunExecution::context_for(std::size_t index, int attempt,
+                                         const StepResults* steps) const {
+    const StepSpec& s = runbook_->steps[index];
+    AttemptContext context;
+    context.run_id = id_;
+    context.runbook = runbook_.get();
+    context.step = &s;
+    context.step_index = static_cast<int>(index);
+    context.attempt = attempt;
+    context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
+    context.trigger = ctx_.trigger;
+    context.actor = ctx_.actor;
+    context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
+    context.steps = steps;
+    context.params = &params_;
+    context.dry_run = ctx_.dry_run;
+    return context;
+}
+
+// Each step is prepared by its executor exactly as a real attempt would be, and described; no
+// attempt is started (prepare() never starts a process or borrows a Python worker).
+void RunExecution::plan_dry_run() {
+    const StepResults none;
+    std::string failure;
+    nlohmann::json steps = sched_.describe_steps(*runbook_, context_for(0, 1, &none), failure);
+    const nlohmann::json plan = {{"labels", ctx_.alert ? ctx_.alert->labels : LabelSet{}},
+                                 {"params", params_},
+                                 {"steps", std::move(steps)}};
+    sched_.log_->info("dry run planned run={} runbook={} steps={}", id_, runbook_->name,
+                      runbook_->steps.size());
+    RunProgress progress;
+    progress.planned = sched_.redaction_.json_text(
+        plan.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    if (failure.empty()) {
+        finish(std::move(progress), RunState::Succeeded, "dry run: nothing executed");
+    } else {
+        finish(std::move(progress), RunState::Failed, "dry run: " + failure);
+    }
 }
 
 void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id) {
@@ -842,14 +885,21 @@ void RunExecution::on_ended(RunState state, const std::string& reason) {
     approval_timer_.cancel();
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - run_started_);
-    metrics::runbookd_metrics().run_finished(
-        ctx_.runbook, state,
-        admitted_
-            ? std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started_).count()
-            : 0.0);
+    if (!ctx_.dry_run) {
+        metrics::runbookd_metrics().run_finished(
+            ctx_.runbook, state,
+            admitted_
+                ? std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started_)
+                      .count()
+                : 0.0);
+    }
     sched_.log_->info("run finished run={} state={} duration_ms={} reason={}", id_,
                       run_state_name(state), elapsed.count(), log::quote(reason));
     sched_.on_run_finished(id_);
+    if (recorded_) {
+        auto done = std::move(recorded_);
+        done(Status{});
+    }
 }
 
 // Submits `progress` and continues with `then` once it is durable. While the store is
@@ -918,6 +968,10 @@ void RunExecution::retry_later(std::function<void()> again) {
 void RunExecution::abandon(const std::string& why) {
     sched_.log_->error("run abandoned run={} error={}", id_, log::quote(why));
     refuse_held(fmt::format("run {} was abandoned: {}", id_, why));
+    if (recorded_) {
+        auto done = std::move(recorded_);
+        done(make_error(ErrorCode::Internal, fmt::format("run {} abandoned: {}", id_, why)));
+    }
     finished_ = true;
     deadline_.cancel();
     if (attempt_) {
@@ -1556,6 +1610,14 @@ void Scheduler::cancel(RunId id, std::string actor, std::string reason,
     });
 }
 
+void Scheduler::dry_run(RunId id, std::function<void(Status)> done) {
+    asio::post(io_, [this, id, done = std::move(done)]() mutable {
+        auto execution = std::make_shared<RunExecution>(*this, id);
+        execution->on_recorded(std::move(done));
+        execution->begin();
+    });
+}
+
 void Scheduler::cancel_active(std::string reason) {
     asio::post(io_, [this, reason = std::move(reason)] {
         for (auto& [id, execution] : active_) {
@@ -1646,6 +1708,85 @@ std::shared_ptr<const Runbook> Scheduler::resolve_runbook(const std::string& nam
     auto runbook = loaded.runbooks.front();
     old_versions_.emplace(hash, runbook);
     return runbook;
+}
+
+// Each step is prepared by its executor exactly as a real attempt would be, and described; no
+// attempt is started (prepare() never starts a process or borrows a Python worker).
+nlohmann::json Scheduler::describe_steps(const Runbook& runbook, AttemptContext base,
+                                         std::string& failure) const {
+    nlohmann::json steps = nlohmann::json::array();
+    for (std::size_t i = 0; i < runbook.steps.size(); ++i) {
+        const StepSpec& s = runbook.steps[i];
+        AttemptContext context = base;
+        context.step = &s;
+        context.step_index = static_cast<int>(i);
+        context.attempt = 1;
+        context.timeout = s.timeout.value_or(options_.default_step_timeout);
+        nlohmann::json entry = {{"name", s.name},
+                                {"kind", s.kind},
+                                {"index", i},
+                                {"timeout", format_duration(context.timeout)},
+                                {"retries", s.retry.attempts},
+                                {"idempotent", s.idempotent}};
+        StepExecutor* executor = executor_for(s.kind);
+        auto prepared = executor != nullptr
+                            ? executor->prepare(context)
+                            : Result<std::unique_ptr<Attempt>>(make_error(
+                                  ErrorCode::Internal,
+                                  fmt::format("this runbookd cannot execute {} steps", s.kind)));
+        if (prepared) {
+            entry.update((*prepared)->describe());
+        } else {
+            entry["error"] = prepared.error().message;
+            if (failure.empty()) {
+                failure = fmt::format("step \"{}\" cannot be prepared: {}", s.name,
+                                      prepared.error().message);
+            }
+        }
+        steps.push_back(std::move(entry));
+    }
+    return steps;
+}
+
+void Scheduler::plan(std::vector<PlannedRun> runs, std::function<void(std::vector<RunPlan>)> done) {
+    asio::post(io_, [this, runs = std::move(runs), done = std::move(done)] {
+        const StepResults none;
+        std::vector<RunPlan> out;
+        for (const auto& run : runs) {
+            const Runbook& runbook = *run.runbook;
+            const LabelSet params = runbook.default_params();
+            AttemptContext base;
+            base.runbook = &runbook;
+            base.alert = &run.alert;
+            base.trigger = "alert";
+            base.actor = "alertmanager";
+            base.steps = &none;
+            base.params = &params;
+            base.dry_run = true;
+            RunPlan plan;
+            const nlohmann::json steps = describe_steps(runbook, base, plan.failure);
+            plan.steps = nlohmann::json::parse(
+                redaction_.json_text(
+                    steps.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)),
+                nullptr, false);
+            plan.failure = redaction_.text(plan.failure);
+            const auto running = running_per_runbook_.find(runbook.name);
+            if (runbook.concurrency && running != running_per_runbook_.end() &&
+                running->second >= *runbook.concurrency) {
+                plan.waits = fmt::format(
+                    "concurrency: runbook {} runs at most {} at once and {} "
+                    "running",
+                    runbook.name, *runbook.concurrency, running->second);
+            } else if (runbook.lock) {
+                auto key = runbook.lock->render(base.scope());
+                if (auto held = key ? locks_.find(*key) : locks_.end(); held != locks_.end()) {
+                    plan.waits = fmt::format("lock: \"{}\" is held by run {}", *key, held->second);
+                }
+            }
+            out.push_back(std::move(plan));
+        }
+        done(std::move(out));
+    });
 }
 
 StepExecutor* Scheduler::executor_for(std::string_view kind) const {

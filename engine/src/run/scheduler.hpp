@@ -65,6 +65,20 @@ struct AnswerOutcome {
     std::optional<ApprovalRecord> approval;
 };
 
+// One run a plan asks about (POST /api/v1/plan): a runbook an alert would start.
+struct PlannedRun {
+    std::shared_ptr<const Runbook> runbook;
+    Alert alert;
+};
+
+// What that run would do: every step rendered as in a dry run (secrets redacted), the first
+// step that could not be prepared, and why it would wait to start (concurrency, a lock held).
+struct RunPlan {
+    nlohmann::json steps;
+    std::string failure;  // empty: every step renders
+    std::string waits;    // empty: it would start at once
+};
+
 // What a cancel request did.
 struct CancelOutcome {
     RunState state = RunState::Cancelled;  // the run's state now
@@ -90,6 +104,14 @@ class Scheduler {
 
     // Queues committed runs for execution.
     void enqueue(std::vector<RunId> runs);
+
+    // Renders each of `runs` as a dry run would and says what would hold it back now, without
+    // recording or starting anything; `done` runs on the scheduler's thread. Any thread.
+    void plan(std::vector<PlannedRun> runs, std::function<void(std::vector<RunPlan>)> done);
+
+    // Plans a committed dry run at once, outside the queue and its limits (it runs nothing),
+    // and calls `done` on the scheduler's thread once its end is recorded. Any thread.
+    void dry_run(RunId id, std::function<void(Status)> done);
 
     // At start-up: stops what a previous process left running, then resumes each run it
     // interrupted or ends it (docs/runs.md, Restart), and queues the runs it left queued.
@@ -175,6 +197,10 @@ class Scheduler {
     std::shared_ptr<const Runbook> resolve_runbook(const std::string& name, const std::string& hash,
                                                    std::string& error);
     StepExecutor* executor_for(std::string_view kind) const;
+    // Prepares and describes every step of `runbook` with `base` (its step, index and timeout
+    // set per step), starting nothing; `failure` gets the first step that cannot be prepared.
+    nlohmann::json describe_steps(const Runbook& runbook, AttemptContext base,
+                                  std::string& failure) const;
     void check_drained();
     // Bookkeeping of runs waiting to start, for the metrics above. Scheduler thread.
     void note_queued(RunId id);

@@ -8,7 +8,9 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <re2/re2.h>
 
+#include <runbookd/argv_step.hpp>
 #include <runbookd/step_parser.hpp>
 
 #include "common/hash.hpp"
@@ -429,6 +431,109 @@ void parse_steps(const YAML::Node& node, ParseContext& ctx, const StepParsers& p
     }
 }
 
+bool valid_param_name(std::string_view name) {
+    static const re2::RE2 grammar("[A-Za-z_][A-Za-z0-9_-]{0,127}");
+    return re2::RE2::FullMatch(re2::StringPiece(name.data(), name.size()), grammar);
+}
+
+std::optional<ParamSpec> parse_param(const YAML::Node& key, const YAML::Node& node,
+                                     ParseContext& ctx) {
+    ParamSpec p;
+    p.name = key.Scalar();
+    p.location = ctx.location(key);
+    if (!valid_param_name(p.name)) {
+        ctx.error(key, fmt::format("parameter name \"{}\" is not valid: use letters, digits, "
+                                   "'-' and '_', starting with a letter or '_'",
+                                   p.name));
+        return std::nullopt;
+    }
+    if (node.IsNull()) {
+        return p;  // `name:` alone: an optional parameter without default
+    }
+    const std::string what = "params." + p.name;
+    if (!ctx.check_mapping(node, what,
+                           {"description", "required", "default", "pattern", "choices"})) {
+        return std::nullopt;
+    }
+    if (const auto d = find_key(node, "description"); d.IsDefined()) {
+        p.description = ctx.string(d, what + ".description").value_or("");
+    }
+    if (const auto r = find_key(node, "required"); r.IsDefined()) {
+        p.required = ctx.boolean(r, what + ".required").value_or(false);
+    }
+    if (const auto d = find_key(node, "default"); d.IsDefined()) {
+        p.default_value = ctx.string(d, what + ".default");
+    }
+    if (const auto pat = find_key(node, "pattern"); pat.IsDefined()) {
+        if (auto text = ctx.string(pat, what + ".pattern")) {
+            re2::RE2::Options options;
+            options.set_log_errors(false);
+            auto regex = std::make_shared<re2::RE2>(*text, options);
+            if (!regex->ok()) {
+                ctx.error(pat, fmt::format("{}.pattern: bad regular expression: {}", what,
+                                           regex->error()));
+                return std::nullopt;
+            }
+            p.pattern = std::move(*text);
+            p.regex = std::move(regex);
+        }
+    }
+    if (const auto c = find_key(node, "choices"); c.IsDefined()) {
+        if (!c.IsSequence() || c.size() == 0) {
+            ctx.error(c, fmt::format("{}.choices: expected a non-empty list of strings", what));
+            return std::nullopt;
+        }
+        for (const auto& item : c) {
+            if (auto choice = ctx.string(item, what + ".choices")) {
+                p.choices.push_back(std::move(*choice));
+            }
+        }
+    }
+    if (p.default_value) {
+        if (auto why = p.check(*p.default_value)) {
+            ctx.error(find_key(node, "default"),
+                      fmt::format("{}.default: \"{}\" {}", what, *p.default_value, *why));
+            return std::nullopt;
+        }
+    }
+    return p;
+}
+
+void parse_params(const YAML::Node& node, ParseContext& ctx, Runbook& runbook) {
+    if (!node.IsDefined()) {
+        return;
+    }
+    if (!node.IsMap()) {
+        ctx.error(node, "params: expected a mapping of parameter names to their declarations");
+        return;
+    }
+    std::map<std::string, std::string> env_names;  // RUNBOOK_PARAM_ suffix → parameter
+    std::set<std::string> seen;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+        const YAML::Node key = it->first;
+        if (!key.IsScalar()) {
+            ctx.error(key, "params: names must be strings");
+            continue;
+        }
+        if (!seen.insert(key.Scalar()).second) {
+            ctx.error(key, fmt::format("duplicate parameter \"{}\"", key.Scalar()));
+            continue;
+        }
+        auto param = parse_param(key, it->second, ctx);
+        if (!param) {
+            continue;
+        }
+        const auto [other, inserted] = env_names.emplace(env_name_part(param->name), param->name);
+        if (!inserted) {
+            ctx.error(key, fmt::format("parameters \"{}\" and \"{}\" both become "
+                                       "RUNBOOK_PARAM_{}",
+                                       other->second, param->name, other->first));
+            continue;
+        }
+        runbook.params.push_back(std::move(*param));
+    }
+}
+
 void parse_lock(const YAML::Node& node, ParseContext& ctx, Runbook& runbook) {
     if (!node.IsDefined()) {
         return;
@@ -496,10 +601,10 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
                                     node_kind(root)));
         return nullptr;
     }
-    ctx.check_mapping(
-        root, "runbook",
-        {"name", "description", "matchers", "on", "timeout", "concurrency", "lock", "dedup",
-         "cooldown", "max_runs", "once_until_resolved", "on_resolve", "on_interrupt", "steps"});
+    ctx.check_mapping(root, "runbook",
+                      {"name", "description", "matchers", "on", "timeout", "concurrency", "lock",
+                       "dedup", "cooldown", "max_runs", "once_until_resolved", "on_resolve",
+                       "on_interrupt", "params", "steps"});
     parse_name(root, ctx, "runbook", runbook->name);
     runbook->name_location = ctx.location(find_key(root, "name"));
     if (const auto d = find_key(root, "description"); d.IsDefined()) {
@@ -520,7 +625,20 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
             runbook->concurrency = static_cast<int>(*n);
         }
     }
+    parse_params(find_key(root, "params"), ctx, *runbook);
+    // Every declared name, also of declarations with errors: a reference to one of them is not
+    // an error of its own.
+    std::vector<std::string> declared;
+    if (const auto p = find_key(root, "params"); p.IsMap()) {
+        for (auto it = p.begin(); it != p.end(); ++it) {
+            if (it->first.IsScalar()) {
+                declared.push_back(it->first.Scalar());
+            }
+        }
+    }
+    ctx.set_declared_params(&declared);
     parse_lock(find_key(root, "lock"), ctx, *runbook);
+    ctx.set_declared_params(nullptr);
     parse_suppression(root, ctx, *runbook);
     if (const auto r = find_key(root, "on_resolve"); r.IsDefined()) {
         if (const auto c = ctx.choice(r, "on_resolve", {"finish", "cancel"})) {
@@ -537,7 +655,19 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
     if (!steps.IsDefined()) {
         ctx.error(root, "runbook needs steps");
     }
+    ctx.set_declared_params(&declared);
     parse_steps(steps, ctx, parsers, *runbook);
+    ctx.set_declared_params(nullptr);
+    if (!runbook->matchers.empty()) {
+        for (const auto& p : runbook->params) {
+            if (p.required && !p.default_value) {
+                ctx.warning(p.location,
+                            fmt::format("parameter {} is required and has no default, but alerts "
+                                        "start this runbook: their runs have no value for it",
+                                        p.name));
+            }
+        }
+    }
     return runbook;
 }
 
@@ -716,21 +846,28 @@ std::optional<Template> ParseContext::template_string(const YAML::Node& node,
         return std::nullopt;
     }
     bool references_ok = true;
-    for (const auto& ref : parsed->step_references()) {
-        const SourceLocation at = location_in(node, ref.offset);
-        if (earlier_steps_ == nullptr) {
-            error(at, fmt::format("{}: steps.{} cannot be used here: step outputs exist only "
-                                  "for the steps of a run",
-                                  what, ref.step));
-            references_ok = false;
-        } else if (std::find(earlier_steps_->begin(), earlier_steps_->end(), ref.step) ==
-                   earlier_steps_->end()) {
-            error(at, fmt::format("{}: steps.{} does not name an earlier step of this runbook "
-                                  "(a step can use the outputs of the steps before it)",
-                                  what, ref.step));
-            references_ok = false;
+    // Each `root.NAME` placeholder must name one of `known`; none may appear where `known` is
+    // null.
+    const auto check = [&](std::string_view root, const std::vector<std::string>* known,
+                           std::string_view elsewhere, std::string_view unknown) {
+        for (const auto& ref : parsed->references(root)) {
+            const bool found = known != nullptr &&
+                               std::find(known->begin(), known->end(), ref.name) != known->end();
+            if (!found) {
+                error(location_in(node, ref.offset),
+                      fmt::format("{}: {}.{} {}", what, root, ref.name,
+                                  known == nullptr ? elsewhere : unknown));
+                references_ok = false;
+            }
         }
-    }
+    };
+    check("steps", earlier_steps_,
+          "cannot be used here: step outputs exist only for the steps of a run",
+          "does not name an earlier step of this runbook (a step can use the outputs of the "
+          "steps before it)");
+    check("params", declared_params_,
+          "cannot be used here: parameters exist only for the steps and the lock of a run",
+          "is not a parameter of this runbook (declare it under params:)");
     if (!references_ok) {
         return std::nullopt;
     }

@@ -279,6 +279,16 @@ CREATE TABLE approvals (
          nullptr,
          {},
          true},
+        {11, "manual runs: labels, params, dry runs, reasons and idempotency keys", R"sql(
+ALTER TABLE runs ADD COLUMN labels TEXT;
+ALTER TABLE runs ADD COLUMN params TEXT;
+ALTER TABLE runs ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN request_reason TEXT;
+ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+ALTER TABLE runs ADD COLUMN request_sha256 TEXT;
+CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+)sql"},
     };
     return all;
 }

@@ -212,6 +212,7 @@ struct ProgressWrite {
     std::string approval_approvers, approval_requested_at, approval_deadline, approval_reason,
         approval_detail;
     std::string decided_at, decided_detail;
+    std::string planned_at;
 };
 
 void prepare_approval_request(const ApprovalRecord& a, ProgressWrite& w) {
@@ -275,6 +276,9 @@ ProgressWrite prepare_progress(RunProgress p) {
                                           {"actor", d.actor},
                                           {"comment", d.comment}});
     }
+    if (p.planned) {
+        w.planned_at = Timestamp::now().to_rfc3339_millis();
+    }
     if (p.finished) {
         w.finished_at = p.finished->at.to_rfc3339_millis();
         Json detail{{"state", run_state_name(p.finished->state)}, {"reason", p.finished->reason}};
@@ -284,6 +288,33 @@ ProgressWrite prepare_progress(RunProgress p) {
         w.finished_detail = dump_json(detail);
     }
     w.progress = std::move(p);
+    return w;
+}
+
+// A manual run with its text columns rendered, ready for the writer to bind.
+struct ManualRunWrite {
+    std::shared_ptr<const ManualRunRequest> request;
+    std::string at;
+    std::string labels;
+    std::string params;
+    std::string detail;  // of run.requested
+};
+
+ManualRunWrite prepare_manual_run(std::shared_ptr<const ManualRunRequest> request) {
+    ManualRunWrite w;
+    const ManualRunRequest& r = *request;
+    w.at = r.requested_at.to_rfc3339_millis();
+    w.labels = json_text::label_set(r.labels);
+    w.params = json_text::label_set(r.params);
+    Json detail{{"runbook", r.runbook}, {"runbook_hash", r.runbook_hash},
+                {"actor", r.actor},     {"reason", r.reason},
+                {"labels", r.labels},   {"params", r.params},
+                {"dry_run", r.dry_run}};
+    if (!r.idempotency_key.empty()) {
+        detail["idempotency_key"] = r.idempotency_key;
+    }
+    w.detail = dump_json(detail);
+    w.request = std::move(request);
     return w;
 }
 
@@ -351,6 +382,8 @@ struct WriterStatements {
         fail_open_attempts;
     Statement attempt_spawned;
     Statement request_approval, pause_run, decide_approval, unpause_run, cancel_open_approvals;
+    Statement insert_manual_run, find_idempotency_key;
+    Statement plan_savepoint, plan_rollback, plan_release;
 };
 
 // What the writer thread executes: `apply` inside the shared transaction, `finish` after the
@@ -390,6 +423,10 @@ class SqliteStore final : public Store {
     void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                          Completion<DeliveryReceipt> done) override;
     void record_progress(RunProgress progress, Completion<AttemptId> done) override;
+    void record_manual_run(std::shared_ptr<const ManualRunRequest> request,
+                           Completion<ManualRunReceipt> done) override;
+    void plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                       Completion<DeliveryReceipt> done) override;
 
     Result<RunContext> load_run(RunId run) override;
     Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override;
@@ -403,6 +440,24 @@ class SqliteStore final : public Store {
     class Reader;
 
     void submit(std::deque<PendingWrite>& queue, PendingWrite write);
+    // Submits `write` with the waiting deliveries (someone waits for the answer): `apply` fills
+    // a fresh result each time it runs, and `done` gets it once committed.
+    template <typename Write, typename T>
+    void submit_for(std::shared_ptr<Write> write, Status (SqliteStore::*apply)(const Write&, T&),
+                    Completion<T> done) {
+        auto result = std::make_shared<T>();
+        submit(deliveries_, PendingWrite{[this, write, result, apply] {
+                                             *result = T{};
+                                             return (this->*apply)(*write, *result);
+                                         },
+                                         [result, done = std::move(done)](Status s) {
+                                             if (!s) {
+                                                 done(s.error());
+                                                 return;
+                                             }
+                                             done(std::move(*result));
+                                         }});
+    }
     void take(std::deque<PendingWrite>& queue, std::vector<PendingWrite>& batch) const;
     void writer_loop();
     void commit_batch(std::vector<PendingWrite>& batch);
@@ -419,6 +474,8 @@ class SqliteStore final : public Store {
     Status apply_resolutions(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status check_resolved(const DeliveryWrite& write, std::size_t run, DeliveryReceipt& receipt);
     Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
+    Status apply_manual_run(const ManualRunWrite& write, ManualRunReceipt& receipt);
+    Status apply_plan(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
                        const std::string& detail, const std::vector<TransitionText>& transitions);
     Status update_one(Statement& stmt, std::string_view what);
@@ -606,6 +663,15 @@ Status SqliteStore::prepare_writer() {
         {&ws_.insert_run,
          "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
          "created_at) VALUES (?, ?, 'alert', ?, 'alertmanager', 'queued', '', ?)"},
+        {&ws_.plan_savepoint, "SAVEPOINT plan"},
+        {&ws_.plan_rollback, "ROLLBACK TO plan"},
+        {&ws_.plan_release, "RELEASE plan"},
+        {&ws_.insert_manual_run,
+         "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
+         "created_at, labels, params, dry_run, request_reason, idempotency_key, request_sha256) "
+         "VALUES (?, ?, 'manual', NULL, ?, 'queued', '', ?, ?, ?, ?, ?, ?, ?)"},
+        {&ws_.find_idempotency_key,
+         "SELECT id, coalesce(request_sha256, '') FROM runs WHERE idempotency_key = ?"},
         {&ws_.find_episode,
          "SELECT run_id, starts_at_ns, starts_at FROM episodes WHERE runbook = ? AND "
          "fingerprint = ? AND status = ? AND starts_at_ns >= ? ORDER BY starts_at_ns DESC "
@@ -1245,19 +1311,8 @@ void SqliteStore::record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                   Completion<DeliveryReceipt> done) {
     // Everything that does not need the database is turned into text here, on the caller's
     // thread, so that the single writer thread only binds and steps.
-    auto write = std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record)));
-    auto receipt = std::make_shared<DeliveryReceipt>();
-    submit(deliveries_, PendingWrite{[this, write, receipt] {
-                                         *receipt = DeliveryReceipt{};
-                                         return apply_delivery(*write, *receipt);
-                                     },
-                                     [receipt, done = std::move(done)](Status s) {
-                                         if (!s) {
-                                             done(s.error());
-                                             return;
-                                         }
-                                         done(std::move(*receipt));
-                                     }});
+    submit_for(std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record))),
+               &SqliteStore::apply_delivery, std::move(done));
 }
 
 Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& e,
@@ -1472,6 +1527,13 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
             return s;
         }
     }
+    if (p.planned) {
+        if (auto s = insert_event("run.planned", w.planned_at, std::nullopt, run, std::nullopt,
+                                  *p.planned);
+            !s) {
+            return s;
+        }
+    }
     if (p.finished) {
         if (auto s = cancel_open_approvals(run, w); !s) {
             return s;
@@ -1511,6 +1573,80 @@ void SqliteStore::record_event(std::string kind, std::string detail,
                                                            event->second);
                                    },
                                    std::move(done)});
+}
+
+// The key is looked up and the run inserted in the same transaction of the single writer, so
+// two requests with one key cannot both start a run.
+Status SqliteStore::apply_manual_run(const ManualRunWrite& w, ManualRunReceipt& receipt) {
+    const ManualRunRequest& r = *w.request;
+    const auto key =
+        r.idempotency_key.empty() ? std::nullopt : std::optional<std::string>(r.idempotency_key);
+    if (key) {
+        ws_.find_idempotency_key.bind(1, std::string_view(*key));
+        auto row = ws_.find_idempotency_key.step();
+        if (!row) {
+            ws_.find_idempotency_key.reset();
+            return row.error();
+        }
+        if (*row) {
+            receipt.run = ws_.find_idempotency_key.column_int(0);
+            receipt.outcome = ws_.find_idempotency_key.column_text(1) == r.request_sha256
+                                  ? ManualRunReceipt::Outcome::Replayed
+                                  : ManualRunReceipt::Outcome::KeyReused;
+            ws_.find_idempotency_key.reset();
+            return {};
+        }
+        ws_.find_idempotency_key.reset();
+    }
+    Status s = ws_.insert_manual_run.bind(1, std::string_view(r.runbook))
+                   .bind(2, std::string_view(r.runbook_hash))
+                   .bind(3, std::string_view(r.actor))
+                   .bind(4, std::string_view(w.at))
+                   .bind(5, std::string_view(w.labels))
+                   .bind(6, std::string_view(w.params))
+                   .bind(7, std::int64_t{r.dry_run ? 1 : 0})
+                   .bind(8, std::string_view(r.reason))
+                   .bind(9, key)
+                   .bind(10, std::string_view(r.request_sha256))
+                   .run();
+    if (!s) {
+        return s;
+    }
+    receipt.run = writer_db_.last_insert_id();
+    receipt.outcome = ManualRunReceipt::Outcome::Created;
+    return insert_event("run.requested", w.at, std::nullopt, receipt.run, std::nullopt, w.detail);
+}
+
+// The decisions of apply_delivery() for resolutions and runs, inside a savepoint that is always
+// rolled back: the batch commits nothing of it.
+Status SqliteStore::apply_plan(const DeliveryWrite& w, DeliveryReceipt& receipt) {
+    if (auto s = ws_.plan_savepoint.run(); !s) {
+        return s;
+    }
+    const audit::ChainHead before = head_;
+    Status s = apply_resolutions(w, receipt);
+    if (s) {
+        s = decide_runs(w, receipt);
+    }
+    const Status undone = ws_.plan_rollback.run();
+    (void)ws_.plan_release.run();
+    head_ = before;
+    if (!undone) {
+        return undone;
+    }
+    return s;
+}
+
+void SqliteStore::plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                                Completion<DeliveryReceipt> done) {
+    submit_for(std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record))),
+               &SqliteStore::apply_plan, std::move(done));
+}
+
+void SqliteStore::record_manual_run(std::shared_ptr<const ManualRunRequest> request,
+                                    Completion<ManualRunReceipt> done) {
+    submit_for(std::make_shared<ManualRunWrite>(prepare_manual_run(std::move(request))),
+               &SqliteStore::apply_manual_run, std::move(done));
 }
 
 void SqliteStore::record_progress(RunProgress progress, Completion<AttemptId> done) {
@@ -1612,7 +1748,16 @@ void SqliteStore::release_reader(Database db) {
 constexpr const char* kRunColumns =
     "r.id, r.runbook, r.runbook_hash, r.trigger, r.actor, r.state, r.reason, r.alert_id, "
     "coalesce(a.fingerprint, ''), coalesce(json_extract(a.labels, '$.alertname'), ''), "
-    "r.created_at, r.started_at, r.finished_at, coalesce(r.cancelled_by, '')";
+    "r.created_at, r.started_at, r.finished_at, coalesce(r.cancelled_by, ''), r.labels, "
+    "r.params, r.dry_run, coalesce(r.request_reason, ''), coalesce(r.idempotency_key, '')";
+constexpr int kRunColumnCount = 19;
+
+std::optional<LabelSet> optional_labels(const std::optional<std::string>& text) {
+    if (!text) {
+        return std::nullopt;
+    }
+    return labels_from_json(*text);
+}
 
 RunSummary read_run_summary(const Statement& s) {
     RunSummary r;
@@ -1630,6 +1775,11 @@ RunSummary read_run_summary(const Statement& s) {
     r.started_at = parse_stored_time(s.column_optional_text(11));
     r.finished_at = parse_stored_time(s.column_optional_text(12));
     r.cancelled_by = s.column_text(13);
+    r.labels = optional_labels(s.column_optional_text(14));
+    r.params = optional_labels(s.column_optional_text(15));
+    r.dry_run = s.column_int(16) != 0;
+    r.request_reason = s.column_text(17);
+    r.idempotency_key = s.column_text(18);
     return r;
 }
 
@@ -1658,7 +1808,8 @@ Result<RunContext> SqliteStore::load_run(RunId run) {
     }
     auto stmt = Statement::prepare(
         reader.db(), fmt::format("SELECT r.id, r.runbook, r.runbook_hash, r.state, r.trigger, "
-                                 "r.actor, {} FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
+                                 "r.actor, r.labels, r.params, r.dry_run, r.created_at, {} "
+                                 "FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
                                  "WHERE r.id = ?",
                                  kAlertColumns));
     if (!stmt) {
@@ -1679,7 +1830,17 @@ Result<RunContext> SqliteStore::load_run(RunId run) {
     ctx.state = parse_run_state(stmt->column_text(3)).value_or(RunState::Failed);
     ctx.trigger = stmt->column_text(4);
     ctx.actor = stmt->column_text(5);
-    ctx.alert = read_alert(*stmt, 6);
+    ctx.params = optional_labels(stmt->column_optional_text(7));
+    ctx.dry_run = stmt->column_int(8) != 0;
+    ctx.alert = read_alert(*stmt, 10);
+    if (!ctx.alert && ctx.trigger == "manual") {
+        // The run's labels stand for an alert (docs/manual-runs.md).
+        Alert alert;
+        alert.labels = optional_labels(stmt->column_optional_text(6)).value_or(LabelSet{});
+        alert.fingerprint = fingerprint_of(alert.labels);
+        alert.starts_at = parse_stored_time(stmt->column_text(9));
+        ctx.alert = std::move(alert);
+    }
     return ctx;
 }
 
@@ -1811,7 +1972,7 @@ Result<RunDetail> SqliteStore::get_run(RunId run) {
     }
     RunDetail detail;
     detail.run = read_run_summary(*stmt);
-    detail.alert = read_alert(*stmt, 14);
+    detail.alert = read_alert(*stmt, kRunColumnCount);
     Status status;
     detail.attempts = read_attempts(reader.db(), run, status);
     if (!status) {
@@ -1820,6 +1981,22 @@ Result<RunDetail> SqliteStore::get_run(RunId run) {
     detail.approvals = read_approvals(reader.db(), run, status);
     if (!status) {
         return status.error();
+    }
+    if (detail.run.dry_run) {
+        auto plan = Statement::prepare(reader.db(),
+                                       "SELECT detail FROM events WHERE run_id = ? AND "
+                                       "kind = 'run.planned' ORDER BY id DESC LIMIT 1");
+        if (!plan) {
+            return plan.error();
+        }
+        plan->bind(1, run);
+        auto found = plan->step();
+        if (!found) {
+            return found.error();
+        }
+        if (*found) {
+            detail.plan = plan->column_text(0);
+        }
     }
     return detail;
 }
