@@ -69,7 +69,7 @@ TEST_CASE(
     }
     SECTION("the environment wins over the file") {
         auto r = ctl(f.home, {"runs", "list"}, {"RUNBOOKD_TOKEN=hook-secret"});
-        CHECK(r.exit_code == 5);
+        CHECK(r.exit_code == 8);
         CHECK_THAT(r.output,
                    Catch::Contains("permission denied") && Catch::Contains("needs the read scope"));
     }
@@ -80,7 +80,7 @@ TEST_CASE(
     }
     SECTION("--config names another file") {
         auto r = ctl(f.home, {"--config", f.home.file("bad-token.yaml"), "runbooks", "list"});
-        CHECK(r.exit_code == 4);
+        CHECK(r.exit_code == 7);
         CHECK_THAT(r.output, Catch::Contains("refused the credentials") &&
                                  Catch::Contains("the token is not valid"));
     }
@@ -90,7 +90,7 @@ TEST_CASE(
         CHECK_THAT(r.output, Catch::Contains("none.yaml"));
         test::write_file(f.home.file("empty.yaml"), "url: " + url + "\n");
         auto r2 = ctl(f.home, {"--config", f.home.file("empty.yaml"), "runs", "list"});
-        CHECK(r2.exit_code == 4);
+        CHECK(r2.exit_code == 7);
         CHECK_THAT(r2.output, Catch::Contains("no token given"));
     }
 }
@@ -130,7 +130,7 @@ TEST_CASE("token create prints a secret once and an entry that runbookd accepts"
     auto listed = ctl(home, {"--url", d.url(), "--token", secret, "runs", "list"});
     auto reload = ctl(home, {"--url", d.url(), "--token", secret, "reload"});
     CHECK(listed.exit_code == 0);
-    CHECK(reload.exit_code == 5);
+    CHECK(reload.exit_code == 8);
 }
 
 TEST_CASE(
@@ -158,8 +158,8 @@ TEST_CASE(
                                 "--actor", "mallory", "--reason", "wrong host"});
     auto followed = ctl(home, {"--url", d.url(), "--token", "run-secret", "runs", "follow", "1"});
 
-    CHECK(no_token.exit_code == 4);
-    CHECK(follow_denied.exit_code == 5);
+    CHECK(no_token.exit_code == 7);
+    CHECK(follow_denied.exit_code == 8);
     INFO(cancelled.output);
     CHECK(cancelled.exit_code == 0);
     CHECK(followed.exit_code == 1);  // the run ended cancelled

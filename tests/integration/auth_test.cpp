@@ -401,3 +401,51 @@ TEST_CASE("a reload takes a new tokens file, and keeps the old one when it is in
                             "SELECT json_extract(detail, '$.actor') FROM events WHERE kind = "
                             "'runbooks.reloaded'") == "token:p-admin");
 }
+
+TEST_CASE("manual runs and approvals take the actor from the token and obey the allow-list",
+          "[auth][manual][approval]") {
+    constexpr const char* kGate = R"(name: gate
+matchers: ['alertname="Gate"']
+steps:
+  - name: restart
+    approval: {approvers: [p-approve]}
+    argv: [/bin/echo, restarted]
+)";
+    AuthDaemon d({{"echo.yaml", kEcho}, {"other.yaml", kOther}, {"gate.yaml", kGate}});
+    const auto& db = d.daemon->db();
+
+    const unsigned other = d.status("POST", "/api/v1/runbooks/other/runs", bearer("secret-limited"),
+                                    R"({"reason": "try"})");
+    const unsigned missing = d.status("POST", "/api/v1/runbooks/nope/runs",
+                                      bearer("secret-limited"), R"({"reason": "try"})");
+    auto echo = d.send("POST", "/api/v1/runbooks/echo/runs", bearer("secret-limited"),
+                       R"({"reason": "by hand"})");
+    const unsigned claimed = d.status("POST", "/api/v1/runbooks/echo/runs", bearer("secret-p-run"),
+                                      R"({"actor": "someone-else"})");
+
+    CHECK(other == 403);
+    CHECK(missing == 403);  // a limited principal learns nothing about other runbooks
+    REQUIRE(echo.ok());
+    INFO(echo->body);
+    CHECK(echo->status == 201);
+    CHECK(claimed == 400);
+    const auto echo_id = Json::parse(echo->body)["id"].get<std::int64_t>();
+    CHECK(test::query_value(db, fmt::format("SELECT actor FROM runs WHERE id = {}", echo_id)) ==
+          "token:limited");
+
+    REQUIRE(d.status("POST", "/api/v1/webhooks/alertmanager", bearer("secret-p-webhook"),
+                     test::firing_notification("Gate", "g")) == 200);
+    const std::string gate_run =
+        test::query_value(db, "SELECT id FROM runs WHERE runbook = 'gate'");
+    REQUIRE(test::wait_query_value(db, "SELECT state FROM runs WHERE id = " + gate_run,
+                                   "waiting_approval", 10s));
+    const std::string approve = "/api/v1/runs/" + gate_run + "/steps/restart/approve";
+
+    CHECK(d.status("POST", approve, bearer("secret-p-run")) == 403);    // no approve scope
+    CHECK(d.status("POST", approve, bearer("secret-p-admin")) == 403);  // not an approver
+    CHECK(d.status("POST", approve, bearer("secret-p-approve")) == 200);
+    CHECK(test::wait_query_value(db, "SELECT state FROM runs WHERE id = " + gate_run, "succeeded",
+                                 10s));
+    CHECK(test::query_value(db, "SELECT decided_by FROM approvals WHERE run_id = " + gate_run) ==
+          "token:p-approve");
+}

@@ -182,11 +182,12 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
          "name: disk\nstepz: []\nsteps:\n  - name: df\n    argv: [df]\n",
          {"disk.yaml:2:1: unknown key \"stepz\" in runbook (expected one of: name, description, "
           "matchers, on, timeout, concurrency, lock, dedup, cooldown, max_runs, "
-          "once_until_resolved, on_resolve, on_interrupt, steps)"}},
+          "once_until_resolved, on_resolve, on_interrupt, params, steps)"}},
         {"an unknown step key",
          "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    retry: 3\n",
          {"disk.yaml:5:5: unknown key \"retry\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, idempotent, argv, env, cwd, stop_signal, grace, limits, "
+          "timeout, retries, retry_on, idempotent, approval, argv, env, cwd, stop_signal, grace, "
+          "limits, "
           "user, group)"}},
         {"a budget that is not a mapping",
          "name: disk\nmax_runs: 3\nsteps:\n  - name: df\n    argv: [df]\n",
@@ -282,7 +283,8 @@ TEST_CASE("runbook load errors give file, line, column and what is wrong", "[run
          "name: disk\nsteps:\n  - name: df\n    argv: [df, '{{ alert.nope }}']\n",
          {"disk.yaml:4:16: argv: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
           "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
-          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY)"}},
+          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY, "
+          "params.NAME)"}},
         {"a reserved RUNBOOK_ variable",
          "name: disk\nsteps:\n  - name: df\n    argv: [df]\n    env:\n      RUNBOOK_ID: x\n",
          {"disk.yaml:6:7: env: \"RUNBOOK_ID\" is reserved: runbookd sets the RUNBOOK_* variables "
@@ -349,7 +351,7 @@ TEST_CASE("every error in a runbook file is reported in one load", "[runbook]") 
           std::vector<std::string>{
               "disk.yaml:3:1: unknown key \"colour\" in runbook (expected one of: name, "
               "description, matchers, on, timeout, concurrency, lock, dedup, cooldown, max_runs, "
-              "once_until_resolved, on_resolve, on_interrupt, steps)",
+              "once_until_resolved, on_resolve, on_interrupt, params, steps)",
               "disk.yaml:2:10: timeout: \"soon\" is not a positive duration (write e.g. 500ms, "
               "30s, 5m, 1h30m)",
               "disk.yaml:6:12: argv: the program (first element) cannot contain placeholders: "
@@ -666,7 +668,8 @@ TEST_CASE("process, shell and runbook key errors give file, line, column and wha
          minimal_runbook("disk") + "lock: 'x-{{ alert.nope }}'\n",
          {"disk.yaml:5:7: lock: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
           "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
-          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY)"}},
+          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY, "
+          "params.NAME)"}},
         {"a list for lock",
          minimal_runbook("disk") + "lock: [a, b]\n",
          {"disk.yaml:5:7: lock: expected a string, got a list"}},
@@ -760,17 +763,20 @@ TEST_CASE("process, shell and runbook key errors give file, line, column and wha
          shell_step + "    shell: echo \"$1\"\n    args: ['{{ alert.nope }}']\n",
          {"disk.yaml:5:12: args: unknown placeholder \"alert.nope\" (known: alert.labels.NAME, "
           "alert.annotations.NAME, alert.fingerprint, alert.status, alert.starts_at, "
-          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY)"}},
+          "alert.generator_url, run.id, run.runbook, steps.STEP.outputs.KEY, "
+          "params.NAME)"}},
         {"an unknown shell step key",
          shell_step + "    shell: date\n    argz: [x]\n",
          {"disk.yaml:5:5: unknown key \"argz\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, idempotent, shell, args, env, cwd, stop_signal, grace, "
+          "timeout, retries, retry_on, idempotent, approval, shell, args, env, cwd, stop_signal, "
+          "grace, "
           "limits, user, "
           "group)"}},
         {"args on an argv step",
          argv_step + "    args: [x]\n",
          {"disk.yaml:5:5: unknown key \"args\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, idempotent, argv, env, cwd, stop_signal, grace, limits, "
+          "timeout, retries, retry_on, idempotent, approval, argv, env, cwd, stop_signal, grace, "
+          "limits, "
           "user, "
           "group)"}},
         {"a step with both argv and shell",
@@ -950,7 +956,8 @@ TEST_CASE("python step errors give file, line, column and what is wrong", "[runb
         {"an unknown step key",
          head + "    python: {module: m, function: f}\n    modul: x\n",
          {"disk.yaml:5:5: unknown key \"modul\" in step (expected one of: name, description, "
-          "timeout, retries, retry_on, idempotent, python, grace, env, cwd, stop_signal, limits, "
+          "timeout, retries, retry_on, idempotent, approval, python, grace, env, cwd, stop_signal, "
+          "limits, "
           "user, group, args)"}},
     };
     for (const auto& c : cases) {

@@ -88,7 +88,7 @@ TEST_CASE("a placeholder naming an unknown path is rejected with the known paths
               "unknown placeholder \"" + path +
                   "\" (known: alert.labels.NAME, alert.annotations.NAME, alert.fingerprint, "
                   "alert.status, alert.starts_at, alert.generator_url, run.id, run.runbook, "
-                  "steps.STEP.outputs.KEY)");
+                  "steps.STEP.outputs.KEY, params.NAME)");
     }
 }
 

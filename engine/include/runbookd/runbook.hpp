@@ -64,6 +64,19 @@ struct RetryPolicy {
 // attempts before the 2nd. Pure; safe from any thread.
 Duration retry_delay(const RetryPolicy& policy, int next_attempt, double random01);
 
+// A step's `approval:` gate (docs/approvals.md): the run parks as waiting_approval before the
+// step starts and goes on only when someone in `approvers` (anyone when empty) approves it, or
+// `on_timeout` decides at the deadline.
+struct ApprovalSpec {
+    std::vector<std::string> approvers;
+    Duration timeout{30 * 60 * 1000};
+    bool approve_on_timeout = false;  // on_timeout: approve; default deny
+    std::string message;
+    SourceLocation location;
+
+    bool allows(std::string_view actor) const;
+};
+
 struct StepSpec {
     std::string name;  // unique within its runbook
     std::string kind;  // the key that selected the kind: "argv", "shell"
@@ -73,7 +86,23 @@ struct StepSpec {
     RetryPolicy retry;
     // Safe to run again after a crash interrupted it (docs/runs.md, Restart).
     bool idempotent = false;
+    std::optional<ApprovalSpec> approval;
     std::shared_ptr<const StepConfig> config;
+};
+
+// One declared parameter of a runbook (`params:`, docs/manual-runs.md). Values are strings.
+struct ParamSpec {
+    std::string name;
+    std::string description;
+    bool required = false;
+    std::optional<std::string> default_value;
+    std::string pattern;                    // RE2 source, matched against the whole value
+    std::shared_ptr<const re2::RE2> regex;  // compiled `pattern`; null without one
+    std::vector<std::string> choices;       // empty: any value
+    SourceLocation location;
+
+    // Why `value` is not acceptable ("does not match ..."), or nothing when it is.
+    std::optional<std::string> check(std::string_view value) const;
 };
 
 // A loaded, validated runbook. Immutable once loaded and shared by every run that uses it.
@@ -112,6 +141,14 @@ struct Runbook {
     enum class OnInterrupt { Steps, Resume, Fail };
     OnInterrupt on_interrupt = OnInterrupt::Steps;
     std::vector<StepSpec> steps;
+    std::vector<ParamSpec> params;  // in declaration order
+
+    // The parameters of a run given `given`: each checked and the defaults of the others
+    // added. Fails with InvalidArgument and `where` = "params.NAME" for an undeclared name, a
+    // value its pattern or choices refuse, or a required parameter neither given nor defaulted.
+    Result<LabelSet> resolve_params(const LabelSet& given) const;
+    // What an alert run gets: the declared defaults.
+    LabelSet default_params() const;
 
     // True when the alert's labels match and its status is one this runbook acts on.
     bool matches_labels(const LabelSet& labels) const;

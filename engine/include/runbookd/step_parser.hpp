@@ -69,6 +69,10 @@ class ParseContext {
     // a `{{ steps.STEP.outputs.KEY }}` placeholder may name. Null outside steps (lock, dedup),
     // where such placeholders are refused.
     void set_earlier_steps(const std::vector<std::string>* names) { earlier_steps_ = names; }
+    // While the steps and the lock are parsed: the runbook's declared parameters, the only ones
+    // a `{{ params.NAME }}` placeholder may name. Null elsewhere (dedup), where such
+    // placeholders are refused.
+    void set_declared_params(const std::vector<std::string>* names) { declared_params_ = names; }
 
     const std::string& file() const { return file_; }
     std::vector<Diagnostic>& diagnostics() { return diagnostics_; }
@@ -80,6 +84,7 @@ class ParseContext {
     std::string_view text_;
     const std::set<std::string>* secret_names_ = nullptr;
     const std::vector<std::string>* earlier_steps_ = nullptr;
+    const std::vector<std::string>* declared_params_ = nullptr;
     std::vector<Diagnostic> diagnostics_;
     std::vector<Diagnostic> warnings_;
 };

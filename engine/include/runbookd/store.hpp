@@ -18,13 +18,20 @@ using RunId = std::int64_t;
 using AttemptId = std::int64_t;
 
 // Interrupted: runbookd stopped (crashed) while a step whose effect cannot be known ran; the
-// run waits for a human (docs/runs.md, Restart).
-enum class RunState { Queued, Running, Succeeded, Failed, Cancelled, Interrupted };
+// run waits for a human (docs/runs.md, Restart). WaitingApproval: parked before a step with an
+// `approval:` gate until it is answered (docs/approvals.md).
+enum class RunState { Queued, Running, Succeeded, Failed, Cancelled, Interrupted, WaitingApproval };
 const char* run_state_name(RunState state);
 std::optional<RunState> parse_run_state(std::string_view name);
 inline bool is_terminal(RunState s) {
-    return s != RunState::Queued && s != RunState::Running;
+    return s != RunState::Queued && s != RunState::Running && s != RunState::WaitingApproval;
 }
+
+// The state of one approval (docs/approvals.md). Cancelled: the run ended otherwise while it
+// was pending.
+enum class ApprovalState { Pending, Approved, Denied, TimedOut, Cancelled };
+const char* approval_state_name(ApprovalState state);
+std::optional<ApprovalState> parse_approval_state(std::string_view name);
 
 // Why an alert of a delivery started no run (or that it did).
 //   Duplicate: each runbook it matched has already run for this episode, or for a later one.
@@ -116,7 +123,35 @@ struct RunContext {
     RunState state = RunState::Queued;
     std::string trigger;
     std::string actor;  // who started it: "alertmanager" for alert runs
+    // Alert runs: the alert. Manual runs: an alert made of the request's labels
+    // (docs/manual-runs.md), so that label templates and RUNBOOK_LABEL_* work alike.
     std::optional<Alert> alert;
+    std::optional<LabelSet> params;  // manual runs: as recorded; empty: the runbook's defaults
+    bool dry_run = false;
+};
+
+// A run requested by hand (POST /api/v1/runbooks/{name}/runs), validated and ready to record:
+// the run and its run.requested event are one transaction.
+struct ManualRunRequest {
+    std::string runbook;
+    std::string runbook_hash;
+    std::string actor;
+    std::string reason;
+    LabelSet labels;
+    LabelSet params;  // defaults applied
+    bool dry_run = false;
+    std::string idempotency_key;  // empty: none
+    std::string request_sha256;   // of the request as given, to tell a replay from a reuse
+    Timestamp requested_at;
+};
+
+struct ManualRunReceipt {
+    // Created: a new run. Replayed: the key was used before for the same request; `run` is
+    // that run and nothing was written. KeyReused: the key was used for another request
+    // (`run`); nothing was written.
+    enum class Outcome { Created, Replayed, KeyReused };
+    Outcome outcome = Outcome::Created;
+    RunId run = 0;
 };
 
 // One step attempt as it starts: what will run.
@@ -174,6 +209,22 @@ struct AttemptEnd {
     std::string outputs;
 };
 
+// One approval of a gated step, as recorded in the approvals table.
+struct ApprovalRecord {
+    RunId run_id = 0;
+    std::string step;
+    int step_index = 0;
+    std::vector<std::string> approvers;
+    std::string message;
+    bool approve_on_timeout = false;
+    ApprovalState state = ApprovalState::Pending;
+    Timestamp requested_at;
+    Timestamp deadline;
+    std::string decided_by;
+    std::optional<Timestamp> decided_at;
+    std::string comment;
+};
+
 // One step of a run's progress, written as one transaction so that a run costs one commit per
 // step plus one: the parts present apply in this order.
 //   cancel_requested: a running run is being cancelled (who, why)
@@ -183,7 +234,12 @@ struct AttemptEnd {
 //   ended:     the attempt in flight ended
 //   next:      the next attempt starts (its id comes back in the completion)
 //   next_end:  ...and ended before starting anything (e.g. a missing label)
-//   finished:  the run ends; any attempt still running is closed with the same reason
+//   approval_requested: running → waiting_approval, with a pending approvals row
+//   approval_decided:   the pending approval is answered (or timed out); unless the run also
+//                       finishes in this write, waiting_approval → running
+//   planned:   a dry run's plan
+//   finished:  the run ends; any attempt still running is closed with the same reason, any
+//              approval still pending becomes cancelled
 // Every part checks the state it expects (a run must be queued to start, an attempt running to
 // end); a mismatch fails the whole write with InvalidArgument.
 struct RunProgress {
@@ -207,8 +263,20 @@ struct RunProgress {
         std::string reason;
     };
 
+    // The answer to a pending approval (approved, denied or timed_out).
+    struct Decision {
+        int step_index = 0;
+        std::string step;
+        ApprovalState state = ApprovalState::Approved;
+        std::string actor;
+        std::string comment;
+        Timestamp at;
+    };
+
     RunId run = 0;
     std::optional<CancelRequest> cancel_requested;
+    std::optional<ApprovalRecord> approval_requested;
+    std::optional<Decision> approval_decided;
     std::optional<Spawned> spawned;  // the attempt in flight now has a process
     std::optional<std::string> waiting;
     std::optional<Timestamp> started;
@@ -216,6 +284,8 @@ struct RunProgress {
     std::optional<std::pair<AttemptId, AttemptEnd>> ended;
     std::optional<AttemptStart> next;
     std::optional<AttemptEnd> next_end;
+    // A dry run's plan (a JSON object as text), recorded as event run.planned before `finished`.
+    std::optional<std::string> planned;
     std::optional<Finish> finished;
 };
 
@@ -241,12 +311,20 @@ struct RunSummary {
     Timestamp created_at;
     std::optional<Timestamp> started_at;
     std::optional<Timestamp> finished_at;
+    // Manual runs (NULL columns for alert runs).
+    std::optional<LabelSet> labels;
+    std::optional<LabelSet> params;
+    bool dry_run = false;
+    std::string request_reason;
+    std::string idempotency_key;
 };
 
 struct RunDetail {
     RunSummary run;
     std::optional<Alert> alert;
     std::vector<AttemptRecord> attempts;
+    std::vector<ApprovalRecord> approvals;  // by step
+    std::string plan;  // a dry run's plan (event run.planned), a JSON object as text; or empty
 };
 
 struct RunFilter {
@@ -281,6 +359,15 @@ class Store {
 
     virtual void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                  Completion<DeliveryReceipt> done) = 0;
+    // What record_delivery would decide for `record` (which run requests start, which are
+    // duplicates, held by cooldown or budget), without recording anything: the decisions are
+    // made in the writer's transaction and rolled back (POST /api/v1/plan).
+    virtual void plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                               Completion<DeliveryReceipt> done) = 0;
+    // Records a manual run and its run.requested event in one transaction, or finds the run an
+    // earlier request with the same idempotency key started (see ManualRunReceipt).
+    virtual void record_manual_run(std::shared_ptr<const ManualRunRequest> request,
+                                   Completion<ManualRunReceipt> done) = 0;
     // Records one step of a run's progress in one transaction (see RunProgress). Completes
     // with the id of `progress.next`, or 0 when it has none.
     virtual void record_progress(RunProgress progress, Completion<AttemptId> done) = 0;
@@ -288,6 +375,8 @@ class Store {
     virtual Result<RunContext> load_run(RunId run) = 0;
     virtual Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) = 0;
     virtual Result<RunDetail> get_run(RunId run) = 0;
+    // The approvals of one run, by step index.
+    virtual Result<std::vector<ApprovalRecord>> approvals_of(RunId run) = 0;
     // Runs in the given state, oldest first (start-up recovery).
     virtual Result<std::vector<RunId>> runs_in_state(RunState state) = 0;
 

@@ -29,13 +29,16 @@ struct TemplateScope {
     std::int64_t run_id = 0;
     std::string_view runbook;
     const StepResults* steps = nullptr;  // null outside steps (lock, dedup) or before any ended
+    const LabelSet* params = nullptr;    // the run's parameters; null: none
+    // A dry run: step outputs do not exist, and render as "<output KEY of step STEP>".
+    bool dry_run = false;
 };
 
 // A string with `{{ ... }}` placeholders, parsed once when the runbook loads and rendered for
 // each attempt. A placeholder is a path (`alert.labels.NAME`, `alert.annotations.NAME`,
 // `alert.fingerprint`, `alert.status`, `alert.starts_at`, `alert.generator_url`, `run.id`,
-// `run.runbook`, `steps.STEP.outputs.KEY`) or a string literal (`"{{"`), optionally followed
-// by `| default "text"`.
+// `run.runbook`, `steps.STEP.outputs.KEY`, `params.NAME`) or a string literal (`"{{"`), optionally
+// followed by `| default "text"`.
 //
 // `steps.STEP.outputs.KEY` is an output an earlier step of the run set: a JSON string renders
 // as its text, any other JSON value as compact JSON (`true`, `3`, `{"a":1}`). A step that has
@@ -56,13 +59,13 @@ class Template {
     const std::string& source() const { return source_; }
     bool has_placeholders() const;
 
-    // A `steps.STEP...` placeholder: the step it names, and the offset of the placeholder's
-    // path in source().
-    struct StepReference {
-        std::string step;
+    // A placeholder under `root` ("steps" or "params"): the step or parameter it names, and the
+    // offset of the placeholder's path in source().
+    struct Reference {
+        std::string name;
         std::size_t offset = 0;
     };
-    std::vector<StepReference> step_references() const;
+    std::vector<Reference> references(std::string_view root) const;
 
   private:
     struct Part {

@@ -28,20 +28,26 @@ Json labels_json(const LabelSet& labels) {
 }
 
 Json run_json(const RunSummary& r) {
-    Json out = {{"id", r.id},
-                {"runbook", r.runbook},
-                {"runbook_hash", r.runbook_hash},
-                {"trigger", r.trigger},
-                {"actor", r.actor},
-                {"state", run_state_name(r.state)},
-                {"reason", r.reason},
-                {"cancelled_by", r.cancelled_by.empty() ? Json(nullptr) : Json(r.cancelled_by)},
-                {"alert_id", r.alert_id ? Json(*r.alert_id) : Json(nullptr)},
-                {"fingerprint", r.fingerprint},
-                {"alertname", r.alertname},
-                {"created_at", r.created_at.to_rfc3339_millis()},
-                {"started_at", optional_time(r.started_at)},
-                {"finished_at", optional_time(r.finished_at)}};
+    Json out = {
+        {"id", r.id},
+        {"runbook", r.runbook},
+        {"runbook_hash", r.runbook_hash},
+        {"trigger", r.trigger},
+        {"actor", r.actor},
+        {"state", run_state_name(r.state)},
+        {"reason", r.reason},
+        {"cancelled_by", r.cancelled_by.empty() ? Json(nullptr) : Json(r.cancelled_by)},
+        {"alert_id", r.alert_id ? Json(*r.alert_id) : Json(nullptr)},
+        {"fingerprint", r.fingerprint},
+        {"alertname", r.alertname},
+        {"created_at", r.created_at.to_rfc3339_millis()},
+        {"started_at", optional_time(r.started_at)},
+        {"finished_at", optional_time(r.finished_at)},
+        {"labels", r.labels ? labels_json(*r.labels) : Json(nullptr)},
+        {"params", r.params ? labels_json(*r.params) : Json(nullptr)},
+        {"dry_run", r.dry_run},
+        {"request_reason", r.request_reason},
+        {"idempotency_key", r.idempotency_key.empty() ? Json(nullptr) : Json(r.idempotency_key)}};
     if (r.started_at && r.finished_at) {
         out["duration_ms"] = r.finished_at->millis_since(*r.started_at);
     }
@@ -100,6 +106,19 @@ Json attempt_json(const AttemptRecord& a) {
     return out;
 }
 
+Json params_json(const Runbook& r) {
+    Json out = Json::array();
+    for (const auto& p : r.params) {
+        out.push_back({{"name", p.name},
+                       {"description", p.description},
+                       {"required", p.required},
+                       {"default", p.default_value ? Json(*p.default_value) : Json(nullptr)},
+                       {"pattern", p.pattern.empty() ? Json(nullptr) : Json(p.pattern)},
+                       {"choices", p.choices}});
+    }
+    return out;
+}
+
 Json runbook_json(const Runbook& r) {
     Json matchers = Json::array();
     for (const auto& m : r.matchers) {
@@ -123,7 +142,22 @@ Json runbook_json(const Runbook& r) {
             {"matchers", matchers},
             {"on", on},
             {"timeout", r.timeout ? Json(format_duration(*r.timeout)) : Json(nullptr)},
+            {"params", params_json(r)},
             {"steps", steps}};
+}
+
+Json approval_json(const ApprovalRecord& a) {
+    return {{"step", a.step},
+            {"step_index", a.step_index},
+            {"state", approval_state_name(a.state)},
+            {"approvers", a.approvers},
+            {"message", a.message},
+            {"on_timeout", a.approve_on_timeout ? "approve" : "deny"},
+            {"requested_at", a.requested_at.to_rfc3339_millis()},
+            {"deadline", a.deadline.to_rfc3339_millis()},
+            {"decided_by", a.decided_by.empty() ? Json(nullptr) : Json(a.decided_by)},
+            {"decided_at", optional_time(a.decided_at)},
+            {"comment", a.comment.empty() ? Json(nullptr) : Json(a.comment)}};
 }
 
 std::optional<std::int64_t> parse_id(std::string_view text) {
@@ -152,8 +186,8 @@ void list_runs(const ApiContext& ctx, const http::Request& req, const http::Resp
         if (!filter.state) {
             respond(http::json_error(400, "invalid_argument",
                                      fmt::format("unknown run state \"{}\" (expected queued, "
-                                                 "running, succeeded, failed, cancelled or "
-                                                 "interrupted)",
+                                                 "running, waiting_approval, succeeded, failed, "
+                                                 "cancelled or interrupted)",
                                                  state),
                                      "state"));
             return;
@@ -214,21 +248,62 @@ void show_run(const ApiContext& ctx, const http::Request& req, const http::Respo
         respond(http::error_response(detail.error()));
         return;
     }
-    Json out = run_json(detail->run);
-    out["alert"] = detail->alert ? alert_json(*detail->alert) : Json(nullptr);
-    Json attempts = Json::array();
-    for (const auto& a : detail->attempts) {
-        attempts.push_back(attempt_json(a));
+    respond(http::json_response(200, run_detail_json(*detail)));
+}
+
+// The optional JSON body {"actor": "...", "<text_field>": "..."} of cancel, approve and deny:
+// fills `actor` and `text`, or answers the error and returns false. `what` names the request.
+bool read_actor_body(const http::Request& req, const http::Responder& respond,
+                     std::string_view what, const char* text_field, std::string& actor,
+                     std::string& text) {
+    if (req.body.empty()) {
+        return true;
     }
-    out["attempts"] = attempts;
-    respond(http::json_response(200, out));
+    if (!is_json_media_type(req.header("content-type"))) {
+        respond(
+            http::json_error(415, "unsupported_media_type",
+                             fmt::format("send the {} request's body as application/json", what)));
+        return false;
+    }
+    const Json body = Json::parse(req.body, nullptr, false);
+    if (!body.is_object()) {
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("the body must be a JSON object such as {{\"actor\": "
+                                             "\"alice\", \"{}\": \"...\"}}",
+                                             text_field)));
+        return false;
+    }
+    // A misspelt key would silently lose who asked: refuse what is not known.
+    for (const auto& [key, value] : body.items()) {
+        if (key != "actor" && key != text_field) {
+            respond(http::json_error(
+                400, "invalid_argument",
+                fmt::format("unknown field \"{}\" (expected actor and {})", key, text_field), key));
+            return false;
+        }
+    }
+    for (const auto& [key, field] : {std::pair{"actor", &actor}, {text_field, &text}}) {
+        if (!body.contains(key)) {
+            continue;
+        }
+        const auto& v = body.at(key);
+        if (!v.is_string() || v.get_ref<const std::string&>().size() > 1000 ||
+            !json_text::valid_utf8(v.get_ref<const std::string&>())) {
+            respond(http::json_error(400, "invalid_argument",
+                                     fmt::format("{} must be a string of at most 1000 bytes", key),
+                                     key));
+            return false;
+        }
+        *field = v.get<std::string>();
+    }
+    return !refuse_claimed_actor(req, actor, respond);
 }
 
 // For run and approve requests about an existing run: 403 when the caller's runbooks allow-list
 // does not hold the run's runbook, the lookup's error when the run cannot be read, else nullopt.
 std::optional<http::Response> check_run_allowed(const ApiContext& ctx, const http::Request& req,
                                                 auth::Scope scope, std::int64_t id) {
-    if (!req.principal || !req.principal->limited()) {
+    if (!req.principal || !req.principal->limited() || ctx.auth == nullptr) {
         return std::nullopt;
     }
     auto detail = ctx.store->get_run(id);
@@ -250,59 +325,11 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
     }
     std::string actor;
     std::string reason;
-    if (!req.body.empty()) {
-        if (!is_json_media_type(req.header("content-type"))) {
-            respond(http::json_error(415, "unsupported_media_type",
-                                     "send the cancel request's body as application/json"));
-            return;
-        }
-        const Json body = Json::parse(req.body, nullptr, false);
-        if (!body.is_object()) {
-            respond(http::json_error(400, "invalid_argument",
-                                     "the body must be a JSON object such as {\"actor\": "
-                                     "\"alice\", \"reason\": \"wrong host\"}"));
-            return;
-        }
-        // A misspelt key would silently lose who cancelled: refuse what is not known.
-        for (const auto& [key, value] : body.items()) {
-            if (key != "actor" && key != "reason") {
-                respond(http::json_error(400, "invalid_argument",
-                                         fmt::format("unknown field \"{}\" (expected actor and "
-                                                     "reason)",
-                                                     key),
-                                         key));
-                return;
-            }
-        }
-        for (const auto& [key, field] : {std::pair{"actor", &actor}, {"reason", &reason}}) {
-            if (!body.contains(key)) {
-                continue;
-            }
-            const auto& v = body.at(key);
-            if (!v.is_string() || v.get_ref<const std::string&>().size() > 1000 ||
-                !json_text::valid_utf8(v.get_ref<const std::string&>())) {
-                respond(http::json_error(
-                    400, "invalid_argument",
-                    fmt::format("{} must be a string of at most 1000 bytes", key), key));
-                return;
-            }
-            *field = v.get<std::string>();
-        }
-    }
-    if (!actor.empty() && req.principal) {
-        // With credentials the record says who they belong to; a caller cannot name another.
-        respond(http::json_error(400, "invalid_argument",
-                                 fmt::format("actor comes from the credentials ({}); leave it "
-                                             "out",
-                                             auth::actor(req)),
-                                 "actor"));
+    if (!read_actor_body(req, respond, "cancel", "reason", actor, reason)) {
         return;
     }
-    if (actor.empty()) {
-        actor = auth::actor(req);
-    }
     ctx.scheduler->cancel(
-        *id, std::move(actor), std::move(reason),
+        *id, request_actor(req, std::move(actor)), std::move(reason),
         [id = *id, respond = std::move(respond)](Result<run::CancelOutcome> r) {
             if (!r) {
                 respond(http::error_response(r.error()));
@@ -314,6 +341,69 @@ void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder
         });
 }
 
+// The status and error code of an answer that was not taken (docs/approvals.md, Failures).
+std::pair<unsigned, const char*> refusal_status(run::AnswerOutcome::Refusal why) {
+    using Refusal = run::AnswerOutcome::Refusal;
+    switch (why) {
+        case Refusal::NotFound:
+            return {404, "not_found"};
+        case Refusal::NoApproval:
+            return {409, "no_approval"};
+        case Refusal::RunEnded:
+            return {409, "run_ended"};
+        case Refusal::AlreadyDecided:
+            return {409, "already_decided"};
+        case Refusal::NotWaiting:
+            return {409, "not_waiting"};
+        case Refusal::NotApprover:
+            return {403, "not_an_approver"};
+        case Refusal::Unavailable:
+            return {503, "store_unavailable"};
+    }
+    return {500, "internal"};
+}
+
+// POST /api/v1/runs/{id}/steps/{step}/approve and .../deny with an optional JSON body
+// {"actor": "...", "comment": "..."}.
+void answer_approval(const ApiContext& ctx, const http::Request& req, http::Responder respond,
+                     bool approve) {
+    const auto id = parse_id(req.params.at("id"));
+    if (!id) {
+        respond(http::json_error(400, "invalid_argument",
+                                 fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+        return;
+    }
+    if (auto refusal = check_run_allowed(ctx, req, auth::Scope::Approve, *id)) {
+        respond(std::move(*refusal));
+        return;
+    }
+    run::ApprovalAnswer answer;
+    answer.step = req.params.at("step");
+    answer.approve = approve;
+    if (!read_actor_body(req, respond, approve ? "approve" : "deny", "comment", answer.actor,
+                         answer.comment)) {
+        return;
+    }
+    answer.actor = request_actor(req, std::move(answer.actor));
+    ctx.scheduler->answer(
+        *id, std::move(answer), [id = *id, respond = std::move(respond)](run::AnswerOutcome out) {
+            if (out.refused) {
+                const auto [status, code] = refusal_status(*out.refused);
+                http::Response response = http::json_error(status, code, out.message);
+                if (out.approval) {
+                    Json body = Json::parse(response.body, nullptr, false);
+                    body["approval"] = approval_json(*out.approval);
+                    response = http::json_response(status, body);
+                }
+                respond(std::move(response));
+                return;
+            }
+            Json body = {{"id", id}};
+            body["approval"] = out.approval ? approval_json(*out.approval) : Json(nullptr);
+            respond(http::json_response(200, body));
+        });
+}
+
 void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Responder respond) {
     using metrics::NotificationOutcome;
     auto& m = metrics::runbookd_metrics();
@@ -321,11 +411,9 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
         m.notification(NotificationOutcome::Draining);
         // Refused before parsing: nothing of the delivery is recorded or run, and Alertmanager
         // retries, reaching the next runbookd.
-        auto response = http::json_error(503, "draining",
-                                         "runbookd is shutting down and takes no new deliveries; "
-                                         "nothing from this delivery was recorded or run; retry");
-        response.headers.emplace_back("Retry-After", "5");
-        respond(std::move(response));
+        respond(draining_response(
+            "runbookd is shutting down and takes no new deliveries; nothing from this delivery "
+            "was recorded or run; retry"));
         return;
     }
     if (auto why = ctx.intake->overloaded()) {
@@ -409,6 +497,9 @@ void serve_metrics(const ApiContext& ctx, const http::Responder& respond) {
         "How long the oldest run still waiting to start has waited in this runbookd (0 when "
         "none waits).",
         Type::Gauge, static_cast<double>(s.oldest_queued_age().count()) / 1000.0);
+    metrics::append_single(out, "runbookd_runs_waiting_approval",
+                           "Runs parked before a step until someone approves or denies it.",
+                           Type::Gauge, static_cast<double>(s.approval_waiting_runs()));
     metrics::append_process_metrics(out);
     respond(std::move(response));
 }
@@ -441,6 +532,55 @@ void readyz(const ApiContext& ctx, const http::Responder& respond) {
 }
 
 }  // namespace
+
+// GET /api/v1/runs/{id}: the run, its alert, its attempts and a dry run's plan.
+Json run_detail_json(const RunDetail& detail) {
+    Json out = run_json(detail.run);
+    out["alert"] = detail.alert ? alert_json(*detail.alert) : Json(nullptr);
+    Json attempts = Json::array();
+    for (const auto& a : detail.attempts) {
+        attempts.push_back(attempt_json(a));
+    }
+    out["attempts"] = attempts;
+    Json approvals = Json::array();
+    for (const auto& a : detail.approvals) {
+        approvals.push_back(approval_json(a));
+    }
+    out["approvals"] = approvals;
+    if (!detail.plan.empty()) {
+        out["plan"] = Json::parse(detail.plan, nullptr, false);
+    }
+    return out;
+}
+
+http::Response draining_response(std::string_view message) {
+    auto response = http::json_error(503, "draining", message);
+    response.headers.emplace_back("Retry-After", "5");
+    return response;
+}
+
+// Who asks for something (docs/auth.md, Actor): the authenticated principal ("token:NAME");
+// without tokens, the actor the body names, else "http:<remote address>". Handlers refuse a
+// body naming an actor alongside credentials first (refuse_claimed_actor).
+std::string request_actor(const http::Request& req, std::string given) {
+    if (req.principal || given.empty()) {
+        return auth::actor(req);
+    }
+    return given;
+}
+
+bool refuse_claimed_actor(const http::Request& req, std::string_view given,
+                          const http::Responder& respond) {
+    if (given.empty() || !req.principal) {
+        return false;
+    }
+    // With credentials the record says whose they are; nobody may name someone else.
+    respond(http::json_error(
+        400, "invalid_argument",
+        fmt::format("actor comes from the credentials ({}); leave it out", auth::actor(req)),
+        "actor"));
+    return true;
+}
 
 bool is_json_media_type(std::string_view content_type) {
     const auto semicolon = content_type.find(';');
@@ -538,6 +678,22 @@ void add_routes(http::Router& router, const ApiContext& context) {
     router.add("POST", "/api/v1/runs/{id}/cancel", Access::scope(Scope::Run),
                [ctx](http::Request&& req, http::Responder respond) {
                    cancel_run(*ctx, req, std::move(respond));
+               });
+    router.add("POST", "/api/v1/runs/{id}/steps/{step}/approve", Access::scope(Scope::Approve),
+               [ctx](http::Request&& req, http::Responder respond) {
+                   answer_approval(*ctx, req, std::move(respond), true);
+               });
+    router.add("POST", "/api/v1/runs/{id}/steps/{step}/deny", Access::scope(Scope::Approve),
+               [ctx](http::Request&& req, http::Responder respond) {
+                   answer_approval(*ctx, req, std::move(respond), false);
+               });
+    router.add("POST", "/api/v1/runbooks/{name}/runs", Access::scope(Scope::Run),
+               [ctx](http::Request&& req, http::Responder respond) {
+                   start_manual_run(*ctx, std::move(req), std::move(respond));
+               });
+    router.add("POST", "/api/v1/plan", Access::scope(Scope::Run),
+               [ctx](http::Request&& req, http::Responder respond) {
+                   plan_notification(*ctx, std::move(req), std::move(respond));
                });
     router.add("POST", "/api/v1/reload", Access::scope(Scope::Admin),
                [ctx](http::Request&& req, http::Responder respond) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <runbookd/runbook.hpp>
 #include <runbookd/store.hpp>
 
@@ -71,5 +73,22 @@ void add_routes(http::Router& router, const ApiContext& context);
 
 // True for "application/json", with or without parameters such as "; charset=utf-8".
 bool is_json_media_type(std::string_view content_type);
+
+// Shared by the API's handlers (routes.cpp, manual_run.cpp); the connection's io thread.
+
+// 503 draining with Retry-After: runbookd is shutting down; `message` says what was not done.
+http::Response draining_response(std::string_view message);
+// Who is asking (docs/auth.md, Actor): the authenticated principal ("token:NAME"); without
+// tokens, `given` (the body's actor) when not empty, else "http:<remote address>".
+std::string request_actor(const http::Request& req, std::string given);
+// With credentials, a body naming an actor is refused: answers 400 and returns true.
+bool refuse_claimed_actor(const http::Request& req, std::string_view given,
+                          const http::Responder& respond);
+// A run as GET /api/v1/runs/{id} shows it.
+nlohmann::json run_detail_json(const RunDetail& detail);
+// POST /api/v1/runbooks/{name}/runs (docs/manual-runs.md).
+void start_manual_run(const ApiContext& ctx, http::Request&& req, http::Responder respond);
+// POST /api/v1/plan (docs/manual-runs.md).
+void plan_notification(const ApiContext& ctx, http::Request&& req, http::Responder respond);
 
 }  // namespace runbookd::api

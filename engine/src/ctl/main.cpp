@@ -2,7 +2,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -23,8 +27,13 @@ using Json = nlohmann::json;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
-constexpr int kExitUnauthenticated = 4;
-constexpr int kExitForbidden = 5;
+// `run` when the run has ended (--wait, or a dry run): how it ended.
+constexpr int kExitRunFailed = 4;
+constexpr int kExitRunCancelled = 5;
+constexpr int kExitRunInterrupted = 6;
+// runbookd refused the credentials (401) or the permission (403).
+constexpr int kExitUnauthenticated = 7;
+constexpr int kExitForbidden = 8;
 
 struct Options {
     std::string url;
@@ -100,9 +109,14 @@ runbookd::Result<runbookd::http::ClientResponse> api_request(
     return runbookd::http::send_request(method, o.url + path, body, headers, timeout, o.tls);
 }
 
-// For 401 and 403: prints what to do and returns the exit code; 0 for any other status.
+// For 401 and 403 permission_denied: prints what to do and returns the exit code; 0 otherwise.
 int auth_failure(const Options& o, unsigned status, const Json& body) {
-    if (status != 401 && status != 403) {
+    const std::string code = body.is_object() && body.contains("error")
+                                 ? body["error"].value("code", std::string())
+                                 : std::string();
+    // Other 403s (an approver who is not on the list) are runbookd's answer, not a refusal of
+    // the token.
+    if (status != 401 && !(status == 403 && code == "permission_denied")) {
         return 0;
     }
     const std::string message = body.is_object() && body.contains("error")
@@ -214,6 +228,8 @@ int runs_list(const Options& o, const std::string& state, const std::string& run
     return 0;
 }
 
+std::string names_or_dash(const Json& names);
+
 void print_output(const char* name, const Json& a) {
     const std::string text = a.value(name, std::string());
     const auto bytes = a.value(std::string(name) + "_bytes", std::int64_t{0});
@@ -230,23 +246,61 @@ void print_output(const char* name, const Json& a) {
     }
 }
 
-int runs_show(const Options& o, const std::string& id) {
-    int code = 0;
-    auto body = get_json(o, "/api/v1/runs/" + id, code);
-    if (!body) {
-        return code;
+std::string quoted_argv(const Json& argv) {
+    std::string out;
+    for (const auto& arg : argv) {
+        out += (out.empty() ? "" : " ") + Json(arg).dump();
     }
-    if (o.output == "json") {
-        std::cout << body->dump(2) << "\n";
-        return 0;
+    return out;
+}
+
+// Each step as it would run (a dry run's plan, or POST /api/v1/plan).
+void print_plan_steps(const Json& steps) {
+    for (const auto& p : steps) {
+        std::cout << fmt::format("  - {} ({}, timeout {}, retries {})\n", text_of(p["name"]),
+                                 text_of(p["kind"]), text_of(p.value("timeout", Json())),
+                                 text_of(p.value("retries", Json())));
+        if (p.contains("error")) {
+            std::cout << "    error: " << text_of(p["error"]) << "\n";
+            continue;
+        }
+        std::cout << "    argv: " << quoted_argv(p.value("argv", Json::array())) << "\n";
+        std::cout << "    cwd:  " << text_of(p.value("cwd", Json())) << "\n";
+        for (const auto& [k, v] : p.value("env", Json::object()).items()) {
+            std::cout << "    env:  " << text_of(Json(k)) << "=" << text_of(v) << "\n";
+        }
+        if (const Json py = p.value("python", Json()); py.is_object()) {
+            std::cout << "    python: " << text_of(Json(py.dump())) << "\n";
+        }
     }
-    const Json& r = *body;
+}
+
+void print_plan(const Json& plan) {
+    std::cout << "  plan (dry run, nothing executed):\n";
+    print_plan_steps(plan.value("steps", Json::array()));
+}
+
+void print_run(const Json& r) {
     std::cout << fmt::format("run {}  {}  runbook {}\n", text_of(r["id"]), text_of(r["state"]),
                              text_of(r["runbook"]));
     if (!text_of(r["reason"]).empty()) {
         std::cout << "  reason:   " << text_of(r["reason"]) << "\n";
     }
-    std::cout << "  trigger:  " << text_of(r["trigger"]) << " by " << text_of(r["actor"]) << "\n";
+    std::cout << "  trigger:  " << text_of(r["trigger"]) << " by " << text_of(r["actor"])
+              << (r.value("dry_run", false) ? " (dry run)" : "") << "\n";
+    if (!r.value("request_reason", std::string()).empty()) {
+        std::cout << "  why:      " << text_of(r["request_reason"]) << "\n";
+    }
+    for (const char* set : {"labels", "params"}) {
+        const Json values = r.value(set, Json());
+        if (!values.is_object()) {
+            continue;
+        }
+        for (const auto& [k, v] : values.items()) {
+            std::cout << fmt::format("  {:<9} {}={}\n", std::string(set) + ":", text_of(Json(k)),
+                                     text_of(v));
+        }
+    }
     if (!r.value("cancelled_by", Json()).is_null()) {
         std::cout << "  cancelled by: " << text_of(r["cancelled_by"]) << "\n";
     }
@@ -259,6 +313,24 @@ int runs_show(const Options& o, const std::string& id) {
                   << " since " << text_of(a["starts_at"]) << "\n";
         for (const auto& [k, v] : a["labels"].items()) {
             std::cout << "            " << text_of(Json(k)) << "=" << text_of(v) << "\n";
+        }
+    }
+    for (const auto& a : r.value("approvals", Json::array())) {
+        std::cout << fmt::format("  approval of step {}: {}", text_of(a["step"]),
+                                 text_of(a["state"]));
+        if (!a["decided_by"].is_null()) {
+            std::cout << fmt::format(" by {} at {}", text_of(a["decided_by"]),
+                                     text_of(a["decided_at"]));
+        }
+        std::cout << "\n";
+        std::cout << fmt::format("    approvers: {}; deadline {} (on_timeout: {})\n",
+                                 names_or_dash(a["approvers"]), text_of(a["deadline"]),
+                                 text_of(a["on_timeout"]));
+        if (!a.value("message", std::string()).empty()) {
+            std::cout << "    message: " << text_of(a["message"]) << "\n";
+        }
+        if (!a["comment"].is_null()) {
+            std::cout << "    comment: " << text_of(a["comment"]) << "\n";
         }
     }
     std::cout << "  steps:\n";
@@ -275,11 +347,7 @@ int runs_show(const Options& o, const std::string& id) {
         }
         std::cout << fmt::format("  - {} (attempt {}): {}\n", text_of(a["step"]),
                                  text_of(a["attempt"]), how);
-        std::string argv;
-        for (const auto& arg : a["argv"]) {
-            argv += (argv.empty() ? "" : " ") + Json(arg).dump();
-        }
-        std::cout << "    argv: " << argv << "\n";
+        std::cout << "    argv: " << quoted_argv(a["argv"]) << "\n";
         if (!a.value("error", std::string()).empty()) {
             std::cout << "    error: " << text_of(a["error"]) << "\n";
         }
@@ -296,6 +364,209 @@ int runs_show(const Options& o, const std::string& id) {
                       << text_of(f["stored_bytes"]) << " bytes"
                       << (f.value("truncated", false) ? ", truncated at the cap" : "") << ")\n";
         }
+    }
+    if (r.contains("plan") && r["plan"].is_object()) {
+        print_plan(r["plan"]);
+    }
+}
+
+int runs_show(const Options& o, const std::string& id) {
+    int code = 0;
+    auto body = get_json(o, "/api/v1/runs/" + id, code);
+    if (!body) {
+        return code;
+    }
+    if (o.output == "json") {
+        std::cout << body->dump(2) << "\n";
+        return 0;
+    }
+    print_run(*body);
+    return 0;
+}
+
+struct RunRequest {
+    std::string runbook;
+    std::vector<std::string> labels, params;
+    std::string reason, actor, idempotency_key;
+    bool dry_run = false;
+    bool wait = false;
+};
+
+// "k=v" arguments of `flag` as a JSON object; nullopt (after saying why) when one has no '='.
+std::optional<Json> parse_pairs(const std::vector<std::string>& pairs, const char* flag) {
+    Json out = Json::object();
+    for (const auto& pair : pairs) {
+        const auto eq = pair.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            std::cerr << "runbookctl: " << flag << " \"" << text_of(Json(pair))
+                      << "\" is not NAME=VALUE\n";
+            return std::nullopt;
+        }
+        out[pair.substr(0, eq)] = pair.substr(eq + 1);
+    }
+    return out;
+}
+
+// An error answer: its message and the field at fault.
+void print_api_error(unsigned status, const Json& body, const std::string& raw) {
+    const Json error = body.is_object() ? body.value("error", Json::object()) : Json::object();
+    std::cerr << "runbookctl: runbookd answered " << status << ": "
+              << (error.contains("message") ? text_of(error["message"]) : raw);
+    if (error.contains("field")) {
+        std::cerr << " (field " << text_of(error["field"]) << ")";
+    }
+    std::cerr << "\n";
+}
+
+int exit_code_of(const std::string& state) {
+    if (state == "succeeded") {
+        return 0;
+    }
+    if (state == "cancelled") {
+        return kExitRunCancelled;
+    }
+    return state == "interrupted" ? kExitRunInterrupted : kExitRunFailed;
+}
+
+bool has_ended(const Json& run) {
+    const std::string state = run.value("state", std::string());
+    return state != "queued" && state != "running";
+}
+
+// POST /api/v1/runbooks/NAME/runs, then (with --wait) polls the run until it ends.
+int run_runbook(const Options& o, const RunRequest& r) {
+    const auto labels = parse_pairs(r.labels, "--label");
+    const auto params = parse_pairs(r.params, "--param");
+    if (!labels || !params) {
+        return kExitUsage;
+    }
+    Json body = {{"labels", *labels}, {"params", *params}, {"dry_run", r.dry_run}};
+    if (!r.reason.empty()) {
+        body["reason"] = r.reason;
+    }
+    // With a token runbookd records whose it is, and refuses an actor named in the body.
+    if (!r.actor.empty() && o.token.empty()) {
+        body["actor"] = r.actor;
+    }
+    Headers headers = with_token(o, {{"Content-Type", "application/json"}});
+    if (!r.idempotency_key.empty()) {
+        headers.emplace_back("Idempotency-Key", r.idempotency_key);
+    }
+    auto response =
+        runbookd::http::send_request("POST", o.url + "/api/v1/runbooks/" + r.runbook + "/runs",
+                                     body.dump(), headers, std::chrono::seconds(10), o.tls);
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    Json run = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, run); code != 0) {
+        return code;
+    }
+    if (response->status != 200 && response->status != 201) {
+        print_api_error(response->status, run, response->body);
+        return kExitFailure;
+    }
+    if (!run.is_object()) {
+        std::cerr << "runbookctl: runbookd answered with invalid JSON\n";
+        return kExitFailure;
+    }
+    for (const auto& w : run.value("warnings", Json::array())) {
+        std::cerr << "runbookctl: warning: " << text_of(w) << "\n";
+    }
+    if (response->status == 200) {
+        std::cerr << "runbookctl: the Idempotency-Key was used before for this request: run "
+                  << text_of(run["id"]) << " (no new run)\n";
+    }
+    const std::string id = text_of(run["id"]);
+    while (r.wait && !has_ended(run)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        int code = 0;
+        auto latest = get_json(o, "/api/v1/runs/" + id, code);
+        if (!latest) {
+            return code;
+        }
+        run = std::move(*latest);
+    }
+    if (o.output == "json") {
+        std::cout << run.dump(2) << "\n";
+    } else {
+        print_run(run);
+    }
+    if (!has_ended(run)) {
+        return 0;  // started; not waited for
+    }
+    return exit_code_of(run.value("state", std::string()));
+}
+
+// POST /api/v1/plan with the notification in `file`, or with `labels` and `status`.
+int plan(const Options& o, const std::string& file, const std::vector<std::string>& labels,
+         const std::string& status) {
+    if (file.empty() == labels.empty()) {
+        std::cerr << "runbookctl: plan takes a notification file or --label NAME=VALUE, not "
+                     "both\n";
+        return kExitUsage;
+    }
+    std::string body;
+    if (!file.empty()) {
+        std::ifstream in(file);
+        std::stringstream text;
+        text << in.rdbuf();
+        if (!in) {
+            std::cerr << "runbookctl: cannot read " << file << "\n";
+            return kExitUsage;
+        }
+        body = text.str();
+    } else {
+        const auto pairs = parse_pairs(labels, "--label");
+        if (!pairs) {
+            return kExitUsage;
+        }
+        body = Json{{"labels", *pairs}, {"status", status}}.dump();
+    }
+    auto response = api_request(o, "POST", "/api/v1/plan", std::chrono::seconds(10), body);
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    const Json answer = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, answer); code != 0) {
+        return code;
+    }
+    if (response->status != 200 || !answer.is_object()) {
+        print_api_error(response->status, answer, response->body);
+        return kExitFailure;
+    }
+    if (o.output == "json") {
+        std::cout << answer.dump(2) << "\n";
+        return 0;
+    }
+    for (const auto& a : answer.value("alerts", Json::array())) {
+        std::string labels_text;
+        for (const auto& [k, v] : a["labels"].items()) {
+            labels_text += (labels_text.empty() ? "" : " ") + text_of(Json(k)) + "=" + text_of(v);
+        }
+        std::cout << fmt::format("alert {} {}  {}\n  outcome: {}", text_of(a["fingerprint"]),
+                                 text_of(a["status"]), labels_text, text_of(a["outcome"]));
+        const std::string detail = a.value("detail", std::string());
+        std::cout << (detail.empty() ? "" : ": " + text_of(Json(detail))) << "\n";
+        for (const auto& r : a.value("runbooks", Json::array())) {
+            std::cout << fmt::format("  runbook {}: {}", text_of(r["runbook"]),
+                                     text_of(r["outcome"]));
+            if (!r.value("detail", std::string()).empty()) {
+                std::cout << " (" << text_of(r["detail"]) << ")";
+            }
+            if (!r["waits"].is_null()) {
+                std::cout << "; would wait: " << text_of(r["waits"]);
+            }
+            std::cout << "\n";
+            print_plan_steps(r.value("steps", Json::array()));
+        }
+    }
+    for (const auto& w : answer.value("warnings", Json::array())) {
+        std::cerr << "runbookctl: warning: " << text_of(w) << "\n";
     }
     return 0;
 }
@@ -507,6 +778,45 @@ int reload(const Options& o) {
     return kExitFailure;
 }
 
+// approve/deny RUN STEP: POST .../steps/STEP/approve or deny; exit 0 only when this answer was
+// the one recorded.
+int answer(const Options& o, const std::string& run, const std::string& step, bool approve,
+           const std::string& actor, const std::string& comment) {
+    // With a token runbookd records whose it is, and refuses an actor named in the body.
+    Json body = o.token.empty() ? Json{{"actor", actor}} : Json::object();
+    if (!comment.empty()) {
+        body["comment"] = comment;
+    }
+    const std::string path =
+        fmt::format("/api/v1/runs/{}/steps/{}/{}", run, step, approve ? "approve" : "deny");
+    auto response = api_request(o, "POST", path, std::chrono::seconds(10), body.dump());
+    if (!response) {
+        std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
+                  << response.error().message << "\n";
+        return kExitUnreachable;
+    }
+    const Json reply = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, reply); code != 0) {
+        return code;
+    }
+    if (o.output == "json") {
+        std::cout << response->body << "\n";
+    }
+    if (response->status == 200 && reply.is_object()) {
+        if (o.output != "json") {
+            // With a token runbookd recorded the token's principal, not --actor.
+            std::cout << fmt::format("run {}: step {} {}{}\n", run, step,
+                                     approve ? "approved" : "denied",
+                                     o.token.empty() ? " by " + text_of(Json(actor)) : "");
+        }
+        return 0;
+    }
+    const Json error = reply.is_object() ? reply.value("error", Json::object()) : Json::object();
+    std::cerr << "runbookctl: runbookd answered " << response->status << ": "
+              << (error.contains("message") ? text_of(error["message"]) : response->body) << "\n";
+    return kExitFailure;
+}
+
 int runbooks_list(const Options& o) {
     int code = 0;
     auto body = get_json(o, "/api/v1/runbooks", code);
@@ -523,10 +833,23 @@ int runbooks_list(const Options& o) {
         for (const auto& m : r["matchers"]) {
             matchers += (matchers.empty() ? "" : ", ") + m.get<std::string>();
         }
+        // host* is required; mode=graceful has a default.
+        std::string params;
+        for (const auto& p : r.value("params", Json::array())) {
+            std::string one = text_of(p["name"]);
+            if (p.value("required", false)) {
+                one += "*";
+            }
+            if (p.contains("default") && !p["default"].is_null()) {
+                one += "=" + text_of(p["default"]);
+            }
+            params += (params.empty() ? "" : ", ") + one;
+        }
         rows.push_back({text_of(r["name"]), std::to_string(r["steps"].size()),
-                        matchers.empty() ? "(manual only)" : matchers, text_of(r["source_file"])});
+                        matchers.empty() ? "(manual only)" : matchers,
+                        params.empty() ? "-" : params, text_of(r["source_file"])});
     }
-    print_table({"NAME", "STEPS", "MATCHERS", "FILE"}, rows);
+    print_table({"NAME", "STEPS", "MATCHERS", "PARAMS", "FILE"}, rows);
     return 0;
 }
 
@@ -750,7 +1073,8 @@ int main(int argc, char** argv) {
     int limit = 50;
     auto* list_cmd = runs_cmd->add_subcommand("list", "list recent runs, newest first");
     list_cmd->add_option("--state", state,
-                         "queued, running, succeeded, failed, cancelled or interrupted");
+                         "queued, running, waiting_approval, succeeded, failed, cancelled or "
+                         "interrupted");
     list_cmd->add_option("--runbook", runbook, "only runs of this runbook");
     list_cmd->add_option("--limit", limit, "at most this many runs")->capture_default_str();
     auto* show_cmd = runs_cmd->add_subcommand("show", "show a run with its steps and output");
@@ -768,9 +1092,46 @@ int main(int argc, char** argv) {
                      "token's principal instead")
         ->capture_default_str();
 
+    std::string answer_run, answer_step, comment;
+    std::string answer_actor = default_actor();
+    CLI::App* answer_cmds[2] = {
+        app.add_subcommand("approve", "approve the step a run is waiting at"),
+        app.add_subcommand("deny", "deny the step a run is waiting at (the run ends)")};
+    for (auto* cmd : answer_cmds) {
+        cmd->add_option("run", answer_run, "run id")->required();
+        cmd->add_option("step", answer_step, "step name")->required();
+        cmd->add_option("--comment", comment, "why, recorded with the answer");
+        cmd->add_option("--actor", answer_actor, "who answers ($USER)")->capture_default_str();
+    }
+
     auto* runbooks_cmd = app.add_subcommand("runbooks", "runbooks: list");
     runbooks_cmd->require_subcommand(1);
     auto* runbooks_list_cmd = runbooks_cmd->add_subcommand("list", "list loaded runbooks");
+
+    RunRequest run_request;
+    auto* run_cmd = app.add_subcommand("run", "start a runbook by hand (or a dry run of it)");
+    run_cmd->add_option("runbook", run_request.runbook, "runbook name")->required();
+    run_cmd->add_option("--label", run_request.labels, "a label of the run, NAME=VALUE (repeat)");
+    run_cmd->add_option("--param", run_request.params, "a parameter, NAME=VALUE (repeat)");
+    run_cmd->add_option("--reason", run_request.reason, "why, recorded in the audit trail");
+    run_cmd->add_option("--actor", run_request.actor,
+                        "who runs it, recorded with the run (default: the caller's address)");
+    run_cmd->add_option("--idempotency-key", run_request.idempotency_key,
+                        "the same key and request start one run, however often sent");
+    run_cmd->add_flag("--dry-run", run_request.dry_run,
+                      "render every step and record the plan; run nothing");
+    run_cmd->add_flag("--wait", run_request.wait,
+                      "wait until the run ends; the exit code says how it ended");
+
+    std::string plan_file, plan_status = "firing";
+    std::vector<std::string> plan_labels;
+    auto* plan_cmd = app.add_subcommand(
+        "plan", "what a notification (or one alert's labels) would start; nothing is recorded");
+    plan_cmd->add_option("payload", plan_file, "an Alertmanager notification (JSON file)");
+    plan_cmd->add_option("--label", plan_labels, "a label of the alert, NAME=VALUE (repeat)");
+    plan_cmd->add_option("--status", plan_status, "firing or resolved (with --label)")
+        ->check(CLI::IsMember({"firing", "resolved"}))
+        ->capture_default_str();
 
     auto* reload_cmd = app.add_subcommand(
         "reload", "make runbookd reload its runbooks directory (kept as is on any error)");
@@ -841,8 +1202,17 @@ int main(int argc, char** argv) {
     if (cancel_cmd->parsed()) {
         return runs_cancel(o, run_id, cancel_actor, cancel_reason);
     }
+    if (answer_cmds[0]->parsed() || answer_cmds[1]->parsed()) {
+        return answer(o, answer_run, answer_step, answer_cmds[0]->parsed(), answer_actor, comment);
+    }
     if (runbooks_list_cmd->parsed()) {
         return runbooks_list(o);
+    }
+    if (run_cmd->parsed()) {
+        return run_runbook(o, run_request);
+    }
+    if (plan_cmd->parsed()) {
+        return plan(o, plan_file, plan_labels, plan_status);
     }
     if (reload_cmd->parsed()) {
         return reload(o);

@@ -25,66 +25,6 @@ std::string error_body(std::string_view code, std::string_view message, std::str
     return dump(Json{{"error", error}});
 }
 
-// Decides, for each alert, which runbooks it starts and why the others do not act.
-void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
-    for (std::size_t i = 0; i < record.alerts.size(); ++i) {
-        auto& entry = record.alerts[i];
-        std::vector<std::string> ignoring;
-        for (const auto& runbook : catalog.all()) {
-            if (!runbook->matches_labels(entry.alert.labels)) {
-                continue;
-            }
-            if (entry.alert.status == AlertStatus::Resolved) {
-                record.resolutions.push_back({i, runbook->name});
-            }
-            if (!runbook->acts_on(entry.alert.status)) {
-                ignoring.push_back(runbook->name);
-                continue;
-            }
-            DeliveryRecord::RunRequest run{i,
-                                           runbook->name,
-                                           runbook->content_hash,
-                                           entry.alert.fingerprint,
-                                           runbook->cooldown,
-                                           runbook->max_runs,
-                                           runbook->once_until_resolved};
-            if (runbook->dedup) {
-                const TemplateScope scope{&entry.alert, 0, runbook->name};
-                auto key = runbook->dedup->render(scope);
-                if (key && !key->empty()) {
-                    run.dedup_key = std::move(*key);
-                } else if (key) {
-                    record.warnings.push_back(fmt::format(
-                        "runbook {}: dedup key rendered empty for alert {}; cooldown and "
-                        "max_runs count this alert on its own",
-                        runbook->name, entry.alert.fingerprint));
-                } else {
-                    // Act rather than suppress on a key the runbook cannot render for this
-                    // alert: cooldown and budget then count per alert.
-                    record.warnings.push_back(fmt::format(
-                        "runbook {}: dedup key not rendered for alert {} ({}); cooldown and "
-                        "max_runs count this alert on its own",
-                        runbook->name, entry.alert.fingerprint, key.error().message));
-                }
-            }
-            record.runs.push_back(std::move(run));
-            entry.outcome = AlertOutcome::RunStarted;
-        }
-        if (entry.outcome == AlertOutcome::RunStarted) {
-            continue;
-        }
-        if (!ignoring.empty()) {
-            entry.outcome = AlertOutcome::StatusIgnored;
-            entry.outcome_detail =
-                fmt::format("matching runbooks do not act on {} alerts: {}",
-                            alert_status_name(entry.alert.status), fmt::join(ignoring, ", "));
-        } else {
-            entry.outcome = AlertOutcome::NoMatchingRunbook;
-            entry.outcome_detail = "no runbook matches the alert's labels";
-        }
-    }
-}
-
 // The 200 answer, written directly (this runs for every delivery).
 std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt) {
     std::size_t started = 0;
@@ -155,6 +95,65 @@ std::string summary(const DeliveryRecord& record, const DeliveryReceipt& receipt
 }
 
 }  // namespace
+
+void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record) {
+    for (std::size_t i = 0; i < record.alerts.size(); ++i) {
+        auto& entry = record.alerts[i];
+        std::vector<std::string> ignoring;
+        for (const auto& runbook : catalog.all()) {
+            if (!runbook->matches_labels(entry.alert.labels)) {
+                continue;
+            }
+            if (entry.alert.status == AlertStatus::Resolved) {
+                record.resolutions.push_back({i, runbook->name});
+            }
+            if (!runbook->acts_on(entry.alert.status)) {
+                ignoring.push_back(runbook->name);
+                continue;
+            }
+            DeliveryRecord::RunRequest run{i,
+                                           runbook->name,
+                                           runbook->content_hash,
+                                           entry.alert.fingerprint,
+                                           runbook->cooldown,
+                                           runbook->max_runs,
+                                           runbook->once_until_resolved};
+            if (runbook->dedup) {
+                const TemplateScope scope{&entry.alert, 0, runbook->name};
+                auto key = runbook->dedup->render(scope);
+                if (key && !key->empty()) {
+                    run.dedup_key = std::move(*key);
+                } else if (key) {
+                    record.warnings.push_back(fmt::format(
+                        "runbook {}: dedup key rendered empty for alert {}; cooldown and "
+                        "max_runs count this alert on its own",
+                        runbook->name, entry.alert.fingerprint));
+                } else {
+                    // Act rather than suppress on a key the runbook cannot render for this
+                    // alert: cooldown and budget then count per alert.
+                    record.warnings.push_back(fmt::format(
+                        "runbook {}: dedup key not rendered for alert {} ({}); cooldown and "
+                        "max_runs count this alert on its own",
+                        runbook->name, entry.alert.fingerprint, key.error().message));
+                }
+            }
+            record.runs.push_back(std::move(run));
+            entry.outcome = AlertOutcome::RunStarted;
+        }
+        if (entry.outcome == AlertOutcome::RunStarted) {
+            continue;
+        }
+        if (!ignoring.empty()) {
+            entry.outcome = AlertOutcome::StatusIgnored;
+            entry.outcome_detail =
+                fmt::format("matching runbooks do not act on {} alerts: {}",
+                            alert_status_name(entry.alert.status), fmt::join(ignoring, ", "));
+        } else {
+            entry.outcome = AlertOutcome::NoMatchingRunbook;
+            entry.outcome_detail = "no runbook matches the alert's labels";
+        }
+    }
+}
 
 AlertmanagerIntake::AlertmanagerIntake(Store& store, const CurrentCatalog& catalog,
                                        run::Scheduler& scheduler, std::function<Timestamp()> clock,

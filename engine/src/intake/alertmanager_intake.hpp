@@ -39,6 +39,11 @@ struct IntakeReply {
     std::function<std::string()> render_body;
 };
 
+// Decides, for each alert of `record`, which runbooks of `catalog` it would start (a run request
+// each, with its dedup key) and why the others do not act (no match, status ignored). Pure;
+// shared by the intake and POST /api/v1/plan.
+void match_alerts(const RunbookCatalog& catalog, DeliveryRecord& record);
+
 // Receives Alertmanager notifications: parses them, matches each alert against the runbooks,
 // records the delivery, its alerts and the runs it starts in one commit, and only then queues
 // the runs and answers. Each delivery matches against the catalog in force when it arrives

@@ -107,6 +107,20 @@ RunbookdMetrics::RunbookdMetrics() {
         restarts_[i] = &restarts.with({kRestartReasons[i]});
     }
 
+    auto& approvals = registry_.counter(
+        "runbookd_approvals_total",
+        "Approvals of gated steps that were decided, by how: approved, denied or timed_out.",
+        {"decision"});
+    const char* decisions[] = {"approved", "denied", "timed_out"};
+    for (std::size_t i = 0; i < approvals_.size(); ++i) {
+        approvals_[i] = &approvals.with({decisions[i]});
+    }
+    approvals_held_ = &registry_
+                           .counter("runbookd_approval_answers_held_total",
+                                    "Answers that came while their run was still pausing before "
+                                    "the step, held and applied once the pause was committed.")
+                           .get();
+
     commits_ = &registry_
                     .counter("runbookd_store_commits_total",
                              "Transactions the store's writer committed (each carries one or "

@@ -68,6 +68,15 @@ class RunbookdMetrics {
         kills_[static_cast<std::size_t>(reason)]->inc(n);
     }
     void python_workers(std::size_t n) { python_workers_->set(static_cast<double>(n)); }
+    // An approval was decided (approved, denied or timed_out); `held`: an answer that came
+    // while its run was still pausing and was applied once the pause committed.
+    void approval_decided(ApprovalState state) {
+        approvals_[state == ApprovalState::Approved ? 0
+                   : state == ApprovalState::Denied ? 1
+                                                    : 2]
+            ->inc();
+    }
+    void approval_answer_held() { approvals_held_->inc(); }
     void python_worker_restart(WorkerRestart reason) {
         restarts_[static_cast<std::size_t>(reason)]->inc();
     }
@@ -100,6 +109,8 @@ class RunbookdMetrics {
     Family<Counter>* attempts_;
     Family<Histogram>* step_duration_;
     Gauge* python_workers_;
+    std::array<Counter*, 3> approvals_{};
+    Counter* approvals_held_;
     Counter* commits_;
     Counter* commit_failures_;
     Counter* write_errors_;

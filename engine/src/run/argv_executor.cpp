@@ -36,6 +36,24 @@ class ArgvAttempt final : public Attempt {
     const std::vector<std::string>& argv() const override { return spec_.argv; }
     const std::string& cwd() const override { return spec_.cwd; }
 
+    nlohmann::json describe() const override {
+        nlohmann::json env = nlohmann::json::object();
+        for (const auto& entry : spec_.env) {
+            const auto eq = entry.find('=');
+            env[entry.substr(0, eq)] = eq == std::string::npos ? "" : entry.substr(eq + 1);
+        }
+        nlohmann::json out = Attempt::describe();
+        out["env"] = std::move(env);
+        out["grace_ms"] = spec_.grace.count();
+        if (!spec_.user.empty()) {
+            out["user"] = spec_.user;
+        }
+        if (!spec_.group.empty()) {
+            out["group"] = spec_.group;
+        }
+        return out;
+    }
+
     void start(std::function<void(int)> spawned,
                std::function<void(AttemptOutcome)> done) override {
         spec_.on_spawned = [spawned = std::move(spawned)](pid_t pid) {
@@ -114,7 +132,7 @@ class ProcessExecutor final : public StepExecutor {
             return make_error(ErrorCode::Internal,
                               fmt::format("preparing step failed: not a {} step", kind_));
         }
-        const TemplateScope scope{ctx.alert, ctx.run_id, ctx.runbook->name, ctx.steps};
+        const TemplateScope scope = ctx.scope();
 
         exec::ProcessSpec spec;
         if (const auto* argv = dynamic_cast<const ArgvStepConfig*>(config)) {
@@ -261,6 +279,13 @@ std::vector<std::pair<std::string, std::string>> runbook_env(const AttemptContex
         }
         vars.emplace_back("RUNBOOK_ALERT_FINGERPRINT", ctx.alert->fingerprint);
         vars.emplace_back("RUNBOOK_ALERT_STATUS", alert_status_name(ctx.alert->status));
+    }
+    if (ctx.params != nullptr) {
+        for (const auto& [name, value] : *ctx.params) {
+            if (value.find('\0') == std::string::npos) {
+                vars.emplace_back(alert_env_name("RUNBOOK_PARAM_", name), value);
+            }
+        }
     }
     vars.emplace_back("RUNBOOK_RUN_ID", std::to_string(ctx.run_id));
     vars.emplace_back("RUNBOOK_RUNBOOK", ctx.runbook->name);

@@ -19,9 +19,9 @@ std::string alert_env_name(std::string_view prefix, std::string_view name);
 std::string idempotency_key(RunId run, std::string_view step);
 
 // The RUNBOOK_* variables every step process of an attempt gets (docs/execution.md): the
-// alert's labels, annotations, fingerprint and status (when the run has an alert), then
-// RUNBOOK_RUN_ID, RUNBOOK_RUNBOOK, RUNBOOK_STEP, RUNBOOK_ATTEMPT, RUNBOOK_IDEMPOTENCY_KEY.
-// Alert values holding a NUL byte are left out.
+// alert's labels, annotations, fingerprint and status (when the run has an alert), the run's
+// parameters (RUNBOOK_PARAM_<NAME>), then RUNBOOK_RUN_ID, RUNBOOK_RUNBOOK, RUNBOOK_STEP,
+// RUNBOOK_ATTEMPT, RUNBOOK_IDEMPOTENCY_KEY. Alert values holding a NUL byte are left out.
 std::vector<std::pair<std::string, std::string>> runbook_env(const AttemptContext& ctx);
 
 // Whether a variable name is runbookd's to set: RUNBOOK_* and exec::kInstanceEnv.

@@ -58,9 +58,9 @@ Json context_json(const AttemptContext& ctx) {
           {"trigger", ctx.trigger},
           {"actor", ctx.actor}}},
         {"step", {{"name", ctx.step->name}, {"index", ctx.step_index}, {"attempt", ctx.attempt}}},
-        {"params", Json::object()},
+        {"params", ctx.params != nullptr ? Json(*ctx.params) : Json::object()},
         {"steps", steps},
-        {"dry_run", false},
+        {"dry_run", ctx.dry_run},
         {"timeout_ms", ctx.timeout.count()}};
 }
 
@@ -119,6 +119,13 @@ class PythonStep final : public python::StepChannel,
                     self->fail_now(std::move(why) + "; the step was not started");
                 }
             });
+    }
+
+    // The target and the parameters the function would see, for a dry run's plan.
+    Json describe() const {
+        Json out = target_;
+        out["params"] = context_.value("params", Json::object());
+        return out;
     }
 
     void cancel(std::string reason) {
@@ -632,6 +639,11 @@ class PythonAttempt final : public Attempt {
 
     const std::vector<std::string>& argv() const override { return argv_; }
     const std::string& cwd() const override { return cwd_; }
+    Json describe() const override {
+        Json out = Attempt::describe();
+        out["python"] = step_->describe();
+        return out;
+    }
     void start(std::function<void(int)> spawned,
                std::function<void(AttemptOutcome)> done) override {
         step_->start(std::move(spawned), std::move(done));

@@ -34,6 +34,13 @@ constexpr int kMaxResumes = 3;
 // A step's process is recorded once it has run this long (record_process_later).
 constexpr std::chrono::milliseconds kRecordProcessAfter{200};
 
+Timestamp plus_millis(Timestamp t, std::int64_t ms) {
+    std::int64_t nanos = t.nanos + (ms % 1000) * 1'000'000;
+    t.seconds += ms / 1000 + nanos / 1'000'000'000;
+    t.nanos = static_cast<std::int32_t>(nanos % 1'000'000'000);
+    return t;
+}
+
 // The `outcome` label of runbookd_step_attempts_total.
 const char* attempt_outcome_name(const AttemptEnd& end) {
     if (end.succeeded) {
@@ -90,6 +97,8 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     void wait_because(const std::string& reason);
     // Ends a waiting run that was cancelled by the scheduler: nothing else happens to it.
     void forget() { finished_ = true; }
+    // Called once the run has ended and its end is recorded (a dry run's HTTP request waits).
+    void on_recorded(std::function<void(Status)> done) { recorded_ = std::move(done); }
 
     RunId id() const { return id_; }
     const Runbook& runbook() const { return *runbook_; }
@@ -99,9 +108,41 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     // who asked (recorded as cancelled_by), empty when runbookd itself stops it.
     void stop(RunState state, std::string reason, std::string actor = {});
 
+    // Takes an answer for the step this run is pausing or waiting at; false when it is not
+    // pausing or waiting at `answer.step` (the scheduler then explains why from the store).
+    bool take_answer(ApprovalAnswer& answer, std::function<void(AnswerOutcome)>& done);
+    // Approved while parked: the run has its slot back and runs the step.
+    void continue_approved();
+    bool finished() const { return finished_; }
+    bool waiting_approval() const { return gate_ == Gate::Waiting; }
+
   private:
+    // Where the run stands with the approval of its current step (docs/approvals.md).
+    enum class Gate {
+        Open,      // no approval pending
+        Pausing,   // the request is being committed; answers are held
+        Waiting,   // parked as waiting_approval
+        Approved,  // approved, waiting for a free slot
+    };
+    using AnswerDone = std::function<void(AnswerOutcome)>;
+    // Loads what the store knows of the run's approvals, and for a run recovered while it
+    // waited, where it stands. False when it must wait for the store (retried).
+    bool load_approvals();
+    bool needs_approval() const;
+    void request_approval(RunProgress progress);
+    void on_waiting();
+    void refuse_held(const std::string& why);
+    void arm_approval_timer();
+    void decide(ApprovalState state, std::string actor, std::string comment, AnswerDone done);
+    void on_decided(Result<AttemptId> r, ApprovalState state,
+                    const std::optional<RunProgress::Finish>& ends, AnswerDone done);
+    void on_ended(RunState state, const std::string& reason);
     void on_started();
     void try_start();
+    // A dry run: renders and describes every step, starts nothing, and ends the run with the
+    // plan recorded (docs/manual-runs.md).
+    void plan_dry_run();
+    AttemptContext context_for(std::size_t index, int attempt, const StepResults* steps) const;
     void advance(RunProgress progress);
     void start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id);
     void record_process_later(AttemptId attempt, int pid);
@@ -129,6 +170,8 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     std::unique_ptr<Attempt> attempt_;
     AttemptId attempt_id_ = 0;
     StepResults results_;  // the steps that have ended, for later steps (AttemptContext::steps)
+    LabelSet params_;      // the run's parameters: as recorded, or the runbook's defaults
+    std::function<void(Status)> recorded_;
     std::chrono::steady_clock::time_point attempt_started_;
     std::chrono::steady_clock::time_point run_started_;
     asio::steady_timer deadline_;
@@ -141,6 +184,13 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     std::string stop_reason_;
     std::string stop_actor_;
     bool finished_ = false;
+    Gate gate_ = Gate::Open;
+    int deciding_ = 0;  // answers submitted to the store and not yet completed
+    std::vector<std::pair<ApprovalAnswer, AnswerDone>> held_answers_;  // while pausing
+    std::map<int, ApprovalRecord> approvals_;                          // by step index, as recorded
+    ApprovalRecord approval_;  // of the current step, while the gate is closed
+    asio::steady_timer approval_timer_{sched_.io_};
+    std::optional<std::chrono::steady_clock::duration> run_time_left_;  // deadline suspended
 };
 
 void RunExecution::begin() {
@@ -167,7 +217,13 @@ void RunExecution::begin() {
         sched_.on_run_finished(id_);
         return;
     }
-    const RunState expected = resume_ ? RunState::Running : RunState::Queued;
+    if (!load_approvals()) {
+        retry_later([self = shared_from_this()] { self->begin(); });
+        return;
+    }
+    const RunState expected = resume_                                   ? RunState::Running
+                              : ctx_.state == RunState::WaitingApproval ? RunState::WaitingApproval
+                                                                        : RunState::Queued;
     if (ctx_.state != expected) {
         abandon(
             fmt::format("run is {}, not {}", run_state_name(ctx_.state), run_state_name(expected)));
@@ -192,8 +248,14 @@ void RunExecution::begin() {
                            runbook_->name, runbook_->steps.size()));
         return;
     }
+    params_ = ctx_.params ? *ctx_.params : runbook_->default_params();
+    if (ctx_.dry_run) {
+        plan_dry_run();  // holds no slot or lock: it runs nothing
+        return;
+    }
     if (runbook_->lock) {
-        const TemplateScope scope{ctx_.alert ? &*ctx_.alert : nullptr, id_, runbook_->name};
+        TemplateScope scope{ctx_.alert ? &*ctx_.alert : nullptr, id_, runbook_->name};
+        scope.params = &params_;
         auto key = runbook_->lock->render(scope);
         if (!key) {
             finish(RunProgress{}, RunState::Failed,
@@ -248,6 +310,12 @@ void RunExecution::on_admitted() {
     run_started_ = std::chrono::steady_clock::now();
     sched_.note_started_or_gone(id_);
     ++sched_.running_count_;
+    if (ctx_.state == RunState::WaitingApproval) {
+        // Recovered while it waited: it is already started and parked in the store.
+        on_started();
+        advance(RunProgress{});
+        return;
+    }
     metrics::runbookd_metrics().run_started(runbook_->name, ctx_.trigger);
     on_started();
     RunProgress progress;
@@ -304,7 +372,277 @@ void RunExecution::stop(RunState state, std::string reason, std::string actor) {
         backoff_pending_ = false;
         backoff_.cancel();
         finish(RunProgress{}, *stop_state_, stop_reason_);
+    } else if ((gate_ == Gate::Waiting && deciding_ == 0) || gate_ == Gate::Approved) {
+        // Parked: nothing runs. While pausing or while an answer is being written, the
+        // completion of that write ends the run instead.
+        approval_timer_.cancel();
+        finish(RunProgress{}, *stop_state_, stop_reason_);
     }
+}
+
+bool RunExecution::load_approvals() {
+    auto recorded = sched_.store_.approvals_of(id_);
+    if (!recorded) {
+        sched_.log_->warn("loading approvals failed, will retry run={} error={}", id_,
+                          log::quote(recorded.error().message));
+        return false;
+    }
+    approvals_.clear();
+    for (auto& a : *recorded) {
+        approvals_[a.step_index] = std::move(a);
+    }
+    if (ctx_.state != RunState::WaitingApproval) {
+        return true;
+    }
+    // Recovered while it waited: it goes on at the step whose approval is pending, with the
+    // results of the steps before it as recorded.
+    auto detail = sched_.store_.get_run(id_);
+    if (!detail) {
+        sched_.log_->warn("loading run failed, will retry run={} error={}", id_,
+                          log::quote(detail.error().message));
+        return false;
+    }
+    for (const auto& [index, a] : approvals_) {
+        if (a.state == ApprovalState::Pending) {
+            step_index_ = static_cast<std::size_t>(index);
+        }
+    }
+    for (const auto& a : detail->attempts) {
+        if (a.end && static_cast<std::size_t>(a.start.step_index) < step_index_) {
+            results_[a.start.step] =
+                StepResult{a.state, a.end->exit_code, a.end->outputs, a.end->stdout_excerpt};
+        }
+    }
+    return true;
+}
+
+// A step is gated once per run: an approval holds for all its attempts, and after a restart.
+bool RunExecution::needs_approval() const {
+    if (!step().approval || attempt_number_ > 1) {
+        return false;
+    }
+    const auto it = approvals_.find(static_cast<int>(step_index_));
+    if (it == approvals_.end()) {
+        return true;
+    }
+    const ApprovalRecord& a = it->second;
+    const bool granted = a.state == ApprovalState::Approved ||
+                         (a.state == ApprovalState::TimedOut && a.approve_on_timeout);
+    return !granted;
+}
+
+// Parks the run before its step: the request is written with whatever `progress` carries (the
+// previous attempt's end), so the record has no gap between the two.
+void RunExecution::request_approval(RunProgress progress) {
+    const StepSpec& s = step();
+    gate_ = Gate::Pausing;
+    if (deadline_.expiry() != asio::steady_timer::time_point{}) {
+        run_time_left_ = deadline_.expiry() - std::chrono::steady_clock::now();
+        deadline_.cancel();
+    }
+    if (auto it = approvals_.find(static_cast<int>(step_index_)); it != approvals_.end()) {
+        // Recovered: the request is already committed.
+        approval_ = it->second;
+        on_waiting();
+        return;
+    }
+    approval_ = ApprovalRecord{};
+    approval_.run_id = id_;
+    approval_.step = s.name;
+    approval_.step_index = static_cast<int>(step_index_);
+    approval_.approvers = s.approval->approvers;
+    approval_.message = s.approval->message;
+    approval_.approve_on_timeout = s.approval->approve_on_timeout;
+    approval_.requested_at = Timestamp::now();
+    approval_.deadline = plus_millis(approval_.requested_at, s.approval->timeout.count());
+    sched_.log_->info("run waiting for approval run={} step={} timeout_ms={}", id_, s.name,
+                      s.approval->timeout.count());
+    progress.approval_requested = approval_;
+    persist(std::move(progress), [this](AttemptId) {
+        approvals_[approval_.step_index] = approval_;
+        on_waiting();
+    });
+}
+
+// The request is committed: the run gives back its slot, the deadline is armed, and the answers
+// that came while it paused are written in the order they came.
+void RunExecution::on_waiting() {
+    gate_ = Gate::Waiting;
+    sched_.park_for_approval(id_);
+    if (stop_state_) {
+        refuse_held(
+            fmt::format("run {} is ending ({}): the approval is closed", id_, stop_reason_));
+        finish(RunProgress{}, *stop_state_, stop_reason_);
+        return;
+    }
+    arm_approval_timer();
+    auto held = std::move(held_answers_);
+    held_answers_.clear();
+    for (auto& [answer, done] : held) {
+        decide(answer.approve ? ApprovalState::Approved : ApprovalState::Denied,
+               std::move(answer.actor), std::move(answer.comment), std::move(done));
+    }
+}
+
+void RunExecution::arm_approval_timer() {
+    const auto left = std::max<std::int64_t>(0, approval_.deadline.millis_since(Timestamp::now()));
+    approval_timer_.expires_after(std::chrono::milliseconds(left));
+    approval_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+        if (e || self->gate_ != Gate::Waiting || self->finished_) {
+            return;
+        }
+        const Duration timeout = self->step().approval->timeout;
+        const std::string comment =
+            fmt::format("no answer within {}; on_timeout: {}", format_duration(timeout),
+                        self->approval_.approve_on_timeout ? "approve" : "deny");
+        self->decide(ApprovalState::TimedOut, "runbookd", comment, [self](AnswerOutcome out) {
+            if (out.refused == AnswerOutcome::Refusal::Unavailable) {
+                // The store could not record it: try again shortly, unless answered by then.
+                self->approval_.deadline = plus_millis(Timestamp::now(), 1000);
+                self->arm_approval_timer();
+            }
+        });
+    });
+}
+
+// Answers every held answer with a refusal: the run will not wait for them.
+void RunExecution::refuse_held(const std::string& why) {
+    auto held = std::move(held_answers_);
+    held_answers_.clear();
+    for (auto& [answer, done] : held) {
+        AnswerOutcome out;
+        out.refused = AnswerOutcome::Refusal::RunEnded;
+        out.message = why;
+        done(std::move(out));
+    }
+}
+
+bool RunExecution::take_answer(ApprovalAnswer& answer, AnswerDone& done) {
+    if (finished_ || stop_state_ || (gate_ != Gate::Pausing && gate_ != Gate::Waiting) ||
+        answer.step != step().name) {
+        return false;
+    }
+    if (!step().approval->allows(answer.actor)) {
+        AnswerOutcome out;
+        out.refused = AnswerOutcome::Refusal::NotApprover;
+        out.message = fmt::format(
+            "{} may not answer the approval of step \"{}\" of run {}: the "
+            "approvers are {}",
+            answer.actor, answer.step, id_, fmt::join(step().approval->approvers, ", "));
+        done(std::move(out));
+        return true;
+    }
+    if (gate_ == Gate::Pausing) {
+        sched_.log_->info("approval answer held until the pause is committed run={} step={}", id_,
+                          answer.step);
+        held_answers_.emplace_back(std::move(answer), std::move(done));
+        metrics::runbookd_metrics().approval_answer_held();
+        return true;
+    }
+    decide(answer.approve ? ApprovalState::Approved : ApprovalState::Denied,
+           std::move(answer.actor), std::move(answer.comment), std::move(done));
+    return true;
+}
+
+// Writes the answer; the store takes it only if the approval is still pending. A deny (or a
+// timeout with on_timeout: deny) ends the run in the same write.
+void RunExecution::decide(ApprovalState state, std::string actor, std::string comment,
+                          AnswerDone done) {
+    const StepSpec& s = step();
+    RunProgress progress;
+    progress.run = id_;
+    const Timestamp now = Timestamp::now();
+    progress.approval_decided =
+        RunProgress::Decision{static_cast<int>(step_index_), s.name, state, actor, comment, now};
+    if (state == ApprovalState::Denied) {
+        const std::string reason =
+            comment.empty() ? fmt::format("step \"{}\" denied by {}", s.name, actor)
+                            : fmt::format("step \"{}\" denied by {}: {}", s.name, actor, comment);
+        progress.finished =
+            RunProgress::Finish{RunState::Cancelled, sched_.redaction_.text(reason), now, actor};
+    } else if (state == ApprovalState::TimedOut && !s.approval->approve_on_timeout) {
+        progress.finished = RunProgress::Finish{
+            RunState::Failed,
+            fmt::format("approval of step \"{}\" timed out after {} (on_timeout: deny)", s.name,
+                        format_duration(s.approval->timeout)),
+            now, ""};
+    }
+    std::optional<RunProgress::Finish> ends = progress.finished;
+    ++deciding_;
+    sched_.store_.record_progress(
+        std::move(progress), [self = shared_from_this(), state, ends = std::move(ends),
+                              done = std::move(done)](Result<AttemptId> r) mutable {
+            asio::post(self->sched_.io_, [self, r = std::move(r), state, ends = std::move(ends),
+                                          done = std::move(done)]() mutable {
+                self->on_decided(std::move(r), state, ends, std::move(done));
+            });
+        });
+}
+
+void RunExecution::on_decided(Result<AttemptId> r, ApprovalState state,
+                              const std::optional<RunProgress::Finish>& ends, AnswerDone done) {
+    --deciding_;
+    if (!r) {
+        // Another answer, the deadline or a cancel came first, or the store failed.
+        AnswerOutcome out;
+        if (r.error().code == ErrorCode::Unavailable) {
+            out.refused = AnswerOutcome::Refusal::Unavailable;
+            out.message = fmt::format("answering the approval failed: {}", r.error().message);
+        } else {
+            out = sched_.explain_refusal(id_, ApprovalAnswer{step().name, true, "", ""});
+        }
+        done(std::move(out));
+        if (stop_state_ && gate_ == Gate::Waiting && deciding_ == 0 && !finished_) {
+            finish(RunProgress{}, *stop_state_, stop_reason_);
+        }
+        return;
+    }
+    approval_timer_.cancel();
+    metrics::runbookd_metrics().approval_decided(state);
+    auto decided = sched_.store_.approvals_of(id_);
+    if (decided) {
+        for (auto& a : *decided) {
+            approvals_[a.step_index] = std::move(a);
+        }
+    }
+    const auto it = approvals_.find(static_cast<int>(step_index_));
+    sched_.log_->info("approval answered run={} step={} state={} actor={}", id_, step().name,
+                      approval_state_name(state),
+                      log::quote(it != approvals_.end() ? it->second.decided_by : ""));
+    AnswerOutcome out;
+    if (it != approvals_.end()) {
+        out.approval = it->second;
+    }
+    done(std::move(out));
+    if (ends) {
+        gate_ = Gate::Open;
+        on_ended(ends->state, ends->reason);
+        return;
+    }
+    gate_ = Gate::Approved;
+    if (stop_state_) {
+        finish(RunProgress{}, *stop_state_, stop_reason_);
+        return;
+    }
+    sched_.resume_approved(id_);
+}
+
+void RunExecution::continue_approved() {
+    gate_ = Gate::Open;
+    if (run_time_left_) {
+        const auto left = std::max(std::chrono::steady_clock::duration::zero(), *run_time_left_);
+        run_time_left_.reset();
+        const Duration timeout = runbook_->timeout.value_or(sched_.options_.default_run_timeout);
+        deadline_.expires_after(left);
+        deadline_.async_wait(
+            [self = shared_from_this(), timeout](const boost::system::error_code& e) {
+                if (!e) {
+                    self->stop(RunState::Failed,
+                               fmt::format("run timed out after {}", format_duration(timeout)));
+                }
+            });
+    }
+    advance(RunProgress{});
 }
 
 // Writes `progress` (what just happened) together with what comes next: the next step's
@@ -318,6 +656,10 @@ void RunExecution::advance(RunProgress progress) {
         finish(std::move(progress), RunState::Succeeded, "");
         return;
     }
+    if (needs_approval()) {
+        request_approval(std::move(progress));
+        return;
+    }
     const StepSpec& s = step();
     StepExecutor* executor = sched_.executor_for(s.kind);
     if (executor == nullptr) {
@@ -326,18 +668,7 @@ void RunExecution::advance(RunProgress progress) {
                            s.kind));
         return;
     }
-    AttemptContext context;
-    context.run_id = id_;
-    context.runbook = runbook_.get();
-    context.step = &s;
-    context.step_index = static_cast<int>(step_index_);
-    context.attempt = attempt_number_;
-    context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
-    context.trigger = ctx_.trigger;
-    context.actor = ctx_.actor;
-    context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
-    context.steps = &results_;
-    auto prepared = executor->prepare(context);
+    auto prepared = executor->prepare(context_for(step_index_, attempt_number_, &results_));
 
     AttemptStart start;
     start.run_id = id_;
@@ -366,6 +697,46 @@ void RunExecution::advance(RunProgress progress) {
     auto attempt = std::make_shared<std::unique_ptr<Attempt>>(std::move(*prepared));
     persist(std::move(progress),
             [this, attempt](AttemptId id) { start_attempt(std::move(*attempt), id); });
+}
+
+AttemptContext RunExecution::context_for(std::size_t index, int attempt,
+                                         const StepResults* steps) const {
+    const StepSpec& s = runbook_->steps[index];
+    AttemptContext context;
+    context.run_id = id_;
+    context.runbook = runbook_.get();
+    context.step = &s;
+    context.step_index = static_cast<int>(index);
+    context.attempt = attempt;
+    context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
+    context.trigger = ctx_.trigger;
+    context.actor = ctx_.actor;
+    context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
+    context.steps = steps;
+    context.params = &params_;
+    context.dry_run = ctx_.dry_run;
+    return context;
+}
+
+// Each step is prepared by its executor exactly as a real attempt would be, and described; no
+// attempt is started (prepare() never starts a process or borrows a Python worker).
+void RunExecution::plan_dry_run() {
+    const StepResults none;
+    std::string failure;
+    nlohmann::json steps = sched_.describe_steps(*runbook_, context_for(0, 1, &none), failure);
+    const nlohmann::json plan = {{"labels", ctx_.alert ? ctx_.alert->labels : LabelSet{}},
+                                 {"params", params_},
+                                 {"steps", std::move(steps)}};
+    sched_.log_->info("dry run planned run={} runbook={} steps={}", id_, runbook_->name,
+                      runbook_->steps.size());
+    RunProgress progress;
+    progress.planned = sched_.redaction_.json_text(
+        plan.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    if (failure.empty()) {
+        finish(std::move(progress), RunState::Succeeded, "dry run: nothing executed");
+    } else {
+        finish(std::move(progress), RunState::Failed, "dry run: " + failure);
+    }
 }
 
 void RunExecution::start_attempt(std::unique_ptr<Attempt> attempt, AttemptId id) {
@@ -505,19 +876,30 @@ void RunExecution::finish(RunProgress progress, RunState state, std::string reas
     deadline_.cancel();
     progress.finished = RunProgress::Finish{state, reason, Timestamp::now(),
                                             state == RunState::Cancelled ? stop_actor_ : ""};
-    persist(std::move(progress), [this, state, reason](AttemptId) {
-        const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-            std::chrono::steady_clock::now() - run_started_);
+    persist(std::move(progress), [this, state, reason](AttemptId) { on_ended(state, reason); });
+}
+
+// The run's end is committed.
+void RunExecution::on_ended(RunState state, const std::string& reason) {
+    finished_ = true;
+    approval_timer_.cancel();
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - run_started_);
+    if (!ctx_.dry_run) {
         metrics::runbookd_metrics().run_finished(
             ctx_.runbook, state,
             admitted_
                 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started_)
                       .count()
                 : 0.0);
-        sched_.log_->info("run finished run={} state={} duration_ms={} reason={}", id_,
-                          run_state_name(state), elapsed.count(), log::quote(reason));
-        sched_.on_run_finished(id_);
-    });
+    }
+    sched_.log_->info("run finished run={} state={} duration_ms={} reason={}", id_,
+                      run_state_name(state), elapsed.count(), log::quote(reason));
+    sched_.on_run_finished(id_);
+    if (recorded_) {
+        auto done = std::move(recorded_);
+        done(Status{});
+    }
 }
 
 // Submits `progress` and continues with `then` once it is durable. While the store is
@@ -585,6 +967,11 @@ void RunExecution::retry_later(std::function<void()> again) {
 // or an outside edit of the database; the run is left as the store has it.
 void RunExecution::abandon(const std::string& why) {
     sched_.log_->error("run abandoned run={} error={}", id_, log::quote(why));
+    refuse_held(fmt::format("run {} was abandoned: {}", id_, why));
+    if (recorded_) {
+        auto done = std::move(recorded_);
+        done(make_error(ErrorCode::Internal, fmt::format("run {} abandoned: {}", id_, why)));
+    }
     finished_ = true;
     deadline_.cancel();
     if (attempt_) {
@@ -685,6 +1072,16 @@ Status Scheduler::recover() {
     if (!resumed.empty()) {
         log_->info("resuming interrupted runs count={}", resumed.size());
         enqueue(std::move(resumed));
+    }
+    // Parked for approval: loaded again (they take their locks back) and parked, with the
+    // deadline re-armed from the store; one that passed while runbookd was down fires at once.
+    auto parked = store_.runs_in_state(RunState::WaitingApproval);
+    if (!parked) {
+        return parked.error();
+    }
+    if (!parked->empty()) {
+        log_->info("runs waiting for approval count={}", parked->size());
+        enqueue(std::move(*parked));
     }
     auto queued = store_.runs_in_state(RunState::Queued);
     if (!queued) {
@@ -924,7 +1321,23 @@ void Scheduler::start_more() {
     if (draining_) {
         return;
     }
-    // Waiting runs first, oldest first: they were queued before anything still in the queue.
+    // Approved runs first: they have started already and hold their lock.
+    while (active_.size() < options_.max_concurrent_runs && !approved_.empty()) {
+        const RunId id = approved_.front();
+        approved_.pop_front();
+        auto it = approving_.find(id);
+        if (it == approving_.end() || it->second->finished()) {
+            continue;
+        }
+        auto execution = it->second;
+        approving_.erase(it);
+        --approval_count_;
+        active_.emplace(id, execution);
+        ++active_count_;
+        ++running_count_;
+        execution->continue_approved();
+    }
+    // Waiting runs next, oldest first: they were queued before anything still in the queue.
     for (auto it = waiting_.begin();
          it != waiting_.end() && active_.size() < options_.max_concurrent_runs;) {
         auto execution = it->second;
@@ -956,15 +1369,16 @@ void Scheduler::start_more() {
 
 void Scheduler::on_run_finished(RunId id) {
     note_started_or_gone(id);
-    if (auto it = active_.find(id); it != active_.end()) {
+    if (auto parked = approving_.find(id); parked != approving_.end()) {
+        // Parked: it held no slot, only its lock and its place in its runbook's concurrency.
+        release_admission(*parked->second);
+        approving_.erase(parked);
+        --approval_count_;
+    } else if (auto it = active_.find(id); it != active_.end()) {
         const RunExecution& run = *it->second;
         if (run.admitted()) {
             --running_count_;
-            --running_per_runbook_[run.runbook().name];
-            if (auto lock = locks_.find(run.lock_key());
-                lock != locks_.end() && lock->second == id) {
-                locks_.erase(lock);
-            }
+            release_admission(run);
         }
         active_.erase(it);
         --active_count_;
@@ -975,6 +1389,109 @@ void Scheduler::on_run_finished(RunId id) {
     }
     // Start the next run from a fresh handler, not from inside this run's completion chain.
     asio::post(io_, [this] { start_more(); });
+}
+
+void Scheduler::release_admission(const RunExecution& run) {
+    --running_per_runbook_[run.runbook().name];
+    if (auto lock = locks_.find(run.lock_key()); lock != locks_.end() && lock->second == run.id()) {
+        locks_.erase(lock);
+    }
+}
+
+void Scheduler::park_for_approval(RunId id) {
+    auto it = active_.find(id);
+    if (it == active_.end()) {
+        return;
+    }
+    approving_.emplace(id, std::move(it->second));
+    active_.erase(it);
+    --active_count_;
+    --running_count_;
+    ++approval_count_;
+    if (draining_) {
+        check_drained();
+        return;
+    }
+    asio::post(io_, [this] { start_more(); });
+}
+
+void Scheduler::resume_approved(RunId id) {
+    approved_.push_back(id);
+    start_more();
+}
+
+std::shared_ptr<RunExecution> Scheduler::find_execution(RunId id) const {
+    if (auto it = active_.find(id); it != active_.end()) {
+        return it->second;
+    }
+    if (auto it = approving_.find(id); it != approving_.end()) {
+        return it->second;
+    }
+    return nullptr;
+}
+
+void Scheduler::answer(RunId id, ApprovalAnswer answer, std::function<void(AnswerOutcome)> done) {
+    asio::post(io_, [this, id, answer = std::move(answer), done = std::move(done)]() mutable {
+        if (auto execution = find_execution(id);
+            execution && execution->take_answer(answer, done)) {
+            return;
+        }
+        done(explain_refusal(id, answer));
+    });
+}
+
+AnswerOutcome Scheduler::explain_refusal(RunId id, const ApprovalAnswer& answer) {
+    using Refusal = AnswerOutcome::Refusal;
+    AnswerOutcome out;
+    const auto refuse = [&out](Refusal why, std::string message) {
+        out.refused = why;
+        out.message = std::move(message);
+        return out;
+    };
+    auto run = store_.get_run(id);
+    if (!run) {
+        return refuse(
+            run.error().code == ErrorCode::NotFound ? Refusal::NotFound : Refusal::Unavailable,
+            run.error().message);
+    }
+    std::string error;
+    auto runbook = resolve_runbook(run->run.runbook, run->run.runbook_hash, error);
+    const StepSpec* step = nullptr;
+    for (std::size_t i = 0; runbook && i < runbook->steps.size(); ++i) {
+        step = runbook->steps[i].name == answer.step ? &runbook->steps[i] : step;
+    }
+    if (step == nullptr) {
+        return refuse(Refusal::NotFound, fmt::format("run {} (runbook {}) has no step \"{}\"", id,
+                                                     run->run.runbook, answer.step));
+    }
+    if (!step->approval) {
+        return refuse(Refusal::NoApproval,
+                      fmt::format("step \"{}\" of runbook {} has no approval gate: there is "
+                                  "nothing to approve or deny",
+                                  answer.step, run->run.runbook));
+    }
+    for (const auto& a : run->approvals) {
+        if (a.step == answer.step && a.state != ApprovalState::Pending &&
+            a.state != ApprovalState::Cancelled) {
+            out.approval = a;
+            return refuse(
+                Refusal::AlreadyDecided,
+                fmt::format("step \"{}\" of run {} was already {} by {} at {}", answer.step, id,
+                            a.state == ApprovalState::TimedOut ? "decided (timed out)"
+                                                               : approval_state_name(a.state),
+                            a.decided_by, a.decided_at ? a.decided_at->to_rfc3339_millis() : "?"));
+        }
+    }
+    if (is_terminal(run->run.state)) {
+        return refuse(
+            Refusal::RunEnded,
+            fmt::format("run {} has already ended ({}{}{})", id, run_state_name(run->run.state),
+                        run->run.reason.empty() ? "" : ": ", run->run.reason));
+    }
+    return refuse(Refusal::NotWaiting,
+                  fmt::format("run {} is not waiting for approval of step \"{}\" (it is {}); "
+                              "answer once it has reached the step",
+                              id, answer.step, run_state_name(run->run.state)));
 }
 
 void Scheduler::drain(Duration grace, std::function<void()> done) {
@@ -1007,7 +1524,7 @@ void Scheduler::cancel(RunId id, std::string actor, std::string reason,
                      done = std::move(done)]() mutable {
         std::string why = reason.empty() ? fmt::format("cancelled by {}", actor)
                                          : fmt::format("cancelled by {}: {}", actor, reason);
-        if (auto it = active_.find(id); it != active_.end()) {
+        if (find_execution(id)) {
             log_->info("cancelling run run={} actor={}", id, log::quote(actor));
             // Recorded before the step is stopped: if runbookd dies while the step stops, the
             // next start ends the run cancelled instead of resuming it.
@@ -1023,10 +1540,11 @@ void Scheduler::cancel(RunId id, std::string actor, std::string reason,
                             log_->warn("recording a cancel request failed run={} error={}", id,
                                        log::quote(r.error().message));
                         }
-                        if (auto run = active_.find(id); run != active_.end()) {
-                            run->second->stop(RunState::Cancelled, std::move(why),
-                                              std::move(actor));
-                            done(CancelOutcome{RunState::Running, true});
+                        if (auto run = find_execution(id)) {
+                            const RunState now = run->waiting_approval() ? RunState::WaitingApproval
+                                                                         : RunState::Running;
+                            run->stop(RunState::Cancelled, std::move(why), std::move(actor));
+                            done(CancelOutcome{now, true});
                             return;
                         }
                         done(make_error(ErrorCode::FailedPrecondition,
@@ -1089,6 +1607,14 @@ void Scheduler::cancel(RunId id, std::string actor, std::string reason,
                                                 id, run_state_name(run->run.state))));
                 });
             });
+    });
+}
+
+void Scheduler::dry_run(RunId id, std::function<void(Status)> done) {
+    asio::post(io_, [this, id, done = std::move(done)]() mutable {
+        auto execution = std::make_shared<RunExecution>(*this, id);
+        execution->on_recorded(std::move(done));
+        execution->begin();
     });
 }
 
@@ -1182,6 +1708,85 @@ std::shared_ptr<const Runbook> Scheduler::resolve_runbook(const std::string& nam
     auto runbook = loaded.runbooks.front();
     old_versions_.emplace(hash, runbook);
     return runbook;
+}
+
+// Each step is prepared by its executor exactly as a real attempt would be, and described; no
+// attempt is started (prepare() never starts a process or borrows a Python worker).
+nlohmann::json Scheduler::describe_steps(const Runbook& runbook, AttemptContext base,
+                                         std::string& failure) const {
+    nlohmann::json steps = nlohmann::json::array();
+    for (std::size_t i = 0; i < runbook.steps.size(); ++i) {
+        const StepSpec& s = runbook.steps[i];
+        AttemptContext context = base;
+        context.step = &s;
+        context.step_index = static_cast<int>(i);
+        context.attempt = 1;
+        context.timeout = s.timeout.value_or(options_.default_step_timeout);
+        nlohmann::json entry = {{"name", s.name},
+                                {"kind", s.kind},
+                                {"index", i},
+                                {"timeout", format_duration(context.timeout)},
+                                {"retries", s.retry.attempts},
+                                {"idempotent", s.idempotent}};
+        StepExecutor* executor = executor_for(s.kind);
+        auto prepared = executor != nullptr
+                            ? executor->prepare(context)
+                            : Result<std::unique_ptr<Attempt>>(make_error(
+                                  ErrorCode::Internal,
+                                  fmt::format("this runbookd cannot execute {} steps", s.kind)));
+        if (prepared) {
+            entry.update((*prepared)->describe());
+        } else {
+            entry["error"] = prepared.error().message;
+            if (failure.empty()) {
+                failure = fmt::format("step \"{}\" cannot be prepared: {}", s.name,
+                                      prepared.error().message);
+            }
+        }
+        steps.push_back(std::move(entry));
+    }
+    return steps;
+}
+
+void Scheduler::plan(std::vector<PlannedRun> runs, std::function<void(std::vector<RunPlan>)> done) {
+    asio::post(io_, [this, runs = std::move(runs), done = std::move(done)] {
+        const StepResults none;
+        std::vector<RunPlan> out;
+        for (const auto& run : runs) {
+            const Runbook& runbook = *run.runbook;
+            const LabelSet params = runbook.default_params();
+            AttemptContext base;
+            base.runbook = &runbook;
+            base.alert = &run.alert;
+            base.trigger = "alert";
+            base.actor = "alertmanager";
+            base.steps = &none;
+            base.params = &params;
+            base.dry_run = true;
+            RunPlan plan;
+            const nlohmann::json steps = describe_steps(runbook, base, plan.failure);
+            plan.steps = nlohmann::json::parse(
+                redaction_.json_text(
+                    steps.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)),
+                nullptr, false);
+            plan.failure = redaction_.text(plan.failure);
+            const auto running = running_per_runbook_.find(runbook.name);
+            if (runbook.concurrency && running != running_per_runbook_.end() &&
+                running->second >= *runbook.concurrency) {
+                plan.waits = fmt::format(
+                    "concurrency: runbook {} runs at most {} at once and {} "
+                    "running",
+                    runbook.name, *runbook.concurrency, running->second);
+            } else if (runbook.lock) {
+                auto key = runbook.lock->render(base.scope());
+                if (auto held = key ? locks_.find(*key) : locks_.end(); held != locks_.end()) {
+                    plan.waits = fmt::format("lock: \"{}\" is held by run {}", *key, held->second);
+                }
+            }
+            out.push_back(std::move(plan));
+        }
+        done(std::move(out));
+    });
 }
 
 StepExecutor* Scheduler::executor_for(std::string_view kind) const {

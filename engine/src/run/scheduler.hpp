@@ -41,6 +41,44 @@ struct SchedulerOptions {
 
 class RunExecution;
 
+// An answer to the approval of one step of a run (docs/approvals.md).
+struct ApprovalAnswer {
+    std::string step;  // the step's name
+    bool approve = true;
+    std::string actor;
+    std::string comment;
+};
+
+// What came of an answer. `refused` empty: it was recorded and `approval` is the row now.
+struct AnswerOutcome {
+    enum class Refusal {
+        NotFound,        // no such run, or no such step in its runbook version
+        NoApproval,      // the step has no approval gate
+        RunEnded,        // the run has ended
+        AlreadyDecided,  // answered (or timed out) before: `approval` says by whom
+        NotWaiting,      // the run is not waiting for this step (yet)
+        NotApprover,     // the actor is not among the approvers
+        Unavailable,     // the store could not be written; nothing changed
+    };
+    std::optional<Refusal> refused;
+    std::string message;
+    std::optional<ApprovalRecord> approval;
+};
+
+// One run a plan asks about (POST /api/v1/plan): a runbook an alert would start.
+struct PlannedRun {
+    std::shared_ptr<const Runbook> runbook;
+    Alert alert;
+};
+
+// What that run would do: every step rendered as in a dry run (secrets redacted), the first
+// step that could not be prepared, and why it would wait to start (concurrency, a lock held).
+struct RunPlan {
+    nlohmann::json steps;
+    std::string failure;  // empty: every step renders
+    std::string waits;    // empty: it would start at once
+};
+
 // What a cancel request did.
 struct CancelOutcome {
     RunState state = RunState::Cancelled;  // the run's state now
@@ -67,6 +105,14 @@ class Scheduler {
     // Queues committed runs for execution.
     void enqueue(std::vector<RunId> runs);
 
+    // Renders each of `runs` as a dry run would and says what would hold it back now, without
+    // recording or starting anything; `done` runs on the scheduler's thread. Any thread.
+    void plan(std::vector<PlannedRun> runs, std::function<void(std::vector<RunPlan>)> done);
+
+    // Plans a committed dry run at once, outside the queue and its limits (it runs nothing),
+    // and calls `done` on the scheduler's thread once its end is recorded. Any thread.
+    void dry_run(RunId id, std::function<void(Status)> done);
+
     // At start-up: stops what a previous process left running, then resumes each run it
     // interrupted or ends it (docs/runs.md, Restart), and queues the runs it left queued.
     // Call before serving requests, with the run engine's thread running.
@@ -87,7 +133,16 @@ class Scheduler {
     // grace); the runs end cancelled with `reason`. Any thread.
     void cancel_active(std::string reason);
 
+    // Answers the approval a run is waiting for (or is about to wait for: an answer that comes
+    // while the run is pausing is held until the pause is committed, never dropped). The store
+    // decides between concurrent answers; `done` runs on the scheduler's thread. Any thread.
+    void answer(RunId id, ApprovalAnswer answer, std::function<void(AnswerOutcome)> done);
+
     std::size_t active_runs() const { return active_count_.load(); }
+    // Runs parked as waiting_approval (they hold no slot), for metrics; any thread.
+    std::size_t approval_waiting_runs() const {
+        return approval_count_.load(std::memory_order_relaxed);
+    }
     std::size_t queued_runs() const { return queued_count_.load(); }
     // For metrics, any thread: runs queued in the store that have not started executing
     // (including those waiting for a slot or a lock), runs executing, and how long the oldest
@@ -130,9 +185,22 @@ class Scheduler {
     std::variant<Resume, RunProgress> plan_recovery(RunId id, const Result<RunDetail>& run,
                                                     const std::string& stopped);
     void on_run_finished(RunId id);
+    // A run whose approval request is committed gives back its slot (it keeps its lock and its
+    // place in its runbook's concurrency); once approved it takes the next free slot.
+    void park_for_approval(RunId id);
+    // Gives back what admit() took: the run's place in its runbook's concurrency, its lock.
+    void release_admission(const RunExecution& run);
+    void resume_approved(RunId id);
+    std::shared_ptr<RunExecution> find_execution(RunId id) const;
+    // Why an answer to run `id` cannot be taken, from what the store says.
+    AnswerOutcome explain_refusal(RunId id, const ApprovalAnswer& answer);
     std::shared_ptr<const Runbook> resolve_runbook(const std::string& name, const std::string& hash,
                                                    std::string& error);
     StepExecutor* executor_for(std::string_view kind) const;
+    // Prepares and describes every step of `runbook` with `base` (its step, index and timeout
+    // set per step), starting nothing; `failure` gets the first step that cannot be prepared.
+    nlohmann::json describe_steps(const Runbook& runbook, AttemptContext base,
+                                  std::string& failure) const;
     void check_drained();
     // Bookkeeping of runs waiting to start, for the metrics above. Scheduler thread.
     void note_queued(RunId id);
@@ -157,6 +225,10 @@ class Scheduler {
     std::map<std::string, RunId> locks_;              // lock key → the run holding it
     std::mt19937_64 rng_{std::random_device{}()};     // retry jitter
     std::map<std::string, std::shared_ptr<const Runbook>> old_versions_;  // by content hash
+    // Parked as waiting_approval: no slot; and approved ones waiting for a slot, in order.
+    std::map<RunId, std::shared_ptr<RunExecution>> approving_;
+    std::deque<RunId> approved_;
+    std::atomic<std::size_t> approval_count_{0};
     std::map<RunId, Resume> resumes_;  // interrupted runs recover() queued to go on
     std::atomic<std::size_t> active_count_{0};
     std::atomic<std::size_t> queued_count_{0};

@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include <runbookd/alert.hpp>
 #include <runbookd/runbook.hpp>
 #include <runbookd/store.hpp>
@@ -48,6 +50,16 @@ struct AttemptContext {
     // The steps of this run that ended before this one (their latest attempt), by name; kept
     // by the run and reloaded from the store when a run resumes after a crash. Never null.
     const StepResults* steps = nullptr;
+    // The run's parameters (defaults applied). Never null.
+    const LabelSet* params = nullptr;
+    // A dry run: the attempt is prepared and described, never started; step outputs render as
+    // placeholders (docs/manual-runs.md).
+    bool dry_run = false;
+
+    // The scope its templates render in.
+    TemplateScope scope() const {
+        return TemplateScope{alert, run_id, runbook->name, steps, params, dry_run};
+    }
 };
 
 // One prepared attempt: rendered and ready to start. The run engine records what it will run
@@ -58,6 +70,11 @@ class Attempt {
 
     virtual const std::vector<std::string>& argv() const = 0;  // empty when no program runs
     virtual const std::string& cwd() const = 0;
+    // What the attempt would do, for a dry run's plan: at least `argv` and `cwd`; kinds add
+    // their own (environment, Python target). Values are real: the caller redacts secrets.
+    virtual nlohmann::json describe() const {
+        return nlohmann::json{{"argv", argv()}, {"cwd", cwd()}};
+    }
 
     // Starts the attempt; `spawned` runs when its process exists (pid = process group id),
     // `done` exactly once, both on the run engine's io_context.

@@ -8,7 +8,9 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <re2/re2.h>
 
+#include <runbookd/argv_step.hpp>
 #include <runbookd/step_parser.hpp>
 
 #include "common/hash.hpp"
@@ -20,6 +22,8 @@ constexpr std::size_t kMaxNameLength = 128;
 constexpr std::uintmax_t kMaxFileSize = 1024 * 1024;
 constexpr int kMaxAttempts = 100;
 constexpr int kMaxConcurrency = 10'000;
+constexpr Duration kMaxApprovalTimeout{7LL * 24 * 3600 * 1000};
+constexpr std::size_t kMaxApprovers = 100;
 
 // Runbook and step names appear in URLs, environment variables and placeholders.
 bool valid_name(std::string_view name) {
@@ -275,6 +279,62 @@ void parse_retry(const YAML::Node& step, ParseContext& ctx, RetryPolicy& retry) 
     }
 }
 
+void parse_approvers(const YAML::Node& node, ParseContext& ctx, ApprovalSpec& approval) {
+    if (node.IsNull()) {
+        return;
+    }
+    if (!node.IsSequence() || node.size() > kMaxApprovers) {
+        ctx.error(node, fmt::format("approval.approvers: expected a list of at most {} names",
+                                    kMaxApprovers));
+        return;
+    }
+    for (const auto& item : node) {
+        auto name = ctx.string(item, "approval.approvers");
+        if (name && name->empty()) {
+            ctx.error(item, "approval.approvers: a name must not be empty");
+        } else if (name) {
+            approval.approvers.push_back(std::move(*name));
+        }
+    }
+}
+
+// `approval: {approvers: [alice], timeout: 30m, on_timeout: deny, message: "..."}`
+// (docs/approvals.md).
+std::optional<ApprovalSpec> parse_approval(const YAML::Node& node, ParseContext& ctx) {
+    ApprovalSpec approval;
+    approval.location = ctx.location(node);
+    if (node.IsNull()) {
+        return approval;
+    }
+    if (!node.IsMap()) {
+        ctx.error(node, fmt::format("approval: expected a mapping such as {{approvers: [alice], "
+                                    "timeout: 30m, on_timeout: deny}}, got {}",
+                                    node_kind(node)));
+        return std::nullopt;
+    }
+    ctx.check_mapping(node, "approval", {"approvers", "timeout", "on_timeout", "message"});
+    if (const auto a = find_key(node, "approvers"); a.IsDefined()) {
+        parse_approvers(a, ctx, approval);
+    }
+    if (const auto t = find_key(node, "timeout"); t.IsDefined()) {
+        const auto d = ctx.duration(t, "approval.timeout");
+        if (d && (d->count() <= 0 || *d > kMaxApprovalTimeout)) {
+            ctx.error(t, "approval.timeout: must be more than 0 and at most 7d (168h)");
+        } else if (d) {
+            approval.timeout = *d;
+        }
+    }
+    if (const auto o = find_key(node, "on_timeout"); o.IsDefined()) {
+        if (const auto c = ctx.choice(o, "approval.on_timeout", {"deny", "approve"})) {
+            approval.approve_on_timeout = *c == 1;
+        }
+    }
+    if (const auto m = find_key(node, "message"); m.IsDefined()) {
+        approval.message = ctx.string(m, "approval.message").value_or("");
+    }
+    return approval;
+}
+
 std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
                                    const StepParsers& parsers) {
     if (!node.IsMap()) {
@@ -299,8 +359,8 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
             parser = p.get();
         }
     }
-    std::vector<std::string_view> allowed = {"name",    "description", "timeout",
-                                             "retries", "retry_on",    "idempotent"};
+    std::vector<std::string_view> allowed = {"name",     "description", "timeout", "retries",
+                                             "retry_on", "idempotent",  "approval"};
     if (parser == nullptr) {
         ctx.check_mapping(node, "step", allowed);
         ctx.error(node, fmt::format("step needs one key that gives its kind: {}",
@@ -324,6 +384,9 @@ std::optional<StepSpec> parse_step(const YAML::Node& node, ParseContext& ctx,
     parse_retry(node, ctx, step.retry);
     if (const auto i = find_key(node, "idempotent"); i.IsDefined()) {
         step.idempotent = ctx.boolean(i, "idempotent").value_or(false);
+    }
+    if (const auto a = find_key(node, "approval"); a.IsDefined()) {
+        step.approval = parse_approval(a, ctx);
     }
     step.config = parser->parse(node, ctx);
     if (!keys_ok || step.config == nullptr) {
@@ -365,6 +428,109 @@ void parse_steps(const YAML::Node& node, ParseContext& ctx, const StepParsers& p
             continue;
         }
         runbook.steps.push_back(std::move(*step));
+    }
+}
+
+bool valid_param_name(std::string_view name) {
+    static const re2::RE2 grammar("[A-Za-z_][A-Za-z0-9_-]{0,127}");
+    return re2::RE2::FullMatch(re2::StringPiece(name.data(), name.size()), grammar);
+}
+
+std::optional<ParamSpec> parse_param(const YAML::Node& key, const YAML::Node& node,
+                                     ParseContext& ctx) {
+    ParamSpec p;
+    p.name = key.Scalar();
+    p.location = ctx.location(key);
+    if (!valid_param_name(p.name)) {
+        ctx.error(key, fmt::format("parameter name \"{}\" is not valid: use letters, digits, "
+                                   "'-' and '_', starting with a letter or '_'",
+                                   p.name));
+        return std::nullopt;
+    }
+    if (node.IsNull()) {
+        return p;  // `name:` alone: an optional parameter without default
+    }
+    const std::string what = "params." + p.name;
+    if (!ctx.check_mapping(node, what,
+                           {"description", "required", "default", "pattern", "choices"})) {
+        return std::nullopt;
+    }
+    if (const auto d = find_key(node, "description"); d.IsDefined()) {
+        p.description = ctx.string(d, what + ".description").value_or("");
+    }
+    if (const auto r = find_key(node, "required"); r.IsDefined()) {
+        p.required = ctx.boolean(r, what + ".required").value_or(false);
+    }
+    if (const auto d = find_key(node, "default"); d.IsDefined()) {
+        p.default_value = ctx.string(d, what + ".default");
+    }
+    if (const auto pat = find_key(node, "pattern"); pat.IsDefined()) {
+        if (auto text = ctx.string(pat, what + ".pattern")) {
+            re2::RE2::Options options;
+            options.set_log_errors(false);
+            auto regex = std::make_shared<re2::RE2>(*text, options);
+            if (!regex->ok()) {
+                ctx.error(pat, fmt::format("{}.pattern: bad regular expression: {}", what,
+                                           regex->error()));
+                return std::nullopt;
+            }
+            p.pattern = std::move(*text);
+            p.regex = std::move(regex);
+        }
+    }
+    if (const auto c = find_key(node, "choices"); c.IsDefined()) {
+        if (!c.IsSequence() || c.size() == 0) {
+            ctx.error(c, fmt::format("{}.choices: expected a non-empty list of strings", what));
+            return std::nullopt;
+        }
+        for (const auto& item : c) {
+            if (auto choice = ctx.string(item, what + ".choices")) {
+                p.choices.push_back(std::move(*choice));
+            }
+        }
+    }
+    if (p.default_value) {
+        if (auto why = p.check(*p.default_value)) {
+            ctx.error(find_key(node, "default"),
+                      fmt::format("{}.default: \"{}\" {}", what, *p.default_value, *why));
+            return std::nullopt;
+        }
+    }
+    return p;
+}
+
+void parse_params(const YAML::Node& node, ParseContext& ctx, Runbook& runbook) {
+    if (!node.IsDefined()) {
+        return;
+    }
+    if (!node.IsMap()) {
+        ctx.error(node, "params: expected a mapping of parameter names to their declarations");
+        return;
+    }
+    std::map<std::string, std::string> env_names;  // RUNBOOK_PARAM_ suffix → parameter
+    std::set<std::string> seen;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+        const YAML::Node key = it->first;
+        if (!key.IsScalar()) {
+            ctx.error(key, "params: names must be strings");
+            continue;
+        }
+        if (!seen.insert(key.Scalar()).second) {
+            ctx.error(key, fmt::format("duplicate parameter \"{}\"", key.Scalar()));
+            continue;
+        }
+        auto param = parse_param(key, it->second, ctx);
+        if (!param) {
+            continue;
+        }
+        const auto [other, inserted] = env_names.emplace(env_name_part(param->name), param->name);
+        if (!inserted) {
+            ctx.error(key, fmt::format("parameters \"{}\" and \"{}\" both become "
+                                       "RUNBOOK_PARAM_{}",
+                                       other->second, param->name, other->first));
+            continue;
+        }
+        runbook.params.push_back(std::move(*param));
     }
 }
 
@@ -435,10 +601,10 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
                                     node_kind(root)));
         return nullptr;
     }
-    ctx.check_mapping(
-        root, "runbook",
-        {"name", "description", "matchers", "on", "timeout", "concurrency", "lock", "dedup",
-         "cooldown", "max_runs", "once_until_resolved", "on_resolve", "on_interrupt", "steps"});
+    ctx.check_mapping(root, "runbook",
+                      {"name", "description", "matchers", "on", "timeout", "concurrency", "lock",
+                       "dedup", "cooldown", "max_runs", "once_until_resolved", "on_resolve",
+                       "on_interrupt", "params", "steps"});
     parse_name(root, ctx, "runbook", runbook->name);
     runbook->name_location = ctx.location(find_key(root, "name"));
     if (const auto d = find_key(root, "description"); d.IsDefined()) {
@@ -459,7 +625,20 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
             runbook->concurrency = static_cast<int>(*n);
         }
     }
+    parse_params(find_key(root, "params"), ctx, *runbook);
+    // Every declared name, also of declarations with errors: a reference to one of them is not
+    // an error of its own.
+    std::vector<std::string> declared;
+    if (const auto p = find_key(root, "params"); p.IsMap()) {
+        for (auto it = p.begin(); it != p.end(); ++it) {
+            if (it->first.IsScalar()) {
+                declared.push_back(it->first.Scalar());
+            }
+        }
+    }
+    ctx.set_declared_params(&declared);
     parse_lock(find_key(root, "lock"), ctx, *runbook);
+    ctx.set_declared_params(nullptr);
     parse_suppression(root, ctx, *runbook);
     if (const auto r = find_key(root, "on_resolve"); r.IsDefined()) {
         if (const auto c = ctx.choice(r, "on_resolve", {"finish", "cancel"})) {
@@ -476,7 +655,19 @@ std::shared_ptr<Runbook> parse_runbook(const YAML::Node& root, ParseContext& ctx
     if (!steps.IsDefined()) {
         ctx.error(root, "runbook needs steps");
     }
+    ctx.set_declared_params(&declared);
     parse_steps(steps, ctx, parsers, *runbook);
+    ctx.set_declared_params(nullptr);
+    if (!runbook->matchers.empty()) {
+        for (const auto& p : runbook->params) {
+            if (p.required && !p.default_value) {
+                ctx.warning(p.location,
+                            fmt::format("parameter {} is required and has no default, but alerts "
+                                        "start this runbook: their runs have no value for it",
+                                        p.name));
+            }
+        }
+    }
     return runbook;
 }
 
@@ -655,21 +846,28 @@ std::optional<Template> ParseContext::template_string(const YAML::Node& node,
         return std::nullopt;
     }
     bool references_ok = true;
-    for (const auto& ref : parsed->step_references()) {
-        const SourceLocation at = location_in(node, ref.offset);
-        if (earlier_steps_ == nullptr) {
-            error(at, fmt::format("{}: steps.{} cannot be used here: step outputs exist only "
-                                  "for the steps of a run",
-                                  what, ref.step));
-            references_ok = false;
-        } else if (std::find(earlier_steps_->begin(), earlier_steps_->end(), ref.step) ==
-                   earlier_steps_->end()) {
-            error(at, fmt::format("{}: steps.{} does not name an earlier step of this runbook "
-                                  "(a step can use the outputs of the steps before it)",
-                                  what, ref.step));
-            references_ok = false;
+    // Each `root.NAME` placeholder must name one of `known`; none may appear where `known` is
+    // null.
+    const auto check = [&](std::string_view root, const std::vector<std::string>* known,
+                           std::string_view elsewhere, std::string_view unknown) {
+        for (const auto& ref : parsed->references(root)) {
+            const bool found = known != nullptr &&
+                               std::find(known->begin(), known->end(), ref.name) != known->end();
+            if (!found) {
+                error(location_in(node, ref.offset),
+                      fmt::format("{}: {}.{} {}", what, root, ref.name,
+                                  known == nullptr ? elsewhere : unknown));
+                references_ok = false;
+            }
         }
-    }
+    };
+    check("steps", earlier_steps_,
+          "cannot be used here: step outputs exist only for the steps of a run",
+          "does not name an earlier step of this runbook (a step can use the outputs of the "
+          "steps before it)");
+    check("params", declared_params_,
+          "cannot be used here: parameters exist only for the steps and the lock of a run",
+          "is not a parameter of this runbook (declare it under params:)");
     if (!references_ok) {
         return std::nullopt;
     }

@@ -4,6 +4,8 @@
 #include <tuple>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <re2/re2.h>
 
 #include <runbookd/runbook.hpp>
 
@@ -25,6 +27,72 @@ std::string SourceLocation::to_string() const {
 
 bool Runbook::matches_labels(const LabelSet& labels) const {
     return !matchers.empty() && matches_all(matchers, labels);
+}
+
+bool ApprovalSpec::allows(std::string_view actor) const {
+    // An approver is named as the principal of the tokens file ("alice"), whose requests act as
+    // "token:alice" (docs/auth.md).
+    constexpr std::string_view kToken = "token:";
+    const std::string_view principal =
+        actor.substr(0, kToken.size()) == kToken ? actor.substr(kToken.size()) : actor;
+    return approvers.empty() ||
+           std::find(approvers.begin(), approvers.end(), actor) != approvers.end() ||
+           std::find(approvers.begin(), approvers.end(), principal) != approvers.end();
+}
+
+std::optional<std::string> ParamSpec::check(std::string_view value) const {
+    if (regex && !re2::RE2::FullMatch(re2::StringPiece(value.data(), value.size()), *regex)) {
+        return fmt::format("does not match the pattern \"{}\"", pattern);
+    }
+    if (!choices.empty() && std::find(choices.begin(), choices.end(), value) == choices.end()) {
+        return fmt::format("is not one of the choices: {}", fmt::join(choices, ", "));
+    }
+    return std::nullopt;
+}
+
+Result<LabelSet> Runbook::resolve_params(const LabelSet& given) const {
+    for (const auto& [param, value] : given) {
+        const auto spec = std::find_if(params.begin(), params.end(),
+                                       [&param = param](const auto& p) { return p.name == param; });
+        if (spec == params.end()) {
+            return make_error(ErrorCode::InvalidArgument,
+                              fmt::format("runbook {} has no parameter \"{}\"", name, param),
+                              "params." + param);
+        }
+        if (spec->required && value.empty()) {
+            return make_error(ErrorCode::InvalidArgument,
+                              fmt::format("parameter {} is required and cannot be empty", param),
+                              "params." + param);
+        }
+        if (auto why = spec->check(value)) {
+            return make_error(ErrorCode::InvalidArgument,
+                              fmt::format("parameter {}: the value \"{}\" {}", param, value, *why),
+                              "params." + param);
+        }
+    }
+    LabelSet out = given;
+    for (const auto& p : params) {
+        if (out.count(p.name) != 0) {
+            continue;
+        }
+        if (p.default_value) {
+            out.emplace(p.name, *p.default_value);
+        } else if (p.required) {
+            return make_error(ErrorCode::InvalidArgument,
+                              fmt::format("parameter {} is required", p.name), "params." + p.name);
+        }
+    }
+    return out;
+}
+
+LabelSet Runbook::default_params() const {
+    LabelSet out;
+    for (const auto& p : params) {
+        if (p.default_value) {
+            out.emplace(p.name, *p.default_value);
+        }
+    }
+    return out;
 }
 
 bool Runbook::acts_on(AlertStatus status) const {

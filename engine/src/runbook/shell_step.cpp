@@ -25,6 +25,10 @@ std::string variable_for(std::string_view path) {
     if (path.starts_with(kAnnotations) && path.size() > kAnnotations.size()) {
         return "RUNBOOK_ANNOTATION_" + env_name_part(path.substr(kAnnotations.size()));
     }
+    constexpr std::string_view kParams = "params.";
+    if (path.starts_with(kParams) && path.size() > kParams.size()) {
+        return "RUNBOOK_PARAM_" + env_name_part(path.substr(kParams.size()));
+    }
     if (path == "alert.fingerprint") {
         return "RUNBOOK_ALERT_FINGERPRINT";
     }
@@ -48,7 +52,7 @@ void warn_placeholders(const YAML::Node& node, std::string_view script, ParseCon
         }
         const std::string_view rest = script.substr(start);
         if (!rest.starts_with("alert.") && !rest.starts_with("run.") &&
-            !rest.starts_with("steps.")) {
+            !rest.starts_with("steps.") && !rest.starts_with("params.")) {
             continue;
         }
         const auto path_end = std::find_if_not(rest.begin(), rest.end(), is_path_char);

@@ -51,6 +51,9 @@ bool known_path(const std::vector<std::string>& path) {
         return path[1] == "fingerprint" || path[1] == "status" || path[1] == "starts_at" ||
                path[1] == "generator_url";
     }
+    if (path.size() == 2 && path[0] == "params") {
+        return true;
+    }
     if (path.size() == 2 && path[0] == "run") {
         return path[1] == "id" || path[1] == "runbook";
     }
@@ -141,7 +144,7 @@ Result<Template::Part> Template::parse_placeholder(std::string_view expr, std::s
             return template_error(fmt::format(
                 "unknown placeholder \"{}\" (known: alert.labels.NAME, alert.annotations.NAME, "
                 "alert.fingerprint, alert.status, alert.starts_at, alert.generator_url, run.id, "
-                "run.runbook, steps.STEP.outputs.KEY)",
+                "run.runbook, steps.STEP.outputs.KEY, params.NAME)",
                 join_path(part.path)));
         }
     }
@@ -184,11 +187,11 @@ bool Template::has_placeholders() const {
     return false;
 }
 
-std::vector<Template::StepReference> Template::step_references() const {
-    std::vector<StepReference> out;
+std::vector<Template::Reference> Template::references(std::string_view root) const {
+    std::vector<Reference> out;
     for (const auto& p : parts_) {
-        if (!p.literal && p.path[0] == "steps") {
-            out.push_back(StepReference{p.path[1], p.offset});
+        if (!p.literal && p.path[0] == root) {
+            out.push_back(Reference{p.path[1], p.offset});
         }
     }
     return out;
@@ -217,6 +220,18 @@ Result<std::string> Template::lookup(const Part& part, const TemplateScope& scop
     }
     if (path[0] == "run") {
         return path[1] == "id" ? std::to_string(scope.run_id) : std::string(scope.runbook);
+    }
+    if (path[0] == "params") {
+        if (scope.params != nullptr) {
+            if (auto it = scope.params->find(path[1]); it != scope.params->end()) {
+                return it->second;
+            }
+        }
+        if (part.default_value) {
+            return *part.default_value;
+        }
+        return template_error(fmt::format(
+            "param \"{}\" has no value: it has no default and the run did not give it", path[1]));
     }
     const Alert* alert = scope.alert;
     if (alert == nullptr) {
@@ -259,6 +274,9 @@ Result<std::string> Template::lookup(const Part& part, const TemplateScope& scop
 Result<std::string> Template::lookup_step_output(const Part& part, const TemplateScope& scope) {
     const std::string& step = part.path[1];
     const std::string& key = part.path[3];
+    if (scope.dry_run) {
+        return fmt::format("<output {} of step {}>", key, step);
+    }
     const StepResult* result = nullptr;
     if (scope.steps != nullptr) {
         if (auto it = scope.steps->find(step); it != scope.steps->end()) {

@@ -233,6 +233,62 @@ CREATE TABLE resolved_alerts (
         {9, "step outputs: what each attempt handed to later steps", R"sql(
 ALTER TABLE attempts ADD COLUMN outputs TEXT;
 )sql"},
+        // Every column runs has; a branch that adds columns to runs adds them to this copy too.
+        {10,
+         "approvals: runs waiting for a human before a gated step",
+         R"sql(
+CREATE TABLE runs_v10 (
+    id           INTEGER PRIMARY KEY,
+    runbook      TEXT NOT NULL,
+    runbook_hash TEXT NOT NULL REFERENCES runbook_versions(content_hash),
+    trigger      TEXT NOT NULL CHECK (trigger IN ('alert', 'manual')),
+    alert_id     INTEGER REFERENCES alerts(id),
+    actor        TEXT NOT NULL,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled',
+                                  'interrupted', 'waiting_approval')),
+    reason       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    started_at   TEXT,
+    finished_at  TEXT,
+    cancelled_by TEXT
+) STRICT;
+INSERT INTO runs_v10 SELECT id, runbook, runbook_hash, trigger, alert_id, actor, state, reason,
+    created_at, started_at, finished_at, cancelled_by FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v10 RENAME TO runs;
+CREATE INDEX runs_by_runbook ON runs (runbook, id);
+
+CREATE TABLE approvals (
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    step_index   INTEGER NOT NULL,
+    step         TEXT NOT NULL,
+    approvers    TEXT NOT NULL,
+    message      TEXT NOT NULL,
+    on_timeout   TEXT NOT NULL CHECK (on_timeout IN ('deny', 'approve')),
+    requested_at TEXT NOT NULL,
+    deadline     TEXT NOT NULL,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('pending', 'approved', 'denied', 'timed_out', 'cancelled')),
+    decided_by   TEXT,
+    decided_at   TEXT,
+    comment      TEXT,
+    PRIMARY KEY (run_id, step_index)
+) STRICT;
+)sql",
+         nullptr,
+         {},
+         true},
+        {11, "manual runs: labels, params, dry runs, reasons and idempotency keys", R"sql(
+ALTER TABLE runs ADD COLUMN labels TEXT;
+ALTER TABLE runs ADD COLUMN params TEXT;
+ALTER TABLE runs ADD COLUMN dry_run INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN request_reason TEXT;
+ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+ALTER TABLE runs ADD COLUMN request_sha256 TEXT;
+CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+)sql"},
     };
     return all;
 }

@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <sys/file.h>
 #include <unistd.h>
@@ -61,6 +62,20 @@ std::optional<Timestamp> parse_stored_time(const std::optional<std::string>& tex
         return std::nullopt;
     }
     return parse_stored_time(*text);
+}
+
+// Steps `stmt` through every row it returns, calling `each` on it.
+Status for_each_row(Statement& stmt, const std::function<void(const Statement&)>& each) {
+    for (;;) {
+        auto row = stmt.step();
+        if (!row) {
+            return row.error();
+        }
+        if (!*row) {
+            return {};
+        }
+        each(stmt);
+    }
 }
 
 std::string dump_json(const Json& j) {
@@ -194,7 +209,28 @@ struct ProgressWrite {
     std::string next_end_at, next_end_detail;
     std::vector<TransitionText> next_end_transitions;
     std::string finished_at, finished_detail;
+    std::string approval_approvers, approval_requested_at, approval_deadline, approval_reason,
+        approval_detail;
+    std::string decided_at, decided_detail;
+    std::string planned_at;
 };
+
+void prepare_approval_request(const ApprovalRecord& a, ProgressWrite& w) {
+    w.approval_approvers = dump_json(Json(a.approvers));
+    w.approval_requested_at = a.requested_at.to_rfc3339_millis();
+    w.approval_deadline = a.deadline.to_rfc3339_millis();
+    w.approval_reason = fmt::format(
+        "waiting for approval of step \"{}\" ({}) until {}", a.step,
+        a.approvers.empty() ? std::string("anyone may approve")
+                            : fmt::format("approvers: {}", fmt::join(a.approvers, ", ")),
+        w.approval_deadline);
+    w.approval_detail = dump_json(Json{{"step", a.step},
+                                       {"step_index", a.step_index},
+                                       {"approvers", a.approvers},
+                                       {"message", a.message},
+                                       {"deadline", w.approval_deadline},
+                                       {"on_timeout", a.approve_on_timeout ? "approve" : "deny"}});
+}
 
 ProgressWrite prepare_progress(RunProgress p) {
     ProgressWrite w;
@@ -229,6 +265,20 @@ ProgressWrite prepare_progress(RunProgress p) {
         w.next_end_detail = attempt_end_detail(*p.next_end);
         w.next_end_transitions = transition_texts(*p.next_end);
     }
+    if (p.approval_requested) {
+        prepare_approval_request(*p.approval_requested, w);
+    }
+    if (p.approval_decided) {
+        const auto& d = *p.approval_decided;
+        w.decided_at = d.at.to_rfc3339_millis();
+        w.decided_detail = dump_json(Json{{"step", d.step},
+                                          {"step_index", d.step_index},
+                                          {"actor", d.actor},
+                                          {"comment", d.comment}});
+    }
+    if (p.planned) {
+        w.planned_at = Timestamp::now().to_rfc3339_millis();
+    }
     if (p.finished) {
         w.finished_at = p.finished->at.to_rfc3339_millis();
         Json detail{{"state", run_state_name(p.finished->state)}, {"reason", p.finished->reason}};
@@ -238,6 +288,33 @@ ProgressWrite prepare_progress(RunProgress p) {
         w.finished_detail = dump_json(detail);
     }
     w.progress = std::move(p);
+    return w;
+}
+
+// A manual run with its text columns rendered, ready for the writer to bind.
+struct ManualRunWrite {
+    std::shared_ptr<const ManualRunRequest> request;
+    std::string at;
+    std::string labels;
+    std::string params;
+    std::string detail;  // of run.requested
+};
+
+ManualRunWrite prepare_manual_run(std::shared_ptr<const ManualRunRequest> request) {
+    ManualRunWrite w;
+    const ManualRunRequest& r = *request;
+    w.at = r.requested_at.to_rfc3339_millis();
+    w.labels = json_text::label_set(r.labels);
+    w.params = json_text::label_set(r.params);
+    Json detail{{"runbook", r.runbook}, {"runbook_hash", r.runbook_hash},
+                {"actor", r.actor},     {"reason", r.reason},
+                {"labels", r.labels},   {"params", r.params},
+                {"dry_run", r.dry_run}};
+    if (!r.idempotency_key.empty()) {
+        detail["idempotency_key"] = r.idempotency_key;
+    }
+    w.detail = dump_json(detail);
+    w.request = std::move(request);
     return w;
 }
 
@@ -304,6 +381,9 @@ struct WriterStatements {
     Statement wait_run, cancel_requested, start_run, insert_attempt, end_attempt, finish_run,
         fail_open_attempts;
     Statement attempt_spawned;
+    Statement request_approval, pause_run, decide_approval, unpause_run, cancel_open_approvals;
+    Statement insert_manual_run, find_idempotency_key;
+    Statement plan_savepoint, plan_rollback, plan_release;
 };
 
 // What the writer thread executes: `apply` inside the shared transaction, `finish` after the
@@ -343,11 +423,16 @@ class SqliteStore final : public Store {
     void record_delivery(std::shared_ptr<const DeliveryRecord> record,
                          Completion<DeliveryReceipt> done) override;
     void record_progress(RunProgress progress, Completion<AttemptId> done) override;
+    void record_manual_run(std::shared_ptr<const ManualRunRequest> request,
+                           Completion<ManualRunReceipt> done) override;
+    void plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                       Completion<DeliveryReceipt> done) override;
 
     Result<RunContext> load_run(RunId run) override;
     Result<std::vector<RunSummary>> list_runs(const RunFilter& filter) override;
     Result<RunDetail> get_run(RunId run) override;
     Result<std::vector<RunId>> runs_in_state(RunState state) override;
+    Result<std::vector<ApprovalRecord>> approvals_of(RunId run) override;
 
     void close() override;
 
@@ -355,6 +440,24 @@ class SqliteStore final : public Store {
     class Reader;
 
     void submit(std::deque<PendingWrite>& queue, PendingWrite write);
+    // Submits `write` with the waiting deliveries (someone waits for the answer): `apply` fills
+    // a fresh result each time it runs, and `done` gets it once committed.
+    template <typename Write, typename T>
+    void submit_for(std::shared_ptr<Write> write, Status (SqliteStore::*apply)(const Write&, T&),
+                    Completion<T> done) {
+        auto result = std::make_shared<T>();
+        submit(deliveries_, PendingWrite{[this, write, result, apply] {
+                                             *result = T{};
+                                             return (this->*apply)(*write, *result);
+                                         },
+                                         [result, done = std::move(done)](Status s) {
+                                             if (!s) {
+                                                 done(s.error());
+                                                 return;
+                                             }
+                                             done(std::move(*result));
+                                         }});
+    }
     void take(std::deque<PendingWrite>& queue, std::vector<PendingWrite>& batch) const;
     void writer_loop();
     void commit_batch(std::vector<PendingWrite>& batch);
@@ -371,13 +474,19 @@ class SqliteStore final : public Store {
     Status apply_resolutions(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status check_resolved(const DeliveryWrite& write, std::size_t run, DeliveryReceipt& receipt);
     Status apply_progress(const ProgressWrite& write, AttemptId& next_id);
+    Status apply_manual_run(const ManualRunWrite& write, ManualRunReceipt& receipt);
+    Status apply_plan(const DeliveryWrite& write, DeliveryReceipt& receipt);
     Status end_attempt(RunId run, AttemptId attempt, const AttemptEnd& end, const std::string& at,
                        const std::string& detail, const std::vector<TransitionText>& transitions);
     Status update_one(Statement& stmt, std::string_view what);
+    Status request_approval(RunId run, const ProgressWrite& write);
+    Status decide_approval(RunId run, const ProgressWrite& write);
+    Status cancel_open_approvals(RunId run, const ProgressWrite& write);
 
     Result<Database> acquire_reader();
     void release_reader(Database db);
     std::vector<AttemptRecord> read_attempts(Database& db, RunId run, Status& status);
+    std::vector<ApprovalRecord> read_approvals(Database& db, RunId run, Status& status);
 
     SqliteOptions options_;
     OwnerLock lock_;
@@ -554,6 +663,15 @@ Status SqliteStore::prepare_writer() {
         {&ws_.insert_run,
          "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
          "created_at) VALUES (?, ?, 'alert', ?, 'alertmanager', 'queued', '', ?)"},
+        {&ws_.plan_savepoint, "SAVEPOINT plan"},
+        {&ws_.plan_rollback, "ROLLBACK TO plan"},
+        {&ws_.plan_release, "RELEASE plan"},
+        {&ws_.insert_manual_run,
+         "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
+         "created_at, labels, params, dry_run, request_reason, idempotency_key, request_sha256) "
+         "VALUES (?, ?, 'manual', NULL, ?, 'queued', '', ?, ?, ?, ?, ?, ?, ?)"},
+        {&ws_.find_idempotency_key,
+         "SELECT id, coalesce(request_sha256, '') FROM runs WHERE idempotency_key = ?"},
         {&ws_.find_episode,
          "SELECT run_id, starts_at_ns, starts_at FROM episodes WHERE runbook = ? AND "
          "fingerprint = ? AND status = ? AND starts_at_ns >= ? ORDER BY starts_at_ns DESC "
@@ -582,7 +700,23 @@ Status SqliteStore::prepare_writer() {
          "hash) VALUES (?,?,?,?,?,?,?,?,?)"},
         {&ws_.wait_run, "UPDATE runs SET reason = ? WHERE id = ? AND state = 'queued'"},
         {&ws_.cancel_requested,
-         "UPDATE runs SET cancelled_by = ?, reason = ? WHERE id = ? AND state = 'running'"},
+         "UPDATE runs SET cancelled_by = ?, reason = ? WHERE id = ? AND "
+         "state IN ('running', 'waiting_approval')"},
+        {&ws_.request_approval,
+         "INSERT INTO approvals (run_id, step_index, step, approvers, message, on_timeout, "
+         "requested_at, deadline, state) VALUES (?,?,?,?,?,?,?,?,'pending')"},
+        {&ws_.pause_run,
+         "UPDATE runs SET state = 'waiting_approval', reason = ? WHERE id = ? AND "
+         "state = 'running'"},
+        {&ws_.decide_approval,
+         "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ?, comment = ? "
+         "WHERE run_id = ? AND step_index = ? AND state = 'pending'"},
+        {&ws_.unpause_run,
+         "UPDATE runs SET state = 'running', reason = '' WHERE id = ? AND "
+         "state = 'waiting_approval'"},
+        {&ws_.cancel_open_approvals,
+         "UPDATE approvals SET state = 'cancelled', decided_at = ?, comment = ? "
+         "WHERE run_id = ? AND state = 'pending' RETURNING step, step_index"},
         {&ws_.attempt_spawned,
          "UPDATE attempts SET pid = ?, pid_start_ticks = ? "
          "WHERE id = ? AND run_id = ? AND state = 'running'"},
@@ -602,7 +736,7 @@ Status SqliteStore::prepare_writer() {
          "WHERE run_id = ? AND state = 'running'"},
         {&ws_.finish_run,
          "UPDATE runs SET state = ?, reason = ?, finished_at = ?, cancelled_by = ? "
-         "WHERE id = ? AND state IN ('queued', 'running')"},
+         "WHERE id = ? AND state IN ('queued', 'running', 'waiting_approval')"},
     };
     for (const auto& e : entries) {
         auto stmt = Statement::prepare(writer_db_, e.sql);
@@ -1177,19 +1311,8 @@ void SqliteStore::record_delivery(std::shared_ptr<const DeliveryRecord> record,
                                   Completion<DeliveryReceipt> done) {
     // Everything that does not need the database is turned into text here, on the caller's
     // thread, so that the single writer thread only binds and steps.
-    auto write = std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record)));
-    auto receipt = std::make_shared<DeliveryReceipt>();
-    submit(deliveries_, PendingWrite{[this, write, receipt] {
-                                         *receipt = DeliveryReceipt{};
-                                         return apply_delivery(*write, *receipt);
-                                     },
-                                     [receipt, done = std::move(done)](Status s) {
-                                         if (!s) {
-                                             done(s.error());
-                                             return;
-                                         }
-                                         done(std::move(*receipt));
-                                     }});
+    submit_for(std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record))),
+               &SqliteStore::apply_delivery, std::move(done));
 }
 
 Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& e,
@@ -1228,6 +1351,78 @@ Status SqliteStore::end_attempt(RunId run, AttemptId attempt, const AttemptEnd& 
         }
     }
     return insert_event("attempt.finished", at, std::nullopt, run, attempt, detail);
+}
+
+Status SqliteStore::request_approval(RunId run, const ProgressWrite& w) {
+    const ApprovalRecord& a = *w.progress.approval_requested;
+    Status s = ws_.request_approval.bind(1, run)
+                   .bind(2, std::int64_t{a.step_index})
+                   .bind(3, std::string_view(a.step))
+                   .bind(4, std::string_view(w.approval_approvers))
+                   .bind(5, std::string_view(a.message))
+                   .bind(6, std::string_view(a.approve_on_timeout ? "approve" : "deny"))
+                   .bind(7, std::string_view(w.approval_requested_at))
+                   .bind(8, std::string_view(w.approval_deadline))
+                   .run();
+    if (!s) {
+        return s;
+    }
+    ws_.pause_run.bind(1, std::string_view(w.approval_reason)).bind(2, run);
+    if (s = update_one(ws_.pause_run, fmt::format("parking run {} for approval", run)); !s) {
+        return s;
+    }
+    return insert_event("approval.requested", w.approval_requested_at, std::nullopt, run,
+                        std::nullopt, w.approval_detail);
+}
+
+// The store decides which answer wins: only a pending approval of a waiting run changes.
+Status SqliteStore::decide_approval(RunId run, const ProgressWrite& w) {
+    const RunProgress::Decision& d = *w.progress.approval_decided;
+    ws_.decide_approval.bind(1, std::string_view(approval_state_name(d.state)))
+        .bind(2, std::string_view(d.actor))
+        .bind(3, std::string_view(w.decided_at))
+        .bind(4, std::string_view(d.comment))
+        .bind(5, run)
+        .bind(6, std::int64_t{d.step_index});
+    if (auto s =
+            update_one(ws_.decide_approval, fmt::format("answering the approval of run {}", run));
+        !s) {
+        return s;
+    }
+    // A deny ends the run in the same write (finished); otherwise it goes on.
+    if (!w.progress.finished) {
+        ws_.unpause_run.bind(1, run);
+        if (auto s = update_one(ws_.unpause_run, fmt::format("resuming run {}", run)); !s) {
+            return s;
+        }
+    }
+    return insert_event(fmt::format("approval.{}", approval_state_name(d.state)), w.decided_at,
+                        std::nullopt, run, std::nullopt, w.decided_detail);
+}
+
+Status SqliteStore::cancel_open_approvals(RunId run, const ProgressWrite& w) {
+    const auto& f = *w.progress.finished;
+    ws_.cancel_open_approvals.bind(1, std::string_view(w.finished_at))
+        .bind(2, std::string_view(f.reason))
+        .bind(3, run);
+    std::vector<std::pair<std::string, std::int64_t>> closed;
+    Status read = for_each_row(ws_.cancel_open_approvals, [&closed](const Statement& row) {
+        closed.emplace_back(row.column_text(0), row.column_int(1));
+    });
+    ws_.cancel_open_approvals.reset();
+    if (!read) {
+        return read;
+    }
+    for (const auto& [step, index] : closed) {
+        const std::string detail =
+            dump_json(Json{{"step", step}, {"step_index", index}, {"reason", f.reason}});
+        if (auto s = insert_event("approval.cancelled", w.finished_at, std::nullopt, run,
+                                  std::nullopt, detail);
+            !s) {
+            return s;
+        }
+    }
+    return {};
 }
 
 Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
@@ -1322,7 +1517,27 @@ Status SqliteStore::apply_progress(const ProgressWrite& w, AttemptId& next_id) {
             }
         }
     }
+    if (p.approval_requested) {
+        if (auto s = request_approval(run, w); !s) {
+            return s;
+        }
+    }
+    if (p.approval_decided) {
+        if (auto s = decide_approval(run, w); !s) {
+            return s;
+        }
+    }
+    if (p.planned) {
+        if (auto s = insert_event("run.planned", w.planned_at, std::nullopt, run, std::nullopt,
+                                  *p.planned);
+            !s) {
+            return s;
+        }
+    }
     if (p.finished) {
+        if (auto s = cancel_open_approvals(run, w); !s) {
+            return s;
+        }
         const auto& f = *p.finished;
         ws_.finish_run.bind(1, std::string_view(run_state_name(f.state)))
             .bind(2, std::string_view(f.reason))
@@ -1358,6 +1573,80 @@ void SqliteStore::record_event(std::string kind, std::string detail,
                                                            event->second);
                                    },
                                    std::move(done)});
+}
+
+// The key is looked up and the run inserted in the same transaction of the single writer, so
+// two requests with one key cannot both start a run.
+Status SqliteStore::apply_manual_run(const ManualRunWrite& w, ManualRunReceipt& receipt) {
+    const ManualRunRequest& r = *w.request;
+    const auto key =
+        r.idempotency_key.empty() ? std::nullopt : std::optional<std::string>(r.idempotency_key);
+    if (key) {
+        ws_.find_idempotency_key.bind(1, std::string_view(*key));
+        auto row = ws_.find_idempotency_key.step();
+        if (!row) {
+            ws_.find_idempotency_key.reset();
+            return row.error();
+        }
+        if (*row) {
+            receipt.run = ws_.find_idempotency_key.column_int(0);
+            receipt.outcome = ws_.find_idempotency_key.column_text(1) == r.request_sha256
+                                  ? ManualRunReceipt::Outcome::Replayed
+                                  : ManualRunReceipt::Outcome::KeyReused;
+            ws_.find_idempotency_key.reset();
+            return {};
+        }
+        ws_.find_idempotency_key.reset();
+    }
+    Status s = ws_.insert_manual_run.bind(1, std::string_view(r.runbook))
+                   .bind(2, std::string_view(r.runbook_hash))
+                   .bind(3, std::string_view(r.actor))
+                   .bind(4, std::string_view(w.at))
+                   .bind(5, std::string_view(w.labels))
+                   .bind(6, std::string_view(w.params))
+                   .bind(7, std::int64_t{r.dry_run ? 1 : 0})
+                   .bind(8, std::string_view(r.reason))
+                   .bind(9, key)
+                   .bind(10, std::string_view(r.request_sha256))
+                   .run();
+    if (!s) {
+        return s;
+    }
+    receipt.run = writer_db_.last_insert_id();
+    receipt.outcome = ManualRunReceipt::Outcome::Created;
+    return insert_event("run.requested", w.at, std::nullopt, receipt.run, std::nullopt, w.detail);
+}
+
+// The decisions of apply_delivery() for resolutions and runs, inside a savepoint that is always
+// rolled back: the batch commits nothing of it.
+Status SqliteStore::apply_plan(const DeliveryWrite& w, DeliveryReceipt& receipt) {
+    if (auto s = ws_.plan_savepoint.run(); !s) {
+        return s;
+    }
+    const audit::ChainHead before = head_;
+    Status s = apply_resolutions(w, receipt);
+    if (s) {
+        s = decide_runs(w, receipt);
+    }
+    const Status undone = ws_.plan_rollback.run();
+    (void)ws_.plan_release.run();
+    head_ = before;
+    if (!undone) {
+        return undone;
+    }
+    return s;
+}
+
+void SqliteStore::plan_delivery(std::shared_ptr<const DeliveryRecord> record,
+                                Completion<DeliveryReceipt> done) {
+    submit_for(std::make_shared<DeliveryWrite>(prepare_delivery(std::move(record))),
+               &SqliteStore::apply_plan, std::move(done));
+}
+
+void SqliteStore::record_manual_run(std::shared_ptr<const ManualRunRequest> request,
+                                    Completion<ManualRunReceipt> done) {
+    submit_for(std::make_shared<ManualRunWrite>(prepare_manual_run(std::move(request))),
+               &SqliteStore::apply_manual_run, std::move(done));
 }
 
 void SqliteStore::record_progress(RunProgress progress, Completion<AttemptId> done) {
@@ -1459,7 +1748,16 @@ void SqliteStore::release_reader(Database db) {
 constexpr const char* kRunColumns =
     "r.id, r.runbook, r.runbook_hash, r.trigger, r.actor, r.state, r.reason, r.alert_id, "
     "coalesce(a.fingerprint, ''), coalesce(json_extract(a.labels, '$.alertname'), ''), "
-    "r.created_at, r.started_at, r.finished_at, coalesce(r.cancelled_by, '')";
+    "r.created_at, r.started_at, r.finished_at, coalesce(r.cancelled_by, ''), r.labels, "
+    "r.params, r.dry_run, coalesce(r.request_reason, ''), coalesce(r.idempotency_key, '')";
+constexpr int kRunColumnCount = 19;
+
+std::optional<LabelSet> optional_labels(const std::optional<std::string>& text) {
+    if (!text) {
+        return std::nullopt;
+    }
+    return labels_from_json(*text);
+}
 
 RunSummary read_run_summary(const Statement& s) {
     RunSummary r;
@@ -1477,6 +1775,11 @@ RunSummary read_run_summary(const Statement& s) {
     r.started_at = parse_stored_time(s.column_optional_text(11));
     r.finished_at = parse_stored_time(s.column_optional_text(12));
     r.cancelled_by = s.column_text(13);
+    r.labels = optional_labels(s.column_optional_text(14));
+    r.params = optional_labels(s.column_optional_text(15));
+    r.dry_run = s.column_int(16) != 0;
+    r.request_reason = s.column_text(17);
+    r.idempotency_key = s.column_text(18);
     return r;
 }
 
@@ -1505,7 +1808,8 @@ Result<RunContext> SqliteStore::load_run(RunId run) {
     }
     auto stmt = Statement::prepare(
         reader.db(), fmt::format("SELECT r.id, r.runbook, r.runbook_hash, r.state, r.trigger, "
-                                 "r.actor, {} FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
+                                 "r.actor, r.labels, r.params, r.dry_run, r.created_at, {} "
+                                 "FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
                                  "WHERE r.id = ?",
                                  kAlertColumns));
     if (!stmt) {
@@ -1526,7 +1830,17 @@ Result<RunContext> SqliteStore::load_run(RunId run) {
     ctx.state = parse_run_state(stmt->column_text(3)).value_or(RunState::Failed);
     ctx.trigger = stmt->column_text(4);
     ctx.actor = stmt->column_text(5);
-    ctx.alert = read_alert(*stmt, 6);
+    ctx.params = optional_labels(stmt->column_optional_text(7));
+    ctx.dry_run = stmt->column_int(8) != 0;
+    ctx.alert = read_alert(*stmt, 10);
+    if (!ctx.alert && ctx.trigger == "manual") {
+        // The run's labels stand for an alert (docs/manual-runs.md).
+        Alert alert;
+        alert.labels = optional_labels(stmt->column_optional_text(6)).value_or(LabelSet{});
+        alert.fingerprint = fingerprint_of(alert.labels);
+        alert.starts_at = parse_stored_time(stmt->column_text(9));
+        ctx.alert = std::move(alert);
+    }
     return ctx;
 }
 
@@ -1658,13 +1972,85 @@ Result<RunDetail> SqliteStore::get_run(RunId run) {
     }
     RunDetail detail;
     detail.run = read_run_summary(*stmt);
-    detail.alert = read_alert(*stmt, 14);
+    detail.alert = read_alert(*stmt, kRunColumnCount);
     Status status;
     detail.attempts = read_attempts(reader.db(), run, status);
     if (!status) {
         return status.error();
     }
+    detail.approvals = read_approvals(reader.db(), run, status);
+    if (!status) {
+        return status.error();
+    }
+    if (detail.run.dry_run) {
+        auto plan = Statement::prepare(reader.db(),
+                                       "SELECT detail FROM events WHERE run_id = ? AND "
+                                       "kind = 'run.planned' ORDER BY id DESC LIMIT 1");
+        if (!plan) {
+            return plan.error();
+        }
+        plan->bind(1, run);
+        auto found = plan->step();
+        if (!found) {
+            return found.error();
+        }
+        if (*found) {
+            detail.plan = plan->column_text(0);
+        }
+    }
     return detail;
+}
+
+ApprovalRecord read_approval(const Statement& s, RunId run) {
+    ApprovalRecord a;
+    a.run_id = run;
+    a.step = s.column_text(0);
+    a.step_index = static_cast<int>(s.column_int(1));
+    const Json approvers = Json::parse(s.column_text(2), nullptr, false);
+    if (approvers.is_array()) {
+        for (const auto& v : approvers) {
+            a.approvers.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+        }
+    }
+    a.message = s.column_text(3);
+    a.approve_on_timeout = s.column_text(4) == "approve";
+    a.requested_at = parse_stored_time(s.column_text(5));
+    a.deadline = parse_stored_time(s.column_text(6));
+    a.state = parse_approval_state(s.column_text(7)).value_or(ApprovalState::Cancelled);
+    a.decided_by = s.column_optional_text(8).value_or("");
+    a.decided_at = parse_stored_time(s.column_optional_text(9));
+    a.comment = s.column_optional_text(10).value_or("");
+    return a;
+}
+
+std::vector<ApprovalRecord> SqliteStore::read_approvals(Database& db, RunId run, Status& status) {
+    std::vector<ApprovalRecord> out;
+    auto stmt = Statement::prepare(
+        db,
+        "SELECT step, step_index, approvers, message, on_timeout, requested_at, deadline, "
+        "state, decided_by, decided_at, comment FROM approvals WHERE run_id = ? "
+        "ORDER BY step_index");
+    if (!stmt) {
+        status = stmt.error();
+        return out;
+    }
+    stmt->bind(1, run);
+    status = for_each_row(
+        *stmt, [&out, run](const Statement& row) { out.push_back(read_approval(row, run)); });
+    return out;
+}
+
+Result<std::vector<ApprovalRecord>> SqliteStore::approvals_of(RunId run) {
+    Reader reader(*this);
+    if (!reader.ok()) {
+        return reader.error();
+    }
+    Status status;
+    auto out = read_approvals(reader.db(), run, status);
+    if (!status) {
+        return status.error();
+    }
+    return out;
 }
 
 Result<std::vector<RunId>> SqliteStore::runs_in_state(RunState state) {
@@ -1707,13 +2093,43 @@ const char* run_state_name(RunState state) {
             return "cancelled";
         case RunState::Interrupted:
             return "interrupted";
+        case RunState::WaitingApproval:
+            return "waiting_approval";
     }
     return "failed";
 }
 
+const char* approval_state_name(ApprovalState state) {
+    switch (state) {
+        case ApprovalState::Pending:
+            return "pending";
+        case ApprovalState::Approved:
+            return "approved";
+        case ApprovalState::Denied:
+            return "denied";
+        case ApprovalState::TimedOut:
+            return "timed_out";
+        case ApprovalState::Cancelled:
+            return "cancelled";
+    }
+    return "cancelled";
+}
+
+std::optional<ApprovalState> parse_approval_state(std::string_view name) {
+    for (const ApprovalState s :
+         {ApprovalState::Pending, ApprovalState::Approved, ApprovalState::Denied,
+          ApprovalState::TimedOut, ApprovalState::Cancelled}) {
+        if (name == approval_state_name(s)) {
+            return s;
+        }
+    }
+    return std::nullopt;
+}
+
 std::optional<RunState> parse_run_state(std::string_view name) {
-    for (const RunState s : {RunState::Queued, RunState::Running, RunState::Succeeded,
-                             RunState::Failed, RunState::Cancelled, RunState::Interrupted}) {
+    for (const RunState s :
+         {RunState::Queued, RunState::Running, RunState::Succeeded, RunState::Failed,
+          RunState::Cancelled, RunState::Interrupted, RunState::WaitingApproval}) {
         if (name == run_state_name(s)) {
             return s;
         }
