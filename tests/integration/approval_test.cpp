@@ -450,6 +450,7 @@ TEST_CASE("a version 9 database is migrated and keeps its runs", "[approval][sto
         "INSERT INTO runs_v9 SELECT id, runbook, runbook_hash, trigger, alert_id, actor, state, "
         "reason, created_at, started_at, finished_at, cancelled_by FROM runs; DROP TABLE runs;"
         "ALTER TABLE runs_v9 RENAME TO runs; CREATE INDEX runs_by_runbook ON runs (runbook, id);"
+        "ALTER TABLE deliveries DROP COLUMN traceparent;"
         "DELETE FROM schema_migrations WHERE version >= 10;",
         nullptr, nullptr, &error);
     INFO((error != nullptr ? error : ""));
@@ -465,7 +466,7 @@ TEST_CASE("a version 9 database is migrated and keeps its runs", "[approval][sto
     REQUIRE(store.ok());
     (*store)->close();
 
-    CHECK(query_value(db, "SELECT max(version) FROM schema_migrations") == "11");
+    CHECK(query_value(db, "SELECT max(version) FROM schema_migrations") == "12");
     CHECK(query_value(db,
                       "SELECT group_concat(id || state || reason || cancelled_by) FROM "
                       "runs") == before);

@@ -31,7 +31,7 @@ steps:
 )";
 
 // Undoes migrations 6 (the audit chain), 7 and 10 (their CHECK constraints stay wider), 8, 9
-// and 11, leaving what a version 5 runbookd wrote.
+// to 12, leaving what a version 5 runbookd wrote.
 constexpr const char* kBackToVersion5 =
     "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;"
     "DROP TRIGGER audit_anchor_no_update; DROP TRIGGER audit_anchor_no_delete;"
@@ -44,6 +44,7 @@ constexpr const char* kBackToVersion5 =
     "ALTER TABLE runs DROP COLUMN labels; ALTER TABLE runs DROP COLUMN params;"
     "ALTER TABLE runs DROP COLUMN dry_run; ALTER TABLE runs DROP COLUMN request_reason;"
     "ALTER TABLE runs DROP COLUMN idempotency_key; ALTER TABLE runs DROP COLUMN request_sha256;"
+    "ALTER TABLE runs DROP COLUMN traceparent; ALTER TABLE deliveries DROP COLUMN traceparent;"
     "DELETE FROM schema_migrations WHERE version >= 6;";
 
 std::shared_ptr<const Runbook> load_runbook() {
@@ -188,7 +189,7 @@ TEST_CASE("a new database is created and migrated once", "[store]") {
     open_store(path)->close();
 
     CHECK(query_value(path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5,6,7,8,9,10,11");
+          "1,2,3,4,5,6,7,8,9,10,11,12");
     CHECK(query_value(path, "PRAGMA journal_mode") == "wal");
     for (const char* table :
          {"deliveries", "alerts", "runbook_versions", "runs", "attempts", "events"}) {
@@ -569,7 +570,7 @@ TEST_CASE("a version 1 database is migrated to version 2 and keeps its rows", "[
 
     auto store = open_store(f.path);
     CHECK(query_value(f.path, "SELECT group_concat(version) FROM schema_migrations") ==
-          "1,2,3,4,5,6,7,8,9,10,11");
+          "1,2,3,4,5,6,7,8,9,10,11,12");
     auto detail = store->get_run(run);
     REQUIRE(detail.ok());
     CHECK(detail->run.state == RunState::Queued);
@@ -721,7 +722,7 @@ TEST_CASE("a version 5 database is chained by the migration and verifies", "[sto
     f.store = open_store(f.path);
     run_once(f);
 
-    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "11");
+    CHECK(query_value(f.path, "SELECT max(version) FROM schema_migrations") == "12");
     const auto report = verify_chain(f.path);
     INFO(report.message);
     CHECK(report.intact());

@@ -65,6 +65,7 @@ struct DeliveryRecord {
         std::optional<Duration> cooldown;
         std::optional<Runbook::RunBudget> max_runs;
         bool once_until_resolved = false;
+        std::string traceparent = {};  // the run's own (docs/tracing.md)
     };
     // A resolved alert and a runbook whose matchers it matches (whatever its `on:`): the
     // runbook's firing episode of that alert, if it ran, is marked resolved.
@@ -79,6 +80,7 @@ struct DeliveryRecord {
     std::string user_agent;
     std::size_t body_bytes = 0;
     std::string body_sha256;
+    std::string traceparent;  // the request's valid traceparent header; empty: none
     std::string receiver;
     std::string group_key;
     std::string status;
@@ -128,6 +130,8 @@ struct RunContext {
     std::optional<Alert> alert;
     std::optional<LabelSet> params;  // manual runs: as recorded; empty: the runbook's defaults
     bool dry_run = false;
+    // The run's place in a trace (docs/tracing.md); empty for runs recorded before schema 12.
+    std::string traceparent;
 };
 
 // A run requested by hand (POST /api/v1/runbooks/{name}/runs), validated and ready to record:
@@ -143,6 +147,7 @@ struct ManualRunRequest {
     std::string idempotency_key;  // empty: none
     std::string request_sha256;   // of the request as given, to tell a replay from a reuse
     Timestamp requested_at;
+    std::string traceparent;  // the run's own (docs/tracing.md)
 };
 
 struct ManualRunReceipt {
@@ -311,6 +316,7 @@ struct RunSummary {
     Timestamp created_at;
     std::optional<Timestamp> started_at;
     std::optional<Timestamp> finished_at;
+    std::string traceparent;  // empty for runs recorded before schema 12
     // Manual runs (NULL columns for alert runs).
     std::optional<LabelSet> labels;
     std::optional<LabelSet> params;

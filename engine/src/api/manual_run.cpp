@@ -4,6 +4,7 @@
 #include "api/routes.hpp"
 #include "common/hash.hpp"
 #include "common/json_text.hpp"
+#include "common/trace.hpp"
 
 namespace runbookd::api {
 namespace {
@@ -265,6 +266,8 @@ void start_manual_run(const ApiContext& ctx, http::Request&& req, http::Responde
     request->idempotency_key = key.value_or("");
     request->request_sha256 = request_sha256(runbook->name, body);
     request->requested_at = Timestamp::now();
+    request->traceparent =
+        trace::child_of(trace::parse_traceparent(req.header("traceparent"))).header();
     auto warnings = warnings_for(*runbook, body.labels);
     ctx.store->record_manual_run(
         request, [&ctx, request, warnings = std::move(warnings),

@@ -8,6 +8,7 @@
 #include "api/follow.hpp"
 #include "common/hash.hpp"
 #include "common/json_text.hpp"
+#include "common/trace.hpp"
 #include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::api {
@@ -41,6 +42,9 @@ Json run_json(const RunSummary& r) {
         {"fingerprint", r.fingerprint},
         {"alertname", r.alertname},
         {"created_at", r.created_at.to_rfc3339_millis()},
+        {"trace_id",
+         r.traceparent.empty() ? Json(nullptr) : Json(trace::trace_id_of(r.traceparent))},
+        {"traceparent", r.traceparent.empty() ? Json(nullptr) : Json(r.traceparent)},
         {"started_at", optional_time(r.started_at)},
         {"finished_at", optional_time(r.finished_at)},
         {"labels", r.labels ? labels_json(*r.labels) : Json(nullptr)},
@@ -438,7 +442,8 @@ void receive_alertmanager(const ApiContext& ctx, http::Request&& req, http::Resp
         return;
     }
     intake::Delivery delivery{std::move(req.body), std::move(req.remote_addr),
-                              std::string(req.header("user-agent"))};
+                              std::string(req.header("user-agent")),
+                              std::string(req.header("traceparent"))};
     ctx.intake->handle(std::move(delivery),
                        [&m, respond = std::move(respond)](intake::IntakeReply r) {
                            m.notification(r.status == 200   ? NotificationOutcome::Accepted

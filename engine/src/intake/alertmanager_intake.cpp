@@ -6,6 +6,7 @@
 #include "common/hash.hpp"
 #include "common/json_text.hpp"
 #include "common/log.hpp"
+#include "common/trace.hpp"
 #include "metrics/runbookd_metrics.hpp"
 
 namespace runbookd::intake {
@@ -227,6 +228,18 @@ void AlertmanagerIntake::handle(Delivery delivery, std::function<void(IntakeRepl
         record.alerts.push_back({std::move(alert), AlertOutcome::NoMatchingRunbook, {}});
     }
     match_alerts(*catalog_.get(), record);
+    // One trace for the delivery (the caller's, else a new one); a span of its own for each run.
+    const auto incoming = trace::parse_traceparent(delivery.traceparent);
+    if (incoming) {
+        record.traceparent = incoming->header();
+    } else if (!delivery.traceparent.empty()) {
+        log_->debug("traceparent ignored, not valid W3C trace context value={}",
+                    log::quote(delivery.traceparent));
+    }
+    const trace::TraceParent delivery_trace = incoming ? *incoming : trace::child_of(std::nullopt);
+    for (auto& run : record.runs) {
+        run.traceparent = trace::child_of(delivery_trace).header();
+    }
 
     auto shared = std::make_shared<const DeliveryRecord>(std::move(record));
     pending_.fetch_add(1);

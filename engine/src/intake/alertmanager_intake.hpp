@@ -18,6 +18,7 @@ struct Delivery {
     std::string body;
     std::string remote_addr;
     std::string user_agent;
+    std::string traceparent;  // the request's header as received; may be empty or invalid
 };
 
 // When the intake stops taking deliveries so that Alertmanager retries them later

@@ -292,11 +292,14 @@ std::vector<std::pair<std::string, std::string>> runbook_env(const AttemptContex
     vars.emplace_back("RUNBOOK_STEP", ctx.step->name);
     vars.emplace_back("RUNBOOK_ATTEMPT", std::to_string(ctx.attempt));
     vars.emplace_back("RUNBOOK_IDEMPOTENCY_KEY", idempotency_key(ctx.run_id, ctx.step->name));
+    if (!ctx.traceparent.empty()) {
+        vars.emplace_back("TRACEPARENT", std::string(ctx.traceparent));
+    }
     return vars;
 }
 
 bool is_reserved_env(std::string_view name) {
-    return name.starts_with("RUNBOOK_") || name == exec::kInstanceEnv;
+    return name.starts_with("RUNBOOK_") || name == exec::kInstanceEnv || name == "TRACEPARENT";
 }
 
 std::string idempotency_key(RunId run, std::string_view step) {

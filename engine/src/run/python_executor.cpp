@@ -338,7 +338,8 @@ class PythonStep final : public python::StepChannel,
             }
             if (is_reserved_env(name)) {
                 return exec_refused(
-                    fmt::format("exec: env {} is reserved: runbookd sets RUNBOOK_* and {} itself",
+                    fmt::format("exec: env {} is reserved: runbookd sets RUNBOOK_*, TRACEPARENT "
+                                "and {} itself",
                                 name, exec::kInstanceEnv));
             }
             const auto& text = value.get_ref<const std::string&>();

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
+#include "common/trace.hpp"
 #include "exec/process.hpp"
 #include "metrics/runbookd_metrics.hpp"
 
@@ -159,6 +160,7 @@ class RunExecution : public std::enable_shared_from_this<RunExecution> {
     Scheduler& sched_;
     RunId id_;
     RunContext ctx_;
+    std::string trace_id_;  // of ctx_.traceparent, for log lines
     std::shared_ptr<const Runbook> runbook_;
     std::size_t step_index_ = 0;
     int attempt_number_ = 1;      // of the current step: 1, then 2, ... on retries
@@ -210,6 +212,11 @@ void RunExecution::begin() {
         return;
     }
     ctx_ = std::move(*loaded);
+    if (ctx_.traceparent.empty()) {
+        // Recorded before runs had one (schema 12): a trace of its own, for this process only.
+        ctx_.traceparent = trace::child_of(std::nullopt).header();
+    }
+    trace_id_ = trace::trace_id_of(ctx_.traceparent);
     if (is_terminal(ctx_.state)) {
         // Cancelled (or otherwise ended) after it was queued and before it came up here.
         sched_.log_->info("run already ended run={} state={}", id_, run_state_name(ctx_.state));
@@ -287,8 +294,8 @@ void RunExecution::wait_because(const std::string& reason) {
         return;
     }
     waiting_reason_ = reason;
-    sched_.log_->info("run waiting run={} runbook={} reason={}", id_, runbook_->name,
-                      log::quote(reason));
+    sched_.log_->info("run waiting run={} runbook={} reason={} trace_id={}", id_, runbook_->name,
+                      log::quote(reason), trace_id_);
     RunProgress progress;
     progress.run = id_;
     progress.waiting = reason;
@@ -322,7 +329,8 @@ void RunExecution::on_admitted() {
     if (resume_) {
         // Already running in the store: it goes on, and the attempt the crash cut short is
         // closed in the same write as the next one starts.
-        sched_.log_->info("run resumed run={} why={}", id_, log::quote(resume_->why));
+        sched_.log_->info("run resumed run={} why={} trace_id={}", id_, log::quote(resume_->why),
+                          trace_id_);
         progress.resumed = std::move(resume_->why);
         progress.ended = std::move(resume_->interrupted);
         const Duration delay = resume_->delay;
@@ -344,9 +352,9 @@ void RunExecution::on_started() {
             alertname = it->second;
         }
     }
-    sched_.log_->info("run started run={} runbook={} alertname={} fingerprint={}", id_,
+    sched_.log_->info("run started run={} runbook={} alertname={} fingerprint={} trace_id={}", id_,
                       runbook_->name, log::quote(alertname),
-                      log::quote(ctx_.alert ? ctx_.alert->fingerprint : ""));
+                      log::quote(ctx_.alert ? ctx_.alert->fingerprint : ""), trace_id_);
     const Duration timeout = runbook_->timeout.value_or(sched_.options_.default_run_timeout);
     deadline_.expires_after(timeout);
     deadline_.async_wait([self = shared_from_this(), timeout](const boost::system::error_code& e) {
@@ -711,6 +719,7 @@ AttemptContext RunExecution::context_for(std::size_t index, int attempt,
     context.alert = ctx_.alert ? &*ctx_.alert : nullptr;
     context.trigger = ctx_.trigger;
     context.actor = ctx_.actor;
+    context.traceparent = ctx_.traceparent;
     context.timeout = s.timeout.value_or(sched_.options_.default_step_timeout);
     context.steps = steps;
     context.params = &params_;
@@ -893,8 +902,8 @@ void RunExecution::on_ended(RunState state, const std::string& reason) {
                       .count()
                 : 0.0);
     }
-    sched_.log_->info("run finished run={} state={} duration_ms={} reason={}", id_,
-                      run_state_name(state), elapsed.count(), log::quote(reason));
+    sched_.log_->info("run finished run={} state={} duration_ms={} reason={} trace_id={}", id_,
+                      run_state_name(state), elapsed.count(), log::quote(reason), trace_id_);
     sched_.on_run_finished(id_);
     if (recorded_) {
         auto done = std::move(recorded_);

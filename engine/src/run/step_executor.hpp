@@ -46,6 +46,7 @@ struct AttemptContext {
     const Alert* alert = nullptr;  // null for runs without an alert
     std::string_view trigger;      // "alert" or "manual"
     std::string_view actor;        // who started the run ("alertmanager" for alert runs)
+    std::string_view traceparent;  // the run's (docs/tracing.md); empty: none recorded
     Duration timeout{0};
     // The steps of this run that ended before this one (their latest attempt), by name; kept
     // by the run and reloaded from the store when a run resumes after a crash. Never null.

@@ -116,6 +116,12 @@ void parse_env(const YAML::Node& node, ParseContext& ctx, ProcessStepConfig& con
                                              *name));
             continue;
         }
+        if (*name == "TRACEPARENT") {
+            ctx.error(it->first,
+                      "env: \"TRACEPARENT\" is reserved: runbookd sets it to the run's place "
+                      "in its trace (docs/tracing.md)");
+            continue;
+        }
         if (*name == "RUNBOOKD_INSTANCE") {
             ctx.error(it->first,
                       "env: \"RUNBOOKD_INSTANCE\" is reserved: it marks the step for "

@@ -289,6 +289,10 @@ ALTER TABLE runs ADD COLUMN request_sha256 TEXT;
 CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 )sql"},
+        {12, "trace context: the traceparent a delivery brought and each run's own", R"sql(
+ALTER TABLE deliveries ADD COLUMN traceparent TEXT;
+ALTER TABLE runs ADD COLUMN traceparent TEXT;
+)sql"},
     };
     return all;
 }

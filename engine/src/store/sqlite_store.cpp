@@ -19,6 +19,7 @@
 
 #include "common/json_text.hpp"
 #include "common/log.hpp"
+#include "common/trace.hpp"
 #include "metrics/runbookd_metrics.hpp"
 #include "store/audit.hpp"
 #include "store/schema.hpp"
@@ -150,10 +151,17 @@ DeliveryWrite prepare_delivery(std::shared_ptr<const DeliveryRecord> record) {
         Json{{"receiver", r.receiver}, {"status", r.status}, {"body_sha256", r.body_sha256}});
     w.received_head = head + R"(,"alerts":[)";
     for (const auto& run : r.runs) {
-        w.run_events.push_back(dump_json(Json{{"runbook", run.runbook}, {"trigger", "alert"}}));
+        w.run_events.push_back(dump_json(Json{{"runbook", run.runbook},
+                                              {"trigger", "alert"},
+                                              {"trace_id", trace::trace_id_of(run.traceparent)}}));
     }
     w.record = std::move(record);
     return w;
+}
+
+// NULL for an empty text: a column that is unknown rather than empty.
+std::optional<std::string> null_if_empty(const std::string& text) {
+    return text.empty() ? std::nullopt : std::optional<std::string>(text);
 }
 
 std::string attempt_end_detail(const AttemptEnd& e) {
@@ -309,7 +317,7 @@ ManualRunWrite prepare_manual_run(std::shared_ptr<const ManualRunRequest> reques
     Json detail{{"runbook", r.runbook}, {"runbook_hash", r.runbook_hash},
                 {"actor", r.actor},     {"reason", r.reason},
                 {"labels", r.labels},   {"params", r.params},
-                {"dry_run", r.dry_run}};
+                {"dry_run", r.dry_run}, {"trace_id", trace::trace_id_of(r.traceparent)}};
     if (!r.idempotency_key.empty()) {
         detail["idempotency_key"] = r.idempotency_key;
     }
@@ -655,21 +663,21 @@ Status SqliteStore::prepare_writer() {
         {&ws_.insert_delivery,
          "INSERT INTO deliveries (received_at, source, remote_addr, user_agent, receiver, "
          "group_key, status, external_url, body_bytes, body_sha256, alert_count, "
-         "truncated_alerts, warnings) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"},
+         "truncated_alerts, warnings, traceparent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"},
         {&ws_.insert_alert,
          "INSERT INTO alerts (delivery_id, position, fingerprint, status, starts_at, ends_at, "
          "labels, annotations, generator_url, outcome, outcome_detail) "
          "VALUES (?,?,?,?,?,?,?,?,?,?,?)"},
         {&ws_.insert_run,
          "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
-         "created_at) VALUES (?, ?, 'alert', ?, 'alertmanager', 'queued', '', ?)"},
+         "created_at, traceparent) VALUES (?, ?, 'alert', ?, 'alertmanager', 'queued', '', ?, ?)"},
         {&ws_.plan_savepoint, "SAVEPOINT plan"},
         {&ws_.plan_rollback, "ROLLBACK TO plan"},
         {&ws_.plan_release, "RELEASE plan"},
         {&ws_.insert_manual_run,
          "INSERT INTO runs (runbook, runbook_hash, trigger, alert_id, actor, state, reason, "
-         "created_at, labels, params, dry_run, request_reason, idempotency_key, request_sha256) "
-         "VALUES (?, ?, 'manual', NULL, ?, 'queued', '', ?, ?, ?, ?, ?, ?, ?)"},
+         "created_at, labels, params, dry_run, request_reason, idempotency_key, request_sha256, "
+         "traceparent) VALUES (?, ?, 'manual', NULL, ?, 'queued', '', ?, ?, ?, ?, ?, ?, ?, ?)"},
         {&ws_.find_idempotency_key,
          "SELECT id, coalesce(request_sha256, '') FROM runs WHERE idempotency_key = ?"},
         {&ws_.find_episode,
@@ -949,6 +957,7 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
                    .bind(11, static_cast<std::int64_t>(r.alerts.size()))
                    .bind(12, r.truncated_alerts)
                    .bind(13, std::string_view(w.warnings_json))
+                   .bind(14, null_if_empty(r.traceparent))
                    .run();
     if (!s) {
         return s;
@@ -1005,6 +1014,7 @@ Status SqliteStore::apply_delivery(const DeliveryWrite& w, DeliveryReceipt& rece
                 .bind(2, std::string_view(run.runbook_hash))
                 .bind(3, receipt.alert_ids.at(run.alert_index))
                 .bind(4, std::string_view(w.received_at))
+                .bind(5, null_if_empty(run.traceparent))
                 .run();
         if (!s) {
             return s;
@@ -1608,6 +1618,7 @@ Status SqliteStore::apply_manual_run(const ManualRunWrite& w, ManualRunReceipt& 
                    .bind(8, std::string_view(r.reason))
                    .bind(9, key)
                    .bind(10, std::string_view(r.request_sha256))
+                   .bind(11, null_if_empty(r.traceparent))
                    .run();
     if (!s) {
         return s;
@@ -1749,8 +1760,9 @@ constexpr const char* kRunColumns =
     "r.id, r.runbook, r.runbook_hash, r.trigger, r.actor, r.state, r.reason, r.alert_id, "
     "coalesce(a.fingerprint, ''), coalesce(json_extract(a.labels, '$.alertname'), ''), "
     "r.created_at, r.started_at, r.finished_at, coalesce(r.cancelled_by, ''), r.labels, "
-    "r.params, r.dry_run, coalesce(r.request_reason, ''), coalesce(r.idempotency_key, '')";
-constexpr int kRunColumnCount = 19;
+    "r.params, r.dry_run, coalesce(r.request_reason, ''), coalesce(r.idempotency_key, ''), "
+    "coalesce(r.traceparent, '')";
+constexpr int kRunColumnCount = 20;
 
 std::optional<LabelSet> optional_labels(const std::optional<std::string>& text) {
     if (!text) {
@@ -1780,6 +1792,7 @@ RunSummary read_run_summary(const Statement& s) {
     r.dry_run = s.column_int(16) != 0;
     r.request_reason = s.column_text(17);
     r.idempotency_key = s.column_text(18);
+    r.traceparent = s.column_text(19);
     return r;
 }
 
@@ -1807,11 +1820,13 @@ Result<RunContext> SqliteStore::load_run(RunId run) {
         return reader.error();
     }
     auto stmt = Statement::prepare(
-        reader.db(), fmt::format("SELECT r.id, r.runbook, r.runbook_hash, r.state, r.trigger, "
-                                 "r.actor, r.labels, r.params, r.dry_run, r.created_at, {} "
-                                 "FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
-                                 "WHERE r.id = ?",
-                                 kAlertColumns));
+        reader.db(),
+        fmt::format(
+            "SELECT r.id, r.runbook, r.runbook_hash, r.state, r.trigger, "
+            "r.actor, r.labels, r.params, r.dry_run, r.created_at, {}, "
+            "coalesce(r.traceparent, '') FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id "
+            "WHERE r.id = ?",
+            kAlertColumns));
     if (!stmt) {
         return stmt.error();
     }
@@ -1833,6 +1848,7 @@ Result<RunContext> SqliteStore::load_run(RunId run) {
     ctx.params = optional_labels(stmt->column_optional_text(7));
     ctx.dry_run = stmt->column_int(8) != 0;
     ctx.alert = read_alert(*stmt, 10);
+    ctx.traceparent = stmt->column_text(17);
     if (!ctx.alert && ctx.trigger == "manual") {
         // The run's labels stand for an alert (docs/manual-runs.md).
         Alert alert;
