@@ -20,7 +20,7 @@ using namespace std::chrono_literals;
 namespace {
 
 const char* const kKnownRootKeys =
-    "listen, runbooks, db, log, http, runs, exec, store, secrets, python";
+    "listen, runbooks, db, log, http, runs, exec, store, secrets, python, auth";
 
 // Writes `text` as etc/runbookd.yaml in `dir` and loads it over a default Config.
 runbookd::Status load(const TempDir& dir, const std::string& text, Config& config) {
@@ -110,11 +110,15 @@ TEST_CASE("relative paths in a config file are resolved against the file's direc
     TempDir dir;
     Config config;
 
-    const auto status = load(dir, "runbooks: runbooks.d\ndb: ../state/./runbookd.db\n", config);
+    const auto status = load(dir,
+                             "runbooks: runbooks.d\ndb: ../state/./runbookd.db\n"
+                             "auth:\n  tokens_file: tokens.yaml\n",
+                             config);
 
     REQUIRE(status.ok());
     CHECK(config.runbooks_dir == (dir.path() / "etc" / "runbooks.d").string());
     CHECK(config.db_path == (dir.path() / "state" / "runbookd.db").string());
+    CHECK(config.tokens_file == (dir.path() / "etc" / "tokens.yaml").string());
 }
 
 TEST_CASE("the python section sets the worker pool, relative paths from the file", "[config]") {
@@ -192,7 +196,7 @@ TEST_CASE("config file errors give file, line, column and what is wrong", "[conf
              kKnownRootKeys + ")"},
         {"an unknown key in a section", "http:\n  threads: 4\n  workers: 2\n",
          "3:3: unknown key \"workers\" in http (expected one of: body_limit, threads, "
-         "max_connections, idle_timeout, request_timeout, max_pending_deliveries)"},
+         "max_connections, idle_timeout, request_timeout, max_pending_deliveries, tls)"},
         {"a duplicate key", "log:\n  level: info\n  level: debug\n",
          "3:3: duplicate key \"level\" (first at line 2)"},
         {"a root that is not a mapping", "listen here\n",

@@ -217,6 +217,13 @@ void start_manual_run(const ApiContext& ctx, http::Request&& req, http::Responde
         return;
     }
     const std::string& name = req.params.at("name");
+    // Before the lookup: a principal limited to other runbooks learns nothing about this one.
+    if (ctx.auth != nullptr) {
+        if (auto refusal = ctx.auth->check_runbook(req, auth::Scope::Run, name)) {
+            respond(std::move(*refusal));
+            return;
+        }
+    }
     auto runbook = ctx.catalog->get()->find(name);
     if (!runbook) {
         respond(http::json_error(404, "not_found",
@@ -226,6 +233,9 @@ void start_manual_run(const ApiContext& ctx, http::Request&& req, http::Responde
     ManualRunBody body;
     if (auto e = parse_body(req, body)) {
         respond(std::move(*e));
+        return;
+    }
+    if (refuse_claimed_actor(req, body.actor, respond)) {
         return;
     }
     std::optional<std::string> key;

@@ -300,13 +300,31 @@ bool read_actor_body(const http::Request& req, const http::Responder& respond,
         }
         *field = v.get<std::string>();
     }
-    return true;
+    return !refuse_claimed_actor(req, actor, respond);
+}
+
+// For run and approve requests about an existing run: 403 when the caller's runbooks allow-list
+// does not hold the run's runbook, the lookup's error when the run cannot be read, else nullopt.
+std::optional<http::Response> check_run_allowed(const ApiContext& ctx, const http::Request& req,
+                                                auth::Scope scope, std::int64_t id) {
+    if (!req.principal || !req.principal->limited() || ctx.auth == nullptr) {
+        return std::nullopt;
+    }
+    auto detail = ctx.store->get_run(id);
+    if (!detail) {
+        return http::error_response(detail.error());
+    }
+    return ctx.auth->check_runbook(req, scope, detail->run.runbook);
 }
 
 // POST /api/v1/runs/{id}/cancel with an optional JSON body {"actor": "...", "reason": "..."}.
 void cancel_run(const ApiContext& ctx, const http::Request& req, http::Responder respond) {
     const auto id = run_id_param(req, respond);
     if (!id) {
+        return;
+    }
+    if (auto refusal = check_run_allowed(ctx, req, auth::Scope::Run, *id)) {
+        respond(std::move(*refusal));
         return;
     }
     std::string actor;
@@ -357,6 +375,10 @@ void answer_approval(const ApiContext& ctx, const http::Request& req, http::Resp
     if (!id) {
         respond(http::json_error(400, "invalid_argument",
                                  fmt::format("\"{}\" is not a run id", req.params.at("id")), "id"));
+        return;
+    }
+    if (auto refusal = check_run_allowed(ctx, req, auth::Scope::Approve, *id)) {
+        respond(std::move(*refusal));
         return;
     }
     run::ApprovalAnswer answer;
@@ -542,14 +564,27 @@ http::Response draining_response(std::string_view message) {
     return response;
 }
 
-// Who asks for something: the actor the body names, else the caller's address.
-// TODO(runbookd): take the actor from the authenticated caller once the API has authentication
-// (the on-call issue); until then it is what the caller says.
+// Who asks for something (docs/auth.md, Actor): the authenticated principal ("token:NAME");
+// without tokens, the actor the body names, else "http:<remote address>". Handlers refuse a
+// body naming an actor alongside credentials first (refuse_claimed_actor).
 std::string request_actor(const http::Request& req, std::string given) {
-    if (!given.empty()) {
-        return given;
+    if (req.principal || given.empty()) {
+        return auth::actor(req);
     }
-    return fmt::format("http:{}", req.remote_addr);
+    return given;
+}
+
+bool refuse_claimed_actor(const http::Request& req, std::string_view given,
+                          const http::Responder& respond) {
+    if (given.empty() || !req.principal) {
+        return false;
+    }
+    // With credentials the record says whose they are; nobody may name someone else.
+    respond(http::json_error(
+        400, "invalid_argument",
+        fmt::format("actor comes from the credentials ({}); leave it out", auth::actor(req)),
+        "actor"));
+    return true;
 }
 
 bool is_json_media_type(std::string_view content_type) {
@@ -600,25 +635,30 @@ void reload_runbooks(const ApiContext& ctx, const http::Request& req, http::Resp
         respond(http::json_error(503, "draining", "runbookd is shutting down; nothing reloaded"));
         return;
     }
-    // TODO(runbookd): require the admin scope once the API has authentication (the on-call
-    // issue); until then the actor is the caller's address.
-    ctx.reload(fmt::format("http:{}", req.remote_addr),
-               [respond = std::move(respond)](ReloadOutcome outcome) {
-                   respond(reload_response(outcome));
-               });
+    ctx.reload(auth::actor(req), [respond = std::move(respond)](ReloadOutcome outcome) {
+        respond(reload_response(outcome));
+    });
 }
 
 void add_routes(http::Router& router, const ApiContext& context) {
+    using auth::Access;
+    using auth::Scope;
     const ApiContext* ctx = &context;
-    router.add("GET", "/", [](http::Request&&, http::Responder respond) {
+    if (ctx->auth != nullptr) {
+        router.set_guard(
+            [auth = ctx->auth](const Access& access, std::string_view route, http::Request& req) {
+                return auth->check(access, route, req);
+            });
+    }
+    router.add("GET", "/", Access::open(), [](http::Request&&, http::Responder respond) {
         respond(http::json_response(200, {{"name", "runbookd"}, {"version", RUNBOOKD_VERSION}}));
     });
-    router.add("GET", "/livez",
+    router.add("GET", "/livez", Access::open(),
                [ctx](http::Request&&, http::Responder respond) { livez(*ctx, respond); });
-    router.add("GET", "/readyz",
+    router.add("GET", "/readyz", Access::open(),
                [ctx](http::Request&&, http::Responder respond) { readyz(*ctx, respond); });
     router.add(
-        "POST", "/api/v1/webhooks/alertmanager",
+        "POST", "/api/v1/webhooks/alertmanager", Access::scope(Scope::Webhook),
         [ctx](http::Request&& req, http::Responder respond) {
             receive_alertmanager(*ctx, std::move(req), std::move(respond));
         },
@@ -630,47 +670,48 @@ void add_routes(http::Router& router, const ApiContext& context) {
                 metrics::runbookd_metrics().notification(NotificationOutcome::Invalid);
             }
         });
-    // TODO(runbookd): require the read scope once the API has authentication (the on-call
-    // issue); until then anyone who reaches the listener may scrape.
-    router.add("GET", "/metrics",
+    router.add("GET", "/metrics", Access::scope(Scope::Read),
                [ctx](http::Request&&, http::Responder respond) { serve_metrics(*ctx, respond); });
-    router.add("GET", "/api/v1/runs", [ctx](http::Request&& req, http::Responder respond) {
-        list_runs(*ctx, req, respond);
-    });
-    router.add("GET", "/api/v1/runs/{id}", [ctx](http::Request&& req, http::Responder respond) {
-        show_run(*ctx, req, respond);
-    });
-    router.add("GET", "/api/v1/runs/{id}/follow",
+    router.add(
+        "GET", "/api/v1/runs", Access::scope(Scope::Read),
+        [ctx](http::Request&& req, http::Responder respond) { list_runs(*ctx, req, respond); });
+    router.add(
+        "GET", "/api/v1/runs/{id}", Access::scope(Scope::Read),
+        [ctx](http::Request&& req, http::Responder respond) { show_run(*ctx, req, respond); });
+    router.add("GET", "/api/v1/runs/{id}/follow", Access::scope(Scope::Read),
                [ctx](http::Request&& req, http::Responder respond) { follow(*ctx, req, respond); });
-    router.add("POST", "/api/v1/runs/{id}/cancel",
+    router.add("POST", "/api/v1/runs/{id}/cancel", Access::scope(Scope::Run),
                [ctx](http::Request&& req, http::Responder respond) {
                    cancel_run(*ctx, req, std::move(respond));
                });
-    router.add("POST", "/api/v1/runs/{id}/steps/{step}/approve",
+    router.add("POST", "/api/v1/runs/{id}/steps/{step}/approve", Access::scope(Scope::Approve),
                [ctx](http::Request&& req, http::Responder respond) {
                    answer_approval(*ctx, req, std::move(respond), true);
                });
-    router.add("POST", "/api/v1/runs/{id}/steps/{step}/deny",
+    router.add("POST", "/api/v1/runs/{id}/steps/{step}/deny", Access::scope(Scope::Approve),
                [ctx](http::Request&& req, http::Responder respond) {
                    answer_approval(*ctx, req, std::move(respond), false);
                });
-    router.add("POST", "/api/v1/runbooks/{name}/runs",
+    router.add("POST", "/api/v1/runbooks/{name}/runs", Access::scope(Scope::Run),
                [ctx](http::Request&& req, http::Responder respond) {
                    start_manual_run(*ctx, std::move(req), std::move(respond));
                });
-    router.add("POST", "/api/v1/plan", [ctx](http::Request&& req, http::Responder respond) {
-        plan_notification(*ctx, std::move(req), std::move(respond));
-    });
-    router.add("POST", "/api/v1/reload", [ctx](http::Request&& req, http::Responder respond) {
-        reload_runbooks(*ctx, req, std::move(respond));
-    });
-    router.add("GET", "/api/v1/runbooks", [ctx](http::Request&&, http::Responder respond) {
-        Json items = Json::array();
-        for (const auto& r : ctx->catalog->get()->all()) {
-            items.push_back(runbook_json(*r));
-        }
-        respond(http::json_response(200, {{"runbooks", items}}));
-    });
+    router.add("POST", "/api/v1/plan", Access::scope(Scope::Run),
+               [ctx](http::Request&& req, http::Responder respond) {
+                   plan_notification(*ctx, std::move(req), std::move(respond));
+               });
+    router.add("POST", "/api/v1/reload", Access::scope(Scope::Admin),
+               [ctx](http::Request&& req, http::Responder respond) {
+                   reload_runbooks(*ctx, req, std::move(respond));
+               });
+    router.add("GET", "/api/v1/runbooks", Access::scope(Scope::Read),
+               [ctx](http::Request&&, http::Responder respond) {
+                   Json items = Json::array();
+                   for (const auto& r : ctx->catalog->get()->all()) {
+                       items.push_back(runbook_json(*r));
+                   }
+                   respond(http::json_response(200, {{"runbooks", items}}));
+               });
 }
 
 }  // namespace runbookd::api

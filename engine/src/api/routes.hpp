@@ -13,6 +13,7 @@
 #include <runbookd/runbook.hpp>
 #include <runbookd/store.hpp>
 
+#include "auth/auth.hpp"
 #include "http/message.hpp"
 #include "intake/alertmanager_intake.hpp"
 #include "run/scheduler.hpp"
@@ -62,9 +63,12 @@ struct ApiContext {
     const Health* health = nullptr;
     Reloader reload;
     std::string output_dir;  // exec.output_dir, where follow reads a step's output as it grows
+    // Checks credentials and scopes (docs/auth.md); add_routes() makes it the router's guard.
+    auth::Authenticator* auth = nullptr;
 };
 
-// Registers the HTTP API (docs/http-api.md) on `router`. `context` must outlive the router.
+// Registers the HTTP API (docs/http-api.md) on `router`, each route with the scope it needs,
+// and the context's authenticator as the router's guard. `context` must outlive the router.
 void add_routes(http::Router& router, const ApiContext& context);
 
 // True for "application/json", with or without parameters such as "; charset=utf-8".
@@ -74,8 +78,12 @@ bool is_json_media_type(std::string_view content_type);
 
 // 503 draining with Retry-After: runbookd is shutting down; `message` says what was not done.
 http::Response draining_response(std::string_view message);
-// Who is asking: `given` (the body's actor) when not empty, else "http:<remote address>".
+// Who is asking (docs/auth.md, Actor): the authenticated principal ("token:NAME"); without
+// tokens, `given` (the body's actor) when not empty, else "http:<remote address>".
 std::string request_actor(const http::Request& req, std::string given);
+// With credentials, a body naming an actor is refused: answers 400 and returns true.
+bool refuse_claimed_actor(const http::Request& req, std::string_view given,
+                          const http::Responder& respond);
 // A run as GET /api/v1/runs/{id} shows it.
 nlohmann::json run_detail_json(const RunDetail& detail);
 // POST /api/v1/runbooks/{name}/runs (docs/manual-runs.md).

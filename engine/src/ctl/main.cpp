@@ -14,6 +14,8 @@
 
 #include <runbookd/step_parser.hpp>
 
+#include "auth/auth.hpp"
+#include "ctl/settings.hpp"
 #include "http/client.hpp"
 #include "python/check.hpp"
 #include "store/audit.hpp"
@@ -29,9 +31,14 @@ constexpr int kExitUnreachable = 3;
 constexpr int kExitRunFailed = 4;
 constexpr int kExitRunCancelled = 5;
 constexpr int kExitRunInterrupted = 6;
+// runbookd refused the credentials (401) or the permission (403).
+constexpr int kExitUnauthenticated = 7;
+constexpr int kExitForbidden = 8;
 
 struct Options {
     std::string url;
+    std::string token;
+    runbookd::http::ClientTls tls;
     std::string output = "table";
 };
 
@@ -83,9 +90,54 @@ void print_table(const std::vector<std::string>& header,
     }
 }
 
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// `headers` with the token, if any, as a bearer token.
+Headers with_token(const Options& o, Headers headers = {}) {
+    if (!o.token.empty()) {
+        headers.emplace_back("Authorization", "Bearer " + o.token);
+    }
+    return headers;
+}
+
+// One request to the API, with the token and the TLS settings. A body is sent as JSON.
+runbookd::Result<runbookd::http::ClientResponse> api_request(
+    const Options& o, const std::string& method, const std::string& path,
+    std::chrono::milliseconds timeout = std::chrono::seconds(10), const std::string& body = {}) {
+    const Headers headers =
+        with_token(o, body.empty() ? Headers{} : Headers{{"Content-Type", "application/json"}});
+    return runbookd::http::send_request(method, o.url + path, body, headers, timeout, o.tls);
+}
+
+// For 401 and 403 permission_denied: prints what to do and returns the exit code; 0 otherwise.
+int auth_failure(const Options& o, unsigned status, const Json& body) {
+    const std::string code = body.is_object() && body.contains("error")
+                                 ? body["error"].value("code", std::string())
+                                 : std::string();
+    // Other 403s (an approver who is not on the list) are runbookd's answer, not a refusal of
+    // the token.
+    if (status != 401 && !(status == 403 && code == "permission_denied")) {
+        return 0;
+    }
+    const std::string message = body.is_object() && body.contains("error")
+                                    ? text_of(body["error"].value("message", Json()))
+                                    : "";
+    if (status == 401) {
+        std::cerr << "runbookctl: runbookd at " << o.url << " refused the credentials (" << message
+                  << "): "
+                  << (o.token.empty() ? "no token given; pass --token, set RUNBOOKD_TOKEN or "
+                                        "put token: in the config file"
+                                      : "the token is not valid")
+                  << "\n";
+        return kExitUnauthenticated;
+    }
+    std::cerr << "runbookctl: permission denied: " << message << "\n";
+    return kExitForbidden;
+}
+
 // GETs a path of the API; prints the error and returns nullopt on failure.
 std::optional<Json> get_json(const Options& o, const std::string& path, int& exit_code) {
-    auto response = runbookd::http::send_request("GET", o.url + path);
+    auto response = api_request(o, "GET", path);
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
@@ -93,6 +145,10 @@ std::optional<Json> get_json(const Options& o, const std::string& path, int& exi
         return std::nullopt;
     }
     Json body = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, body); code != 0) {
+        exit_code = code;
+        return std::nullopt;
+    }
     if (response->status != 200) {
         std::string message = body.is_object() && body.contains("error")
                                   ? text_of(body["error"].value("message", Json()))
@@ -388,22 +444,26 @@ int run_runbook(const Options& o, const RunRequest& r) {
     if (!r.reason.empty()) {
         body["reason"] = r.reason;
     }
-    if (!r.actor.empty()) {
+    // With a token runbookd records whose it is, and refuses an actor named in the body.
+    if (!r.actor.empty() && o.token.empty()) {
         body["actor"] = r.actor;
     }
-    std::vector<std::pair<std::string, std::string>> headers = {
-        {"Content-Type", "application/json"}};
+    Headers headers = with_token(o, {{"Content-Type", "application/json"}});
     if (!r.idempotency_key.empty()) {
         headers.emplace_back("Idempotency-Key", r.idempotency_key);
     }
-    auto response = runbookd::http::send_request(
-        "POST", o.url + "/api/v1/runbooks/" + r.runbook + "/runs", body.dump(), headers);
+    auto response =
+        runbookd::http::send_request("POST", o.url + "/api/v1/runbooks/" + r.runbook + "/runs",
+                                     body.dump(), headers, std::chrono::seconds(10), o.tls);
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
         return kExitUnreachable;
     }
     Json run = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, run); code != 0) {
+        return code;
+    }
     if (response->status != 200 && response->status != 201) {
         print_api_error(response->status, run, response->body);
         return kExitFailure;
@@ -465,14 +525,16 @@ int plan(const Options& o, const std::string& file, const std::vector<std::strin
         }
         body = Json{{"labels", *pairs}, {"status", status}}.dump();
     }
-    auto response = runbookd::http::send_request("POST", o.url + "/api/v1/plan", body,
-                                                 {{"Content-Type", "application/json"}});
+    auto response = api_request(o, "POST", "/api/v1/plan", std::chrono::seconds(10), body);
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
         return kExitUnreachable;
     }
     const Json answer = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, answer); code != 0) {
+        return code;
+    }
     if (response->status != 200 || !answer.is_object()) {
         print_api_error(response->status, answer, response->body);
         return kExitFailure;
@@ -526,8 +588,11 @@ std::string printable_output(const std::string& text) {
 }
 
 // Prints runbookd's error answer (its message, else the whole body); returns the exit code.
-int report_error(const runbookd::http::ClientResponse& response) {
+int report_error(const Options& o, const runbookd::http::ClientResponse& response) {
     const Json body = Json::parse(response.body, nullptr, false);
+    if (const int code = auth_failure(o, response.status, body); code != 0) {
+        return code;
+    }
     std::cerr << "runbookctl: runbookd answered " << response.status << ": "
               << (body.is_object() && body.contains("error")
                       ? text_of(body["error"].value("message", Json()))
@@ -619,14 +684,15 @@ int runs_follow(const Options& o, const std::string& id) {
         return true;
     };
     auto response = runbookd::http::stream_request("GET", o.url + "/api/v1/runs/" + id + "/follow",
-                                                   {{"Accept", "text/event-stream"}}, on_body);
+                                                   with_token(o, {{"Accept", "text/event-stream"}}),
+                                                   on_body, std::chrono::seconds(60), o.tls);
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
         return kExitUnreachable;
     }
     if (response->status != 200) {
-        return report_error(*response);
+        return report_error(o, *response);
     }
     if (final_state.empty()) {
         std::cerr << "runbookctl: the stream ended before run " << id
@@ -640,13 +706,13 @@ int runs_follow(const Options& o, const std::string& id) {
 // POST /api/v1/runs/{id}/cancel.
 int runs_cancel(const Options& o, const std::string& id, const std::string& actor,
                 const std::string& reason) {
-    Json body = {{"actor", actor}};
+    // With a token runbookd records whose it is, and refuses an actor named in the body.
+    Json body = o.token.empty() ? Json{{"actor", actor}} : Json::object();
     if (!reason.empty()) {
         body["reason"] = reason;
     }
-    auto response =
-        runbookd::http::send_request("POST", o.url + "/api/v1/runs/" + id + "/cancel", body.dump(),
-                                     {{"Content-Type", "application/json"}});
+    auto response = api_request(o, "POST", "/api/v1/runs/" + id + "/cancel",
+                                std::chrono::seconds(10), body.dump());
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
@@ -665,7 +731,7 @@ int runs_cancel(const Options& o, const std::string& id, const std::string& acto
         }
         return 0;
     }
-    return report_error(*response);
+    return report_error(o, *response);
 }
 
 std::string names_or_dash(const Json& names) {
@@ -680,14 +746,16 @@ std::string names_or_dash(const Json& names) {
 // "file:line:column: message" a line) when it kept the old ones.
 int reload(const Options& o) {
     // The module check of a large directory may take a while; the server serialises reloads.
-    auto response = runbookd::http::send_request("POST", o.url + "/api/v1/reload", {}, {},
-                                                 std::chrono::seconds(120));
+    auto response = api_request(o, "POST", "/api/v1/reload", std::chrono::seconds(120));
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
         return kExitUnreachable;
     }
     Json body = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, body); code != 0) {
+        return code;
+    }
     if (o.output == "json") {
         std::cout << response->body;
     }
@@ -714,27 +782,32 @@ int reload(const Options& o) {
 // the one recorded.
 int answer(const Options& o, const std::string& run, const std::string& step, bool approve,
            const std::string& actor, const std::string& comment) {
-    Json body = {{"actor", actor}};
+    // With a token runbookd records whose it is, and refuses an actor named in the body.
+    Json body = o.token.empty() ? Json{{"actor", actor}} : Json::object();
     if (!comment.empty()) {
         body["comment"] = comment;
     }
     const std::string path =
         fmt::format("/api/v1/runs/{}/steps/{}/{}", run, step, approve ? "approve" : "deny");
-    auto response = runbookd::http::send_request("POST", o.url + path, body.dump(),
-                                                 {{"Content-Type", "application/json"}});
+    auto response = api_request(o, "POST", path, std::chrono::seconds(10), body.dump());
     if (!response) {
         std::cerr << "runbookctl: cannot reach runbookd at " << o.url << ": "
                   << response.error().message << "\n";
         return kExitUnreachable;
     }
     const Json reply = Json::parse(response->body, nullptr, false);
+    if (const int code = auth_failure(o, response->status, reply); code != 0) {
+        return code;
+    }
     if (o.output == "json") {
         std::cout << response->body << "\n";
     }
     if (response->status == 200 && reply.is_object()) {
         if (o.output != "json") {
-            std::cout << fmt::format("run {}: step {} {} by {}\n", run, step,
-                                     approve ? "approved" : "denied", text_of(Json(actor)));
+            // With a token runbookd recorded the token's principal, not --actor.
+            std::cout << fmt::format("run {}: step {} {}{}\n", run, step,
+                                     approve ? "approved" : "denied",
+                                     o.token.empty() ? " by " + text_of(Json(actor)) : "");
         }
         return 0;
     }
@@ -893,6 +966,61 @@ int audit_prune(const Options& o, const std::string& path, const std::string& be
     return 0;
 }
 
+struct TokenRequest {
+    std::string name;
+    std::vector<std::string> scopes;
+    std::vector<std::string> runbooks;
+    std::string username;
+};
+
+// A YAML list in flow style, each item double-quoted (JSON strings are valid YAML).
+std::string flow_list(const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) {
+        out += (out.empty() ? "" : ", ") + Json(item).dump();
+    }
+    return "[" + out + "]";
+}
+
+// Prints a new secret once, and the tokens file entry holding its hash.
+int token_create(const Options& o, const TokenRequest& t) {
+    if (!runbookd::auth::valid_principal_name(t.name)) {
+        std::cerr << "runbookctl: --name \"" << text_of(Json(t.name))
+                  << "\" is not a valid name (1 to 100 letters, digits, _, -, . and @)\n";
+        return kExitUsage;
+    }
+    if (!t.username.empty() && t.username.find(':') != std::string::npos) {
+        std::cerr << "runbookctl: --username may not hold ':'\n";
+        return kExitUsage;
+    }
+    const std::string secret = runbookd::auth::generate_secret();
+    if (secret.empty()) {
+        std::cerr << "runbookctl: no random bytes available for a secret\n";
+        return kExitFailure;
+    }
+    const std::string hash = runbookd::auth::secret_hash_hex(secret);
+    std::string entry = fmt::format("  - name: {}\n", t.name);
+    if (!t.username.empty()) {
+        entry += fmt::format("    username: {}\n", Json(t.username).dump());
+    }
+    entry += fmt::format("    sha256: {}\n    scopes: {}\n", hash, flow_list(t.scopes));
+    if (!t.runbooks.empty()) {
+        entry += fmt::format("    runbooks: {}\n", flow_list(t.runbooks));
+    }
+    if (o.output == "json") {
+        std::cout << Json{{"name", t.name}, {"secret", secret}, {"sha256", hash}, {"entry", entry}}
+                         .dump(2)
+                  << "\n";
+        return 0;
+    }
+    std::cout << "secret: " << secret << "\n\n"
+              << "# Add under principals: in the tokens file, then reload runbookd:\n"
+              << entry;
+    std::cerr << "runbookctl: store the secret now; runbookd keeps only its hash and it cannot "
+                 "be shown again\n";
+    return 0;
+}
+
 std::string default_actor() {
     const char* user = std::getenv("USER");
     return user != nullptr && *user != '\0' ? user : "runbookctl";
@@ -902,12 +1030,26 @@ std::string default_actor() {
 
 int main(int argc, char** argv) {
     Options o;
-    const char* env_url = std::getenv("RUNBOOKD_URL");
-    o.url = env_url != nullptr ? env_url : "http://127.0.0.1:9095";
+    runbookd::ctl::ConnectionFlags connection;
 
     CLI::App app{"runbookctl: inspect and lint runbookd"};
     app.set_version_flag("--version", std::string("runbookctl ") + RUNBOOKD_VERSION);
-    app.add_option("--url", o.url, "runbookd base URL (env RUNBOOKD_URL)")->capture_default_str();
+    app.add_option("--url", connection.url,
+                   "runbookd base URL (env RUNBOOKD_URL, config url; default "
+                   "http://127.0.0.1:9095)");
+    app.add_option("--token", connection.token,
+                   "secret sent as a bearer token (env RUNBOOKD_TOKEN, config token)");
+    app.add_option("--ca-file", connection.ca_file,
+                   "PEM CA certificates to trust for https:// URLs (env RUNBOOKD_CA_FILE, config "
+                   "ca_file; default: the system's)");
+    app.add_option("--cert-file", connection.cert_file,
+                   "PEM client certificate, for a runbookd that asks for one (env "
+                   "RUNBOOKD_CERT_FILE, config cert_file)");
+    app.add_option("--key-file", connection.key_file,
+                   "PEM key of --cert-file (env RUNBOOKD_KEY_FILE, config key_file)");
+    app.add_option(
+        "--config", connection.config,
+        "config file with url and token (default " + runbookd::ctl::default_config_path() + ")");
     app.add_option("-o,--output", o.output, "table or json")
         ->check(CLI::IsMember({"table", "json"}))
         ->capture_default_str();
@@ -944,7 +1086,10 @@ int main(int argc, char** argv) {
     auto* cancel_cmd = runs_cmd->add_subcommand("cancel", "cancel a queued or running run");
     cancel_cmd->add_option("id", run_id, "run id")->required();
     cancel_cmd->add_option("--reason", cancel_reason, "why, recorded with the cancel");
-    cancel_cmd->add_option("--actor", cancel_actor, "who cancels, recorded ($USER)")
+    cancel_cmd
+        ->add_option("--actor", cancel_actor,
+                     "who cancels, recorded ($USER); with a token runbookd records the "
+                     "token's principal instead")
         ->capture_default_str();
 
     std::string answer_run, answer_step, comment;
@@ -991,6 +1136,22 @@ int main(int argc, char** argv) {
     auto* reload_cmd = app.add_subcommand(
         "reload", "make runbookd reload its runbooks directory (kept as is on any error)");
 
+    auto* token_cmd = app.add_subcommand("token", "tokens for the tokens file: create");
+    token_cmd->require_subcommand(1);
+    TokenRequest token_request;
+    auto* token_create_cmd = token_cmd->add_subcommand(
+        "create", "print a new random secret and the tokens file entry with its hash");
+    token_create_cmd->add_option("--name", token_request.name, "the principal's name")->required();
+    token_create_cmd
+        ->add_option("--scope", token_request.scopes,
+                     "webhook, read, run, approve or admin (repeat for each)")
+        ->required()
+        ->check(CLI::IsMember({"webhook", "read", "run", "approve", "admin"}));
+    token_create_cmd->add_option("--runbook", token_request.runbooks,
+                                 "limit run and approve to this runbook (repeat for each)");
+    token_create_cmd->add_option("--username", token_request.username,
+                                 "also allow HTTP Basic auth with this user name");
+
     auto* audit_cmd = app.add_subcommand("audit", "the audit chain in the database: verify, prune");
     audit_cmd->require_subcommand(1);
     std::string db_path, before, actor = default_actor();
@@ -1012,8 +1173,18 @@ int main(int argc, char** argv) {
         app.exit(e);
         return kExitUsage;
     }
-    while (!o.url.empty() && o.url.back() == '/') {
-        o.url.pop_back();
+    if (token_create_cmd->parsed()) {
+        return token_create(o, token_request);
+    }
+    if (!lint_cmd->parsed() && !verify_cmd->parsed() && !prune_cmd->parsed()) {
+        auto resolved = runbookd::ctl::resolve_connection(connection);
+        if (!resolved) {
+            std::cerr << "runbookctl: " << resolved.error().message << "\n";
+            return kExitUsage;
+        }
+        o.url = resolved->url;
+        o.token = resolved->token;
+        o.tls = {resolved->ca_file, resolved->cert_file, resolved->key_file};
     }
 
     if (lint_cmd->parsed()) {

@@ -181,8 +181,8 @@ void read_python(Section& py, python::PoolOptions& o) {
 }
 
 void read_sections(Section& root, Config& c) {
-    root.check(
-        {"listen", "runbooks", "db", "log", "http", "runs", "exec", "store", "secrets", "python"});
+    root.check({"listen", "runbooks", "db", "log", "http", "runs", "exec", "store", "secrets",
+                "python", "auth"});
     read_secret_sources(root, c);
     root.string("listen", c.listen);
     root.path("runbooks", c.runbooks_dir);
@@ -195,12 +195,21 @@ void read_sections(Section& root, Config& c) {
     }
     if (auto h = root.sub("http"); h.present()) {
         h.check({"body_limit", "threads", "max_connections", "idle_timeout", "request_timeout",
-                 "max_pending_deliveries"});
+                 "max_pending_deliveries", "tls"});
         h.bytes("body_limit", c.http.body_limit);
         h.count("threads", c.http.threads, 1, 64);
         h.count("max_connections", c.http.max_connections, 1, 100'000);
         h.duration("idle_timeout", c.http.idle_timeout);
         h.duration("request_timeout", c.http.request_timeout);
+        if (auto t = h.sub("tls"); t.present()) {
+            t.check({"cert_file", "key_file", "client_ca_file"});
+            t.path("cert_file", c.http.tls.cert_file);
+            t.path("key_file", c.http.tls.key_file);
+            t.path("client_ca_file", c.http.tls.client_ca_file);
+            if (c.http.tls.cert_file.empty() || c.http.tls.key_file.empty()) {
+                t.ctx().error(h.child("tls"), "http.tls: cert_file and key_file are both required");
+            }
+        }
         h.count("max_pending_deliveries", c.intake.max_pending_deliveries, 1, 1'000'000);
     }
     if (auto r = root.sub("runs"); r.present()) {
@@ -248,6 +257,10 @@ void read_sections(Section& root, Config& c) {
             d.open_files = opt(open_files);
             d.processes = opt(processes);
         }
+    }
+    if (auto a = root.sub("auth"); a.present()) {
+        a.check({"tokens_file"});
+        a.path("tokens_file", c.tokens_file);
     }
     if (auto py = root.sub("python"); py.present()) {
         read_python(py, c.python);

@@ -51,6 +51,9 @@ struct Config {
     bool synchronous_full = true;
     int busy_timeout_ms = 5000;
     std::vector<SecretSource> secrets;
+    // auth.tokens_file: the principals allowed to use the API (docs/auth.md). Empty: the API is
+    // open and runbookd only listens on loopback.
+    std::string tokens_file;
     // store.max_batch: writes committed together at most (1: one commit per write).
     std::size_t max_batch = 256;
     // python: the worker pool. An empty `worker` means runbookd-python-worker next to the

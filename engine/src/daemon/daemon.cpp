@@ -19,6 +19,7 @@
 #include <runbookd/store.hpp>
 
 #include "api/routes.hpp"
+#include "auth/auth.hpp"
 #include "common/hash.hpp"
 #include "common/log.hpp"
 #include "exec/process.hpp"
@@ -52,6 +53,7 @@ struct Daemon::Parts {
     std::string output_dir;  // where steps' output files are written; empty: none are
 
     std::unique_ptr<intake::AlertmanagerIntake> intake;
+    std::unique_ptr<auth::Authenticator> auth;
     api::ApiContext api;
     http::Router router;
     std::unique_ptr<http::Server> server;
@@ -275,6 +277,32 @@ std::vector<std::string> split_lines(const std::string& text) {
     return lines;
 }
 
+// The principals of auth.tokens_file. Without one the API is open, so runbookd refuses any
+// address but loopback (docs/auth.md, Safe default).
+Result<auth::Principals> load_principals(const Config& config, const std::string& host) {
+    auto log = log::get("main");
+    if (config.tokens_file.empty()) {
+        if (!auth::is_loopback_host(host)) {
+            return make_error(
+                ErrorCode::InvalidArgument,
+                fmt::format("listen address {} is not loopback and no tokens are configured: "
+                            "anyone who reaches it could post alerts and run runbooks; set "
+                            "auth.tokens_file (docs/auth.md) or listen on 127.0.0.1 or [::1]",
+                            host));
+        }
+        log->warn("authentication disabled: no tokens configured; listening on loopback only");
+        return auth::Principals{};
+    }
+    auto principals = auth::load_tokens_file(config.tokens_file);
+    if (!principals) {
+        return make_error(ErrorCode::InvalidArgument,
+                          fmt::format("invalid tokens file:\n{}", principals.error().message));
+    }
+    log->info("tokens loaded file={} principals={}", log::quote(config.tokens_file),
+              principals->size());
+    return principals;
+}
+
 bool has_python_steps(const RunbookCatalog& catalog) {
     for (const auto& runbook : catalog.all()) {
         for (const auto& step : runbook->steps) {
@@ -308,6 +336,10 @@ Status Daemon::start() {
     http::ServerOptions http_options = config_.http;
     if (auto s = parse_listen(config_.listen, http_options.host, http_options.port); !s) {
         return s;
+    }
+    auto principals = load_principals(config_, http_options.host);
+    if (!principals) {
+        return principals.error();
     }
     // Secrets first: runbooks may only name configured ones. Only names are ever logged.
     auto secrets = read_secrets(config_.secrets);
@@ -409,6 +441,7 @@ Status Daemon::start() {
                 p.reload_io.get_executor());
     }
     p.reload_thread = std::thread([&p] { p.reload_io.run(); });
+    p.auth = std::make_unique<auth::Authenticator>(std::move(*principals), p.store.get());
     p.api =
         api::ApiContext{p.store.get(),
                         &p.catalog,
@@ -418,7 +451,8 @@ Status Daemon::start() {
                         [this](std::string actor, std::function<void(api::ReloadOutcome)> done) {
                             reload(std::move(actor), std::move(done));
                         },
-                        p.output_dir};
+                        p.output_dir,
+                        p.auth.get()};
     api::add_routes(p.router, p.api);
     if (auto s = p.server->start(); !s) {
         return s;
@@ -446,10 +480,11 @@ void Daemon::reload(std::string actor, std::function<void(api::ReloadOutcome)> d
 }
 
 api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
-    // 1. Load and check every runbook as start() does; on any error nothing changes.
+    // 1. Read the tokens file and load and check every runbook as start() does; on any error
+    //    nothing changes.
     // 2. Record the new versions, so that runs may refer to them before anything matches.
-    // 3. Publish: deliveries match against the new set from here on; the run engine learns it,
-    //    and the Python workers are replaced.
+    // 3. Publish the principals, then the runbooks: deliveries match against the new set from
+    //    here on; the run engine learns it, and the Python workers are replaced.
     // 4. Metrics names, the audit event, one log line.
     auto& p = *parts_;
     auto log = log::get("runbook");
@@ -465,6 +500,14 @@ api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
                             reload_detail(actor, outcome, nullptr));
         return outcome;
     };
+    std::optional<auth::Principals> principals;
+    if (!config_.tokens_file.empty()) {
+        auto read = auth::load_tokens_file(config_.tokens_file);
+        if (!read) {
+            return fail(R::InvalidRunbooks, split_lines(read.error().message));
+        }
+        principals = std::move(*read);
+    }
     auto loaded = load_catalog(config_.runbooks_dir, &p.secret_names);
     if (!loaded) {
         return fail(R::InvalidRunbooks, split_lines(loaded.error().message));
@@ -478,6 +521,11 @@ api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
                     {fmt::format("recording the runbook versions failed: {}", s.error().message)});
     }
 
+    if (principals) {
+        log->info("tokens reloaded file={} principals={}", log::quote(config_.tokens_file),
+                  principals->size());
+        p.auth->set_principals(std::move(*principals));
+    }
     compare_catalogs(*p.catalog.get(), *next, outcome);
     outcome.runbooks = next->all().size();
     p.catalog.set(next);

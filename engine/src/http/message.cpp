@@ -129,9 +129,9 @@ Router::Router() {
     }
 }
 
-void Router::add(std::string method, std::string pattern, Handler handler,
+void Router::add(std::string method, std::string pattern, auth::Access access, Handler handler,
                  RejectedHook on_rejected) {
-    Route route{std::move(method),      pattern, split_path(pattern), std::move(handler),
+    Route route{std::move(method),      pattern, split_path(pattern), access, std::move(handler),
                 std::move(on_rejected), {}};
     for (unsigned c = 1; c <= 5; ++c) {
         route.requests[c - 1] = &metrics::runbookd_metrics().http_requests(pattern, c);
@@ -203,11 +203,22 @@ void Router::dispatch(Request&& request, Responder respond) const {
             return;
         }
         request.params = std::move(params);
-        route->handler(std::move(request),
-                       [counters = &route->requests, respond = std::move(respond)](Response r) {
-                           count(*counters, r.status);
-                           respond(std::move(r));
-                       });
+        request.route = route->pattern;
+        Responder counted = [counters = &route->requests,
+                             respond = std::move(respond)](Response r) {
+            count(*counters, r.status);
+            respond(std::move(r));
+        };
+        if (!route->access.is_open()) {
+            auto refusal = guard_ ? guard_(route->access, route->pattern, request)
+                                  : std::optional<Response>(json_error(
+                                        503, "unavailable", "no authenticator is configured"));
+            if (refusal) {
+                counted(std::move(*refusal));
+                return;
+            }
+        }
+        route->handler(std::move(request), std::move(counted));
         return;
     }
     if (allowed.empty()) {
@@ -226,6 +237,14 @@ void Router::dispatch(Request&& request, Responder respond) const {
         fmt::format("{} does not accept {} (allowed: {})", request.path, request.method, allow));
     r.headers.emplace_back("Allow", allow);
     respond(std::move(r));
+}
+
+std::vector<Router::RouteInfo> Router::routes() const {
+    std::vector<RouteInfo> out;
+    for (const auto& r : routes_) {
+        out.push_back({r.method, r.pattern, r.access});
+    }
+    return out;
 }
 
 void Router::rejected(std::string_view method, std::string_view path, unsigned status) const {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -15,8 +16,14 @@
 
 #include <runbookd/result.hpp>
 
+#include "auth/access.hpp"
+
 namespace runbookd::metrics {
 class Counter;
+}
+
+namespace runbookd::auth {
+struct Principal;
 }
 
 // HTTP requests and responses as plain values, so that handlers never see Boost.Beast types.
@@ -31,6 +38,10 @@ struct Request {
     std::string body;
     std::string remote_addr;                                 // "127.0.0.1:53412"
     std::map<std::string, std::string, std::less<>> params;  // from the route pattern
+    std::string route;                                       // the pattern it matched
+    // Who sent it, once the router's guard has authenticated it; null on open routes and
+    // when runbookd runs without tokens. See auth::actor().
+    std::shared_ptr<const auth::Principal> principal;
 
     // The first value of a header (name in lower case), or empty.
     std::string_view header(std::string_view name) const;
@@ -85,18 +96,36 @@ constexpr std::size_t kJsonNestingLimit = 64;
 // placeholders, e.g. "/api/v1/runs/{id}". An unknown path answers 404; a known path with
 // another method answers 405 with an Allow header. Every answer is counted in
 // runbookd_http_requests_total under its route pattern ("other" for unknown paths).
+//
+// Each route is added with its access (docs/auth.md). Before a protected route's handler runs,
+// the guard checks the request; without a guard every protected route answers 503, so that
+// nothing is served unchecked by mistake. Routes and the guard are set up before the server
+// starts; dispatch() is then called from any io thread.
 class Router {
   public:
     // Called for a request to the route that was refused before its handler ran (413, 431 by
     // the server; 400 for a body nested too deep).
     using RejectedHook = std::function<void(unsigned status)>;
+    // Checks a request to a protected route: returns the answer refusing it, or nullopt to let
+    // it through (after setting request.principal). `route` is the route's pattern.
+    using Guard = std::function<std::optional<Response>(const auth::Access& access,
+                                                        std::string_view route, Request& request)>;
+
+    struct RouteInfo {
+        std::string method;
+        std::string pattern;
+        auth::Access access;
+    };
 
     Router();
-    void add(std::string method, std::string pattern, Handler handler,
+    void add(std::string method, std::string pattern, auth::Access access, Handler handler,
              RejectedHook on_rejected = {});
+    void set_guard(Guard guard) { guard_ = std::move(guard); }
     void dispatch(Request&& request, Responder respond) const;
     // Counts a request the server answered itself, before dispatch, with `status`.
     void rejected(std::string_view method, std::string_view path, unsigned status) const;
+    // Every route with its access, in the order added (the auth tests walk this table).
+    std::vector<RouteInfo> routes() const;
 
   private:
     using StatusCounters = std::array<metrics::Counter*, 5>;  // by status class, 1xx first
@@ -104,6 +133,7 @@ class Router {
         std::string method;
         std::string pattern;
         std::vector<std::string> segments;
+        auth::Access access;
         Handler handler;
         RejectedHook on_rejected;
         StatusCounters requests{};
@@ -115,6 +145,15 @@ class Router {
 
     std::vector<Route> routes_;
     StatusCounters unmatched_{};
+    Guard guard_;
+};
+
+// TLS on the listener (docs/auth.md, TLS): PEM files. Off while cert_file is empty.
+struct TlsOptions {
+    std::string cert_file;       // certificate chain, the server's first
+    std::string key_file;        // its private key
+    std::string client_ca_file;  // set: clients must present a certificate signed by these CAs
+    bool enabled() const { return !cert_file.empty(); }
 };
 
 struct ServerOptions {
@@ -125,10 +164,12 @@ struct ServerOptions {
     std::size_t max_connections = 1024;
     std::chrono::milliseconds idle_timeout{120'000};    // keep-alive, between requests
     std::chrono::milliseconds request_timeout{30'000};  // to receive one whole request
+    TlsOptions tls;
 };
 
 // The HTTP/1.1 listener: keep-alive, `Expect: 100-continue`, a body limit answered with 413,
-// and a bounded number of connections and threads. Implemented on Boost.Beast in server.cpp.
+// a bounded number of connections and threads, and optional TLS (with client certificates).
+// Implemented on Boost.Beast in server.cpp.
 class Server {
   public:
     Server(ServerOptions options, const Router& router);

@@ -8,11 +8,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <fmt/format.h>
 
 #include "common/log.hpp"
@@ -24,6 +26,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
@@ -38,6 +41,8 @@ struct Server::Impl {
     Impl(ServerOptions o, const Router& r) : options(std::move(o)), router(r), acceptor(io) {}
 
     void accept();
+    // Reads the TLS files into `tls`; a message naming the file on failure.
+    Status setup_tls();
     void request_started() { ++in_flight; }
     void request_finished() {
         if (--in_flight == 0) {
@@ -56,6 +61,7 @@ struct Server::Impl {
     std::condition_variable drained;
     std::uint16_t bound_port = 0;
     std::vector<std::thread> threads;
+    std::optional<ssl::context> tls;  // set when options.tls is enabled
     // Declared last so that they are destroyed first: sessions still queued in the io_context
     // use the members above when they go.
     asio::io_context io;
@@ -64,14 +70,20 @@ struct Server::Impl {
 
 namespace {
 
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
 // One connection: reads requests one after another, hands each to the router, and writes
-// the answer. All of its handlers run on its strand.
-class Session : public std::enable_shared_from_this<Session> {
+// the answer. All of its handlers run on its strand. `Stream` is a tcp_stream, or an
+// ssl_stream over one whose handshake start() performs first.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
   public:
-    Session(tcp::socket socket, Server::Impl& server)
-        : stream_(std::move(socket)), server_(server) {
+    template <class... Args>
+    Session(Server::Impl& server, tcp::socket socket, Args&... tls)
+        : stream_(std::move(socket), tls...), server_(server) {
         boost::system::error_code ec;
-        const auto ep = stream_.socket().remote_endpoint(ec);
+        const auto ep = tcp_().socket().remote_endpoint(ec);
         if (!ec) {
             const auto addr = ep.address();
             remote_ = addr.is_v6() ? fmt::format("[{}]:{}", addr.to_string(), ep.port())
@@ -82,11 +94,30 @@ class Session : public std::enable_shared_from_this<Session> {
     ~Session() { --server_.connections; }
 
     void start() {
-        asio::dispatch(stream_.get_executor(),
-                       [self = shared_from_this()] { self->read_header(); });
+        asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+            if constexpr (std::is_same_v<Stream, TlsStream>) {
+                self->tcp_().expires_after(self->server_.options.request_timeout);
+                self->stream_.async_handshake(
+                    ssl::stream_base::server, [self](beast::error_code ec) {
+                        if (ec) {
+                            // Not HTTP yet: nothing to answer.
+                            self->server_.log->debug("tls handshake failed remote={} error={}",
+                                                     log::quote(self->remote_),
+                                                     log::quote(ec.message()));
+                            self->close();
+                            return;
+                        }
+                        self->read_header();
+                    });
+            } else {
+                self->read_header();
+            }
+        });
     }
 
   private:
+    beast::tcp_stream& tcp_() { return beast::get_lowest_layer(stream_); }
+
     // Between requests the connection may stay idle for `idle_timeout`; once a request's first
     // byte arrives, all of it (headers and body) must arrive within `request_timeout`. A client
     // that trickles its headers a byte at a time is thus cut off after request_timeout, not
@@ -99,24 +130,24 @@ class Session : public std::enable_shared_from_this<Session> {
             read_request_header();
             return;
         }
-        stream_.expires_after(server_.options.idle_timeout);
-        stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
-                                [self = shared_from_this()](beast::error_code ec, std::size_t n) {
-                                    if (ec) {
-                                        self->on_read_error(ec);
-                                        return;
-                                    }
-                                    self->buffer_.commit(n);
-                                    self->read_request_header();
-                                });
+        tcp_().expires_after(server_.options.idle_timeout);
+        stream_.async_read_some(
+            buffer_.prepare(kFirstReadBytes),
+            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+                if (ec) {
+                    self->on_read_error(ec);
+                    return;
+                }
+                self->buffer_.commit(n);
+                self->read_request_header();
+            });
     }
 
     void read_request_header() {
-        stream_.expires_after(server_.options.request_timeout);
+        tcp_().expires_after(server_.options.request_timeout);
         bhttp::async_read_header(stream_, buffer_, *parser_,
-                                 [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                                     self->on_header(ec);
-                                 });
+                                 [self = this->shared_from_this()](
+                                     beast::error_code ec, std::size_t) { self->on_header(ec); });
     }
 
     void on_header(beast::error_code ec) {
@@ -129,14 +160,15 @@ class Session : public std::enable_shared_from_this<Session> {
             // Clients like curl wait for this before sending a large body.
             auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(
                 bhttp::status::continue_, req.version());
-            bhttp::async_write(stream_, *cont,
-                               [self = shared_from_this(), cont](beast::error_code e, std::size_t) {
-                                   if (e) {
-                                       self->close();
-                                       return;
-                                   }
-                                   self->read_body();
-                               });
+            bhttp::async_write(
+                stream_, *cont,
+                [self = this->shared_from_this(), cont](beast::error_code e, std::size_t) {
+                    if (e) {
+                        self->close();
+                        return;
+                    }
+                    self->read_body();
+                });
             return;
         }
         read_body();
@@ -144,7 +176,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void read_body() {
         bhttp::async_read(stream_, buffer_, *parser_,
-                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                          [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                               if (ec) {
                                   self->on_read_error(ec);
                                   return;
@@ -205,7 +237,7 @@ class Session : public std::enable_shared_from_this<Session> {
         version_ = msg.version();
 
         server_.request_started();
-        auto self = shared_from_this();
+        auto self = this->shared_from_this();
         Responder respond = [self](Response response) {
             asio::post(self->stream_.get_executor(), [self, r = std::move(response)]() mutable {
                 self->write(std::move(r), false);
@@ -262,10 +294,10 @@ class Session : public std::enable_shared_from_this<Session> {
         const bool keep = keep_alive_ && !close_after && !r.close && !server_.stopping;
         res->keep_alive(keep);
         res->prepare_payload();
-        stream_.expires_after(server_.options.request_timeout);
+        tcp_().expires_after(server_.options.request_timeout);
         bhttp::async_write(
             stream_, *res,
-            [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
+            [self = this->shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
                 if (ec || !keep) {
                     self->close();
                     return;
@@ -290,10 +322,10 @@ class Session : public std::enable_shared_from_this<Session> {
         res->keep_alive(false);
         body_stream_ = std::move(r.stream);
         auto serializer = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*res);
-        stream_.expires_after(server_.options.request_timeout);
+        tcp_().expires_after(server_.options.request_timeout);
         bhttp::async_write_header(
             stream_, *serializer,
-            [self = shared_from_this(), res, serializer](beast::error_code ec, std::size_t) {
+            [self = this->shared_from_this(), res, serializer](beast::error_code ec, std::size_t) {
                 if (ec) {
                     self->close();
                     return;
@@ -308,10 +340,10 @@ class Session : public std::enable_shared_from_this<Session> {
         const bool done = piece.done;
         if (!piece.data.empty()) {
             auto data = std::make_shared<std::string>(std::move(piece.data));
-            stream_.expires_after(server_.options.request_timeout);
+            tcp_().expires_after(server_.options.request_timeout);
             asio::async_write(
                 stream_, bhttp::make_chunk(asio::buffer(*data)),
-                [self = shared_from_this(), data, done](beast::error_code ec, std::size_t) {
+                [self = this->shared_from_this(), data, done](beast::error_code ec, std::size_t) {
                     if (ec) {
                         self->close();
                     } else if (done) {
@@ -330,7 +362,7 @@ class Session : public std::enable_shared_from_this<Session> {
             stream_timer_.emplace(stream_.get_executor());
         }
         stream_timer_->expires_after(kStreamPollInterval);
-        stream_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+        stream_timer_->async_wait([self = this->shared_from_this()](beast::error_code ec) {
             if (ec) {
                 self->close();
                 return;
@@ -341,19 +373,19 @@ class Session : public std::enable_shared_from_this<Session> {
 
     void end_stream() {
         body_stream_.reset();
-        stream_.expires_after(server_.options.request_timeout);
+        tcp_().expires_after(server_.options.request_timeout);
         asio::async_write(
             stream_, bhttp::make_chunk_last(),
-            [self = shared_from_this()](beast::error_code, std::size_t) { self->close(); });
+            [self = this->shared_from_this()](beast::error_code, std::size_t) { self->close(); });
     }
 
     void close() {
         beast::error_code ignored;
-        stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-        stream_.close();
+        tcp_().socket().shutdown(tcp::socket::shutdown_send, ignored);
+        tcp_().close();
     }
 
-    beast::tcp_stream stream_;
+    Stream stream_;
     beast::flat_buffer buffer_;
     std::shared_ptr<BodyStream> body_stream_;  // while a streamed body is being sent
     std::optional<asio::steady_timer> stream_timer_;
@@ -384,7 +416,11 @@ void Server::Impl::accept() {
             // Answers are single small writes after a request; do not let Nagle hold them back.
             beast::error_code ignored;
             socket.set_option(tcp::no_delay(true), ignored);
-            std::make_shared<Session>(std::move(socket), *this)->start();
+            if (tls) {
+                std::make_shared<Session<TlsStream>>(*this, std::move(socket), *tls)->start();
+            } else {
+                std::make_shared<Session<PlainStream>>(*this, std::move(socket))->start();
+            }
         }
         accept();
     });
@@ -397,8 +433,39 @@ Server::~Server() {
     stop(std::chrono::milliseconds(0));
 }
 
+Status Server::Impl::setup_tls() {
+    const TlsOptions& t = options.tls;
+    tls.emplace(ssl::context::tls_server);
+    tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    beast::error_code ec;
+    const auto fail = [&](std::string_view what, const std::string& file) {
+        tls.reset();
+        return make_error(ErrorCode::InvalidArgument,
+                          fmt::format("http.tls: cannot load {} {}: {}", what, file, ec.message()));
+    };
+    if (tls->use_certificate_chain_file(t.cert_file, ec); ec) {
+        return fail("cert_file", t.cert_file);
+    }
+    if (tls->use_private_key_file(t.key_file, ssl::context::pem, ec); ec) {
+        return fail("key_file", t.key_file);
+    }
+    if (!t.client_ca_file.empty()) {
+        if (tls->load_verify_file(t.client_ca_file, ec); ec) {
+            return fail("client_ca_file", t.client_ca_file);
+        }
+        tls->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+    }
+    return {};
+}
+
 Status Server::start() {
     auto& im = *impl_;
+    if (im.options.tls.enabled()) {
+        if (auto s = im.setup_tls(); !s) {
+            return s;
+        }
+    }
     beast::error_code ec;
     const auto address = asio::ip::make_address(im.options.host, ec);
     if (ec) {

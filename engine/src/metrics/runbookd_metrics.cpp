@@ -23,6 +23,8 @@ constexpr std::array kStepKinds = {"argv", "shell", "python"};
 constexpr std::array kAttemptOutcomes = {"succeeded", "failed", "timed_out", "cancelled",
                                          "not_started"};
 constexpr std::array kTriggers = {"alert", "manual"};
+constexpr std::array kAuthDenials = {"missing_credentials", "bad_credentials", "missing_scope",
+                                     "runbook_not_allowed"};
 constexpr std::array kStatusClasses = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 // Route patterns, HTTP status classes, runbooks: far below this in any real deployment.
 constexpr std::size_t kMaxRunbookChildren = 2000;
@@ -147,6 +149,19 @@ RunbookdMetrics::RunbookdMetrics() {
         "HTTP requests answered, by route pattern (\"other\" for unknown paths) and status "
         "class.",
         {"route", "code"});
+
+    auto& denied = registry_.counter(
+        "runbookd_auth_denied_total",
+        "HTTP requests refused by authentication (401) or authorization (403), by reason.",
+        {"reason"});
+    for (std::size_t i = 0; i < kAuthDenials.size(); ++i) {
+        auth_denied_[i] = &denied.with({kAuthDenials[i]});
+    }
+    auth_unrecorded_ = &registry_
+                            .counter("runbookd_auth_denied_unrecorded_total",
+                                     "Refused HTTP requests not recorded as auth.denied audit "
+                                     "events because of their rate limit.")
+                            .get();
 
     build_info_ =
         &registry_

@@ -83,6 +83,11 @@ class RunbookdMetrics {
     // One transaction of the store's writer: how long it took, how many writes it carried and
     // how many of them failed (all of them when the commit itself failed).
     void store_commit(double seconds, bool committed, std::size_t failed_writes);
+    // A request refused by authentication or authorization; `reason` indexes
+    // missing_credentials, bad_credentials, missing_scope, runbook_not_allowed (docs/auth.md).
+    void auth_denied(std::size_t reason) { auth_denied_[reason < 4 ? reason : 0]->inc(); }
+    // A refusal left out of the audit trail by its rate limit.
+    void auth_denied_unrecorded() { auth_unrecorded_->inc(); }
     // The counter of HTTP requests for one route pattern and status class ("2xx"...); for
     // the router, which looks each up once per route.
     Counter& http_requests(std::string_view route, unsigned status_class);
@@ -111,6 +116,8 @@ class RunbookdMetrics {
     Counter* write_errors_;
     Histogram* commit_duration_;
     Family<Counter>* http_;
+    std::array<Counter*, 4> auth_denied_{};
+    Counter* auth_unrecorded_;
     Gauge* build_info_;
 
     mutable std::mutex runbooks_mutex_;

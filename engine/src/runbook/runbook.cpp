@@ -30,8 +30,14 @@ bool Runbook::matches_labels(const LabelSet& labels) const {
 }
 
 bool ApprovalSpec::allows(std::string_view actor) const {
+    // An approver is named as the principal of the tokens file ("alice"), whose requests act as
+    // "token:alice" (docs/auth.md).
+    constexpr std::string_view kToken = "token:";
+    const std::string_view principal =
+        actor.substr(0, kToken.size()) == kToken ? actor.substr(kToken.size()) : actor;
     return approvers.empty() ||
-           std::find(approvers.begin(), approvers.end(), actor) != approvers.end();
+           std::find(approvers.begin(), approvers.end(), actor) != approvers.end() ||
+           std::find(approvers.begin(), approvers.end(), principal) != approvers.end();
 }
 
 std::optional<std::string> ParamSpec::check(std::string_view value) const {
