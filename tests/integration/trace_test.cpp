@@ -1,7 +1,8 @@
+#include "common/trace.hpp"
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "common/trace.hpp"
 #include "support/support.hpp"
 
 namespace {
@@ -76,8 +77,9 @@ TEST_CASE("a delivery's traceparent reaches its runs, their steps, the record an
 
     CHECK(query_value(d.db(), "SELECT traceparent FROM deliveries") == kIncoming);
     CHECK(query_value(d.db(), "SELECT traceparent FROM runs WHERE id = 1") == one->header());
-    CHECK(query_value(d.db(), "SELECT json_extract(detail, '$.trace_id') FROM events WHERE "
-                              "kind = 'run.queued' AND run_id = 1") == one->trace_id);
+    CHECK(query_value(d.db(),
+                      "SELECT json_extract(detail, '$.trace_id') FROM events WHERE "
+                      "kind = 'run.queued' AND run_id = 1") == one->trace_id);
     auto shown = d.get("/api/v1/runs/1");
     REQUIRE(shown.ok());
     CHECK(Json::parse(shown->body)["trace_id"] == one->trace_id);
@@ -122,8 +124,9 @@ TEST_CASE("a manual run keeps the caller's trace", "[trace]") {
     const auto seen = trace::parse_traceparent(step_saw(d, 1));
     REQUIRE(seen);
     CHECK(seen->trace_id == "4bf92f3577b34da6a3ce929d0e0e4736");
-    CHECK(query_value(d.db(), "SELECT json_extract(detail, '$.trace_id') FROM events WHERE "
-                              "kind = 'run.requested'") == seen->trace_id);
+    CHECK(query_value(d.db(),
+                      "SELECT json_extract(detail, '$.trace_id') FROM events WHERE "
+                      "kind = 'run.requested'") == seen->trace_id);
 }
 
 TEST_CASE("a runbook cannot set TRACEPARENT itself", "[trace]") {

@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "common/trace.hpp"
+
+#include <catch2/catch.hpp>
 
 using runbookd::trace::child_of;
 using runbookd::trace::parse_traceparent;
@@ -23,15 +23,15 @@ TEST_CASE("a valid traceparent is read field by field", "[trace]") {
 TEST_CASE("an invalid traceparent is refused", "[trace]") {
     const char* bad[] = {
         "",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",              // no flags
-        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",           // version ff
-        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",           // zero trace id
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",           // zero span id
-        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",           // upper case
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",     // 00 is exact
-        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",          // no dash after
-        "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",           // separators
-        "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",           // not hex
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",           // no flags
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",        // version ff
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",        // zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",        // zero span id
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",        // upper case
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",  // 00 is exact
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",       // no dash after
+        "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",        // separators
+        "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",        // not hex
     };
     for (const char* h : bad) {
         INFO(h);
