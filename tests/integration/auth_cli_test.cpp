@@ -162,7 +162,7 @@ TEST_CASE(
     CHECK(follow_denied.exit_code == 8);
     INFO(cancelled.output);
     CHECK(cancelled.exit_code == 0);
-    CHECK(followed.exit_code == 1);  // the run ended cancelled
+    CHECK(followed.exit_code == 5);  // the run ended cancelled
     CHECK_THAT(followed.output, Catch::Contains("cancelled"));
     CHECK(test::query_value(d.db(), "SELECT cancelled_by FROM runs WHERE id = 1") ==
           "token:oncall");

@@ -154,11 +154,20 @@ TEST_CASE("runbookctl runs follow prints the output and exits by the run's outco
     CHECK(good.exit_code == 0);
     CHECK_THAT(good.output, Catch::Contains("first line\nsecond line\n"));
     CHECK_THAT(good.output, Catch::Contains("run 1 succeeded"));
-    CHECK(bad.exit_code == 1);
+    CHECK(bad.exit_code == 4);
     CHECK_THAT(bad.output, Catch::Contains("== step after failed, exit code 3"));
     CHECK_THAT(bad.output, Catch::Contains("run 1 failed"));
-    CHECK(json.exit_code == 1);
+    CHECK(json.exit_code == 4);
     CHECK_THAT(json.output, Catch::Contains(R"({"data":{"id":1,"reason":)"));
+
+    // run --follow starts the run and follows it in one command.
+    auto started =
+        test::run_command({RUNBOOKCTL_BINARY, "--url", failing.url(), "run", "talker", "--label",
+                           "alertname=Gated", "--reason", "checking", "--follow"});
+    CHECK(started.exit_code == 4);
+    CHECK_THAT(started.output, Catch::Contains("run 2 started by"));
+    CHECK_THAT(started.output, Catch::Contains("first line\nsecond line\n"));
+    CHECK_THAT(started.output, Catch::Contains("run 2 failed"));
 
     auto cancel_ended =
         test::run_command({RUNBOOKCTL_BINARY, "--url", ok.url(), "runs", "cancel", "1"});

@@ -266,7 +266,8 @@ void print_plan_steps(const Json& steps) {
         }
         std::cout << "    argv: " << quoted_argv(p.value("argv", Json::array())) << "\n";
         std::cout << "    cwd:  " << text_of(p.value("cwd", Json())) << "\n";
-        for (const auto& [k, v] : p.value("env", Json::object()).items()) {
+        const Json env = p.value("env", Json::object());
+        for (const auto& [k, v] : env.items()) {
             std::cout << "    env:  " << text_of(Json(k)) << "=" << text_of(v) << "\n";
         }
         if (const Json py = p.value("python", Json()); py.is_object()) {
@@ -390,6 +391,7 @@ struct RunRequest {
     std::string reason, actor, idempotency_key;
     bool dry_run = false;
     bool wait = false;
+    bool follow = false;
 };
 
 // "k=v" arguments of `flag` as a JSON object; nullopt (after saying why) when one has no '='.
@@ -430,8 +432,11 @@ int exit_code_of(const std::string& state) {
 
 bool has_ended(const Json& run) {
     const std::string state = run.value("state", std::string());
-    return state != "queued" && state != "running";
+    return state == "succeeded" || state == "failed" || state == "cancelled" ||
+           state == "interrupted";
 }
+
+int runs_follow(const Options& o, const std::string& id);
 
 // POST /api/v1/runbooks/NAME/runs, then (with --wait) polls the run until it ends.
 int run_runbook(const Options& o, const RunRequest& r) {
@@ -480,6 +485,15 @@ int run_runbook(const Options& o, const RunRequest& r) {
                   << text_of(run["id"]) << " (no new run)\n";
     }
     const std::string id = text_of(run["id"]);
+    if (r.follow) {
+        if (o.output != "json") {
+            std::cout << fmt::format(
+                "run {} started by {}; following it (Ctrl-C stops following, "
+                "not the run)\n",
+                id, text_of(run["actor"]));
+        }
+        return runs_follow(o, id);
+    }
     while (r.wait && !has_ended(run)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
         int code = 0;
@@ -643,7 +657,7 @@ void print_follow_event(const std::string& name, const Json& d) {
 }
 
 // GET /api/v1/runs/{id}/follow: prints the run's steps and output as they happen, until it
-// ends. Exit status 0 when the run succeeded, 1 when it ended otherwise or the stream broke.
+// ends. The exit status says how it ended, as for `run --wait`; 1 when the stream broke first.
 int runs_follow(const Options& o, const std::string& id) {
     std::string pending;
     std::string final_state;
@@ -700,7 +714,7 @@ int runs_follow(const Options& o, const std::string& id) {
                   << " picks it up again\n";
         return kExitFailure;
     }
-    return final_state == "succeeded" ? 0 : kExitFailure;
+    return exit_code_of(final_state);
 }
 
 // POST /api/v1/runs/{id}/cancel.
@@ -1122,6 +1136,9 @@ int main(int argc, char** argv) {
                       "render every step and record the plan; run nothing");
     run_cmd->add_flag("--wait", run_request.wait,
                       "wait until the run ends; the exit code says how it ended");
+    run_cmd->add_flag("--follow", run_request.follow,
+                      "print the run's steps and output as they happen until it ends (as runs "
+                      "follow); the exit code says how it ended");
 
     std::string plan_file, plan_status = "firing";
     std::vector<std::string> plan_labels;
