@@ -147,3 +147,50 @@ TEST_CASE("runbookctl plan reads a notification file or labels; bad input is ref
     CHECK(refused.exit_code == 1);
     CHECK(query_value(d.db(), "SELECT count(*) FROM runs") == "0");
 }
+
+TEST_CASE("a plan and a dry run show a step's approval gate", "[plan]") {
+    TestDaemon d(RunbookFiles{{"gated.yaml", R"(name: gated
+matchers: ['alertname="Gated"']
+steps:
+  - name: look
+    argv: [/bin/true]
+  - name: restart
+    approval: {approvers: [alice, bob], timeout: 10m}
+    argv: [/bin/true]
+)"}});
+    const Json out = plan(d, R"({"labels": {"alertname": "Gated"}})");
+    const Json steps = out["alerts"][0]["runbooks"][0]["steps"];
+    CHECK_FALSE(steps[0].contains("approval"));
+    CHECK(steps[1]["approval"] == Json{{"approvers", {"alice", "bob"}},
+                                       {"timeout", "10m"},
+                                       {"on_timeout", "deny"},
+                                       {"message", ""}});
+
+    auto dry = test::run_command({RUNBOOKCTL_BINARY, "--url", d.url(), "run", "gated", "--label",
+                                  "alertname=Gated", "--dry-run"});
+    CHECK(dry.exit_code == 0);
+    CHECK_THAT(dry.output,
+               Catch::Contains("approval: waits for alice, bob (timeout 10m, then deny)"));
+
+    // A notification file after --label is still the file, and the two together are refused.
+    test::TempDir dir;
+    test::write_file(dir.path() / "n.json", test::firing_notification("Gated", "a"));
+    auto both = test::run_command({RUNBOOKCTL_BINARY, "--url", d.url(), "plan", "--label",
+                                   "alertname=Gated", dir.file("n.json")});
+    CHECK(both.exit_code == 2);
+    CHECK_THAT(both.output, Catch::Contains("not both"));
+}
+
+TEST_CASE("a manual run whose body is not JSON is told where the parse failed", "[plan]") {
+    TestDaemon d(RunbookFiles{{"t.yaml", touch_runbook("t", "/nonexistent/x")}});
+    auto r = d.post("/api/v1/runbooks/t/runs", R"({"labels":)");
+    REQUIRE(r.ok());
+    CHECK(r->status == 400);
+    CHECK_THAT(Json::parse(r->body)["error"]["message"].get<std::string>(),
+               Catch::StartsWith("the body is not valid JSON: parse error at line 1, column 11"));
+    auto p = d.post("/api/v1/plan", "{");
+    REQUIRE(p.ok());
+    CHECK(p->status == 400);
+    CHECK_THAT(Json::parse(p->body)["error"]["message"].get<std::string>(),
+               Catch::Contains("not valid JSON: parse error"));
+}

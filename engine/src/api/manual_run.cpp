@@ -76,6 +76,9 @@ std::optional<http::Response> parse_body(const http::Request& req, ManualRunBody
                                 "send the run request's body as application/json");
     }
     const Json body = Json::parse(req.body, nullptr, false);
+    if (body.is_discarded()) {
+        return invalid("the body is not valid JSON: " + json_text::parse_problem(req.body), "");
+    }
     if (!body.is_object()) {
         return invalid(
             "the body must be a JSON object such as {\"labels\": {\"instance\": \"db1\"}, "

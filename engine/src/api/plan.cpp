@@ -58,6 +58,10 @@ Result<Alert> alert_from_labels(const Json& body) {
 
 Result<std::shared_ptr<DeliveryRecord>> read_plan_request(const http::Request& req) {
     const Json body = Json::parse(req.body, nullptr, false);
+    if (body.is_discarded()) {
+        return make_error(ErrorCode::InvalidArgument,
+                          "the body is not valid JSON: " + json_text::parse_problem(req.body));
+    }
     if (!body.is_object()) {
         return make_error(ErrorCode::InvalidArgument,
                           "the body must be a JSON object: an Alertmanager notification, or "

@@ -1,6 +1,7 @@
 #include "common/json_text.hpp"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace runbookd::json_text {
 std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
@@ -48,6 +49,45 @@ bool valid_utf8(std::string_view text) {
         i += n;
     }
     return true;
+}
+
+namespace {
+
+// Reads a text without building anything, keeping only the parser's complaint.
+class ProblemFinder : public nlohmann::json_sax<nlohmann::json> {
+  public:
+    bool null() override { return true; }
+    bool boolean(bool) override { return true; }
+    bool number_integer(number_integer_t) override { return true; }
+    bool number_unsigned(number_unsigned_t) override { return true; }
+    bool number_float(number_float_t, const string_t&) override { return true; }
+    bool string(string_t&) override { return true; }
+    bool binary(binary_t&) override { return true; }
+    bool start_object(std::size_t) override { return true; }
+    bool key(string_t&) override { return true; }
+    bool end_object() override { return true; }
+    bool start_array(std::size_t) override { return true; }
+    bool end_array() override { return true; }
+    bool parse_error(std::size_t, const std::string&,
+                     const nlohmann::detail::exception& e) override {
+        // nlohmann's text starts with "[json.exception.parse_error.101] "; keep what follows.
+        std::string_view what = e.what();
+        if (const auto close = what.find("] "); close != std::string_view::npos) {
+            what.remove_prefix(close + 2);
+        }
+        problem = std::string(what);
+        return false;
+    }
+
+    std::string problem;
+};
+
+}  // namespace
+
+std::string parse_problem(std::string_view text) {
+    ProblemFinder finder;
+    nlohmann::json::sax_parse(text.begin(), text.end(), &finder);
+    return finder.problem;
 }
 
 std::size_t nesting_beyond(std::string_view text, std::size_t limit) {

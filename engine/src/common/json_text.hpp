@@ -22,6 +22,10 @@ bool valid_utf8(std::string_view text);
 // a parser and the document it builds would have to go to.
 std::size_t nesting_beyond(std::string_view text, std::size_t limit);
 
+// Why `text` is not valid JSON, as nlohmann says it ("parse error at line 1, column 11:
+// syntax error ..."), or empty when it is valid.
+std::string parse_problem(std::string_view text);
+
 // Appends `value` as a JSON string: quoted, with '"', '\\' and control characters escaped and
 // any invalid UTF-8 byte replaced by U+FFFD.
 void append_string(std::string& out, std::string_view value);

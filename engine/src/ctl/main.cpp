@@ -260,6 +260,15 @@ void print_plan_steps(const Json& steps) {
         std::cout << fmt::format("  - {} ({}, timeout {}, retries {})\n", text_of(p["name"]),
                                  text_of(p["kind"]), text_of(p.value("timeout", Json())),
                                  text_of(p.value("retries", Json())));
+        if (const Json gate = p.value("approval", Json()); gate.is_object()) {
+            std::string approvers;
+            for (const auto& a : gate.value("approvers", Json::array())) {
+                approvers += (approvers.empty() ? "" : ", ") + text_of(a);
+            }
+            std::cout << fmt::format("    approval: waits for {} (timeout {}, then {})\n",
+                                     approvers.empty() ? "anyone allowed to approve" : approvers,
+                                     text_of(gate["timeout"]), text_of(gate["on_timeout"]));
+        }
         if (p.contains("error")) {
             std::cout << "    error: " << text_of(p["error"]) << "\n";
             continue;
@@ -485,6 +494,12 @@ int run_runbook(const Options& o, const RunRequest& r) {
                   << text_of(run["id"]) << " (no new run)\n";
     }
     const std::string id = text_of(run["id"]);
+    if (r.wait && !has_ended(run) && o.output != "json") {
+        std::cerr << fmt::format(
+            "runbookctl: run {} started; waiting for it to end (runbookctl "
+            "runs follow {} shows it as it goes)\n",
+            id, id);
+    }
     if (r.follow) {
         if (o.output != "json") {
             std::cout << fmt::format(
@@ -494,7 +509,13 @@ int run_runbook(const Options& o, const RunRequest& r) {
         }
         return runs_follow(o, id);
     }
+    std::string last_state = run.value("state", std::string());
     while (r.wait && !has_ended(run)) {
+        if (const auto state = run.value("state", std::string());
+            state != last_state && state == "waiting_approval" && o.output != "json") {
+            std::cerr << "runbookctl: run " << id << " waits: " << text_of(run["reason"]) << "\n";
+        }
+        last_state = run.value("state", std::string());
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
         int code = 0;
         auto latest = get_json(o, "/api/v1/runs/" + id, code);
@@ -564,7 +585,12 @@ int plan(const Options& o, const std::string& file, const std::vector<std::strin
         }
         std::cout << fmt::format("alert {} {}  {}\n  outcome: {}", text_of(a["fingerprint"]),
                                  text_of(a["status"]), labels_text, text_of(a["outcome"]));
-        const std::string detail = a.value("detail", std::string());
+        std::string detail = a.value("detail", std::string());
+        // The detail may repeat the outcome's name ("duplicate: this episode ...").
+        if (const std::string prefix = a.value("outcome", std::string()) + ": ";
+            detail.rfind(prefix, 0) == 0) {
+            detail.erase(0, prefix.size());
+        }
         std::cout << (detail.empty() ? "" : ": " + text_of(Json(detail))) << "\n";
         for (const auto& r : a.value("runbooks", Json::array())) {
             std::cout << fmt::format("  runbook {}: {}", text_of(r["runbook"]),
@@ -618,8 +644,11 @@ int report_error(const Options& o, const runbookd::http::ClientResponse& respons
 // One server-sent event of GET /api/v1/runs/{id}/follow, printed for people.
 void print_follow_event(const std::string& name, const Json& d) {
     if (name == "run") {
-        std::cout << fmt::format("run {} ({}): {}\n", text_of(d["id"]), text_of(d["runbook"]),
-                                 text_of(d["state"]));
+        const auto reason = d.value("reason", std::string());
+        // A waiting run's reason says what it waits for (a lock, an approval and who may give it).
+        std::cout << fmt::format("run {} ({}): {}{}{}\n", text_of(d["id"]), text_of(d["runbook"]),
+                                 text_of(d["state"]), reason.empty() ? "" : ": ",
+                                 text_of(Json(reason)));
     } else if (name == "attempt" && d.value("state", "") == "running") {
         std::string argv;
         for (const auto& arg : d.value("argv", Json::array())) {
@@ -738,7 +767,12 @@ int runs_cancel(const Options& o, const std::string& id, const std::string& acto
     }
     if (response->status == 200 || response->status == 202) {
         if (o.output != "json") {
-            std::cout << (answer.value("stopping", false)
+            const std::string was = answer.value("state", std::string());
+            std::cout << (was == "waiting_approval"
+                              ? fmt::format("run {} cancelled while it waited for approval; the "
+                                            "gated step never ran\n",
+                                            id)
+                          : answer.value("stopping", false)
                               ? fmt::format("run {} is stopping: its step got its stop signal\n",
                                             id)
                               : fmt::format("run {} cancelled before it started\n", id));
@@ -1125,8 +1159,11 @@ int main(int argc, char** argv) {
     RunRequest run_request;
     auto* run_cmd = app.add_subcommand("run", "start a runbook by hand (or a dry run of it)");
     run_cmd->add_option("runbook", run_request.runbook, "runbook name")->required();
-    run_cmd->add_option("--label", run_request.labels, "a label of the run, NAME=VALUE (repeat)");
-    run_cmd->add_option("--param", run_request.params, "a parameter, NAME=VALUE (repeat)");
+    // One value per flag (repeat the flag), so that a positional argument after it stays one.
+    run_cmd->add_option("--label", run_request.labels, "a label of the run, NAME=VALUE (repeat)")
+        ->allow_extra_args(false);
+    run_cmd->add_option("--param", run_request.params, "a parameter, NAME=VALUE (repeat)")
+        ->allow_extra_args(false);
     run_cmd->add_option("--reason", run_request.reason, "why, recorded in the audit trail");
     run_cmd->add_option("--actor", run_request.actor,
                         "who runs it, recorded with the run (default: the caller's address)");
@@ -1145,7 +1182,8 @@ int main(int argc, char** argv) {
     auto* plan_cmd = app.add_subcommand(
         "plan", "what a notification (or one alert's labels) would start; nothing is recorded");
     plan_cmd->add_option("payload", plan_file, "an Alertmanager notification (JSON file)");
-    plan_cmd->add_option("--label", plan_labels, "a label of the alert, NAME=VALUE (repeat)");
+    plan_cmd->add_option("--label", plan_labels, "a label of the alert, NAME=VALUE (repeat)")
+        ->allow_extra_args(false);
     plan_cmd->add_option("--status", plan_status, "firing or resolved (with --label)")
         ->check(CLI::IsMember({"firing", "resolved"}))
         ->capture_default_str();

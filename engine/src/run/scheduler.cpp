@@ -1737,6 +1737,14 @@ nlohmann::json Scheduler::describe_steps(const Runbook& runbook, AttemptContext 
                                 {"timeout", format_duration(context.timeout)},
                                 {"retries", s.retry.attempts},
                                 {"idempotent", s.idempotent}};
+        if (s.approval) {
+            // The run would park before this step until someone answers (docs/approvals.md).
+            entry["approval"] = {
+                {"approvers", s.approval->approvers},
+                {"timeout", format_duration(s.approval->timeout)},
+                {"on_timeout", s.approval->approve_on_timeout ? "approve" : "deny"},
+                {"message", s.approval->message}};
+        }
         StepExecutor* executor = executor_for(s.kind);
         auto prepared = executor != nullptr
                             ? executor->prepare(context)
