@@ -1,3 +1,6 @@
+#include <algorithm>
+#include <cctype>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -53,6 +56,25 @@ std::optional<http::Response> read_string_map(const Json& value, const std::stri
     return std::nullopt;
 }
 
+// Label names as Alertmanager takes them ([a-zA-Z_][a-zA-Z0-9_]*), so that each becomes its
+// own RUNBOOK_LABEL_* variable: "a-b" and "a_b" would both be RUNBOOK_LABEL_A_B.
+std::optional<http::Response> check_label_names(const LabelSet& labels) {
+    for (const auto& [name, value] : labels) {
+        const bool valid = !name.empty() &&
+                           std::isdigit(static_cast<unsigned char>(name.front())) == 0 &&
+                           std::all_of(name.begin(), name.end(), [](char c) {
+                               return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+                           });
+        if (!valid) {
+            return invalid(fmt::format("label name \"{}\" is not a valid label name (letters, "
+                                       "digits and _, not starting with a digit)",
+                                       name),
+                           "labels." + name);
+        }
+    }
+    return std::nullopt;
+}
+
 std::optional<http::Response> read_text(const Json& body, const char* key, std::string& out) {
     if (!body.contains(key)) {
         return std::nullopt;
@@ -97,6 +119,9 @@ std::optional<http::Response> parse_body(const http::Request& req, ManualRunBody
     }
     if (body.contains("labels")) {
         if (auto e = read_string_map(body.at("labels"), "labels", out.labels)) {
+            return e;
+        }
+        if (auto e = check_label_names(out.labels)) {
             return e;
         }
     }
