@@ -159,6 +159,11 @@ TEST_CASE("a reload that finds a broken runbook keeps the old set and names file
     CHECK(test::query_value(d.db(),
                             "SELECT count(*) FROM events WHERE kind = "
                             "'runbooks.reloaded'") == "0");
+    // A process of its own: the counters start at zero.
+    auto scrape = d.get("/metrics");
+    REQUIRE(scrape.ok());
+    CHECK_THAT(scrape->body, Catch::Contains("runbookd_reloads_total{outcome=\"invalid\"} 1\n"));
+    CHECK_THAT(scrape->body, Catch::Contains("runbookd_reloads_total{outcome=\"reloaded\"} 0\n"));
 }
 
 TEST_CASE("a run in flight when its runbook changes finishes with its old steps", "[reload]") {

@@ -498,6 +498,7 @@ api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
         }
         record_reload_event(*p.store, "runbooks.reload_failed",
                             reload_detail(actor, outcome, nullptr));
+        metrics::runbookd_metrics().reload(result == R::InvalidRunbooks ? 1 : 2);
         return outcome;
     };
     std::optional<auth::Principals> principals;
@@ -540,6 +541,7 @@ api::ReloadOutcome Daemon::reload_now(const std::string& actor) {
     });
     metrics::runbookd_metrics().set_runbooks(runbook_names(*next));
     record_reload_event(*p.store, "runbooks.reloaded", reload_detail(actor, outcome, next.get()));
+    metrics::runbookd_metrics().reload(0);
     log->info("runbooks reloaded actor={} count={} added={} removed={} changed={}",
               log::quote(actor), outcome.runbooks, outcome.added.size(), outcome.removed.size(),
               outcome.changed.size());

@@ -162,6 +162,14 @@ RunbookdMetrics::RunbookdMetrics() {
                                      "Refused HTTP requests not recorded as auth.denied audit "
                                      "events because of their rate limit.")
                             .get();
+    auto& reloads = registry_.counter(
+        "runbookd_reloads_total",
+        "Reloads of the runbooks directory and tokens file (SIGHUP or POST /api/v1/reload), by "
+        "outcome: reloaded, invalid (the old set stays) or failed (could not be recorded).",
+        {"outcome"});
+    for (std::size_t i = 0; i < reloads_.size(); ++i) {
+        reloads_[i] = &reloads.with({std::array{"reloaded", "invalid", "failed"}[i]});
+    }
 
     build_info_ =
         &registry_

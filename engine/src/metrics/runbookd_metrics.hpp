@@ -88,6 +88,8 @@ class RunbookdMetrics {
     void auth_denied(std::size_t reason) { auth_denied_[reason < 4 ? reason : 0]->inc(); }
     // A refusal left out of the audit trail by its rate limit.
     void auth_denied_unrecorded() { auth_unrecorded_->inc(); }
+    // A reload of the runbooks (and tokens file): `outcome` indexes reloaded, invalid, failed.
+    void reload(std::size_t outcome) { reloads_[outcome < 3 ? outcome : 2]->inc(); }
     // The counter of HTTP requests for one route pattern and status class ("2xx"...); for
     // the router, which looks each up once per route.
     Counter& http_requests(std::string_view route, unsigned status_class);
@@ -118,6 +120,7 @@ class RunbookdMetrics {
     Family<Counter>* http_;
     std::array<Counter*, 4> auth_denied_{};
     Counter* auth_unrecorded_;
+    std::array<Counter*, 3> reloads_{};
     Gauge* build_info_;
 
     mutable std::mutex runbooks_mutex_;
