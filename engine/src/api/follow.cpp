@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/json_text.hpp"
+#include "exec/output.hpp"
 
 namespace runbookd::api {
 namespace {
@@ -125,8 +126,7 @@ class RunFollower : public http::BodyStream {
 
   private:
     std::string output_path(const AttemptRecord& a) const {
-        return fmt::format("{}/{}/{}-{}.log", output_dir_, run_, a.start.step_index,
-                           a.start.attempt);
+        return exec::output_file_path(output_dir_, run_, a.start.step_index, a.start.attempt);
     }
 
     // Sends what the attempt's output file gained, within `budget`. True when everything

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <runbookd/step_parser.hpp>
+#include <runbookd/store.hpp>
 
 #include "auth/auth.hpp"
 #include "ctl/settings.hpp"
@@ -440,9 +441,8 @@ int exit_code_of(const std::string& state) {
 }
 
 bool has_ended(const Json& run) {
-    const std::string state = run.value("state", std::string());
-    return state == "succeeded" || state == "failed" || state == "cancelled" ||
-           state == "interrupted";
+    const auto state = runbookd::parse_run_state(run.value("state", std::string()));
+    return state && runbookd::is_terminal(*state);
 }
 
 int runs_follow(const Options& o, const std::string& id);
@@ -633,11 +633,7 @@ int report_error(const Options& o, const runbookd::http::ClientResponse& respons
     if (const int code = auth_failure(o, response.status, body); code != 0) {
         return code;
     }
-    std::cerr << "runbookctl: runbookd answered " << response.status << ": "
-              << (body.is_object() && body.contains("error")
-                      ? text_of(body["error"].value("message", Json()))
-                      : response.body)
-              << "\n";
+    print_api_error(response.status, body, response.body);
     return kExitFailure;
 }
 

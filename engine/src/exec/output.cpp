@@ -110,4 +110,8 @@ std::string Redactor::redact(std::string_view data, bool final) {
     return out;
 }
 
+std::string output_file_path(std::string_view dir, std::int64_t run, int step_index, int attempt) {
+    return fmt::format("{}/{}/{}-{}.log", dir, run, step_index, attempt);
+}
+
 }  // namespace runbookd::exec

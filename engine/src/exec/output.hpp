@@ -54,4 +54,8 @@ class Redactor {
     std::string pending_;
 };
 
+// Where an attempt's full output is kept: <dir>/<run>/<step index>-<attempt>.log, one file per
+// attempt, never reused. Step executors write it; a follower of the run reads it as it grows.
+std::string output_file_path(std::string_view dir, std::int64_t run, int step_index, int attempt);
+
 }  // namespace runbookd::exec

@@ -9,6 +9,8 @@
 
 #include <runbookd/argv_step.hpp>
 
+#include "exec/output.hpp"
+
 namespace runbookd::run {
 namespace {
 
@@ -187,9 +189,8 @@ class ProcessExecutor final : public StepExecutor {
         spec.user = config->user;
         spec.group = config->group;
         if (!defaults_.output_dir.empty() && defaults_.output_cap_bytes > 0) {
-            // One file per attempt, never reused: <dir>/<run>/<step index>-<attempt>.log
-            spec.output_path = fmt::format("{}/{}/{}-{}.log", defaults_.output_dir, ctx.run_id,
-                                           ctx.step_index, ctx.attempt);
+            spec.output_path = exec::output_file_path(defaults_.output_dir, ctx.run_id,
+                                                      ctx.step_index, ctx.attempt);
             spec.output_cap_bytes = defaults_.output_cap_bytes;
         }
         spec.redact = defaults_.secrets;

@@ -85,8 +85,8 @@ class PythonStep final : public python::StepChannel,
               fmt::format("run={} step={} attempt={} ", ctx.run_id, ctx.step->name, ctx.attempt)),
           output_path_(defaults.output_dir.empty() || defaults.output_cap_bytes <= 0
                            ? std::string()
-                           : fmt::format("{}/{}/{}-{}.log", defaults.output_dir, ctx.run_id,
-                                         ctx.step_index, ctx.attempt)),
+                           : exec::output_file_path(defaults.output_dir, ctx.run_id, ctx.step_index,
+                                                    ctx.attempt)),
           log_(log::get("python")) {
         target_ = config.code.empty()
                       ? Json{{"module", config.module}, {"function", config.function}}
